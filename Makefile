@@ -1,0 +1,27 @@
+# Two entry points for a fresh machine: `make demo` (the main job) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CONFIG ?= small
+WORKDIR ?= runs/shakespeare_$(CONFIG)
+
+.PHONY: demo test sample clean-venv
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+## Train the Shakespeare Transformer on the embedded corpus, then sample from it.
+demo: $(BIN)/.installed
+	$(BIN)/p2t train --config configs/shakespeare.py:$(CONFIG) --workdir $(WORKDIR)
+	$(BIN)/p2t sample --workdir $(WORKDIR) --prompt "ROMEO:" --max-new-tokens 300 \
+		--temperature 0.8 --top-k 40 --seed 0
+
+## Install the test extra and run the whole suite.
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -n 2
+
+clean-venv:
+	rm -rf $(VENV)

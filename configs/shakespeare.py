@@ -1,0 +1,78 @@
+"""Character-level Shakespeare Transformer.
+
+Variants (``--config configs/shakespeare.py:VARIANT``):
+
+* ``small``       ~112K parameters: width 64, 2 layers, 4 heads, context 64 (the default).
+* ``large``       ~826K parameters: width 128, 4 layers, 4 heads, context 128.
+* ``nanogpt_cpu`` nanoGPT's CPU recipe: 4 layers, 4 heads, width 128, context 64,
+                  batch 12, 2,000 steps, lr 1e-3 -> 1e-4 cosine, 100 warm-up, beta2 0.99,
+                  no dropout, no biases, tied embeddings.
+* ``smoke``       tiny, for tests.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    variant = arg or "small"
+    c = ml_collections.ConfigDict()
+    c.variant = variant
+    c.seed = 0  # one seed for init, dropout and data order
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "auto"  # auto: TFDS tiny_shakespeare if prepared, else embedded; or tfds / embedded
+    c.data.tfds_data_dir = ""  # TFDS data dir; "" means TFDS's default ($TFDS_DATA_DIR)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.vocab_size = 65  # the 65-character tiny-shakespeare alphabet
+    c.model.max_len = 64  # context length in characters
+    c.model.emb_dim = 64  # residual width D
+    c.model.num_heads = 4  # attention heads; must divide emb_dim
+    c.model.num_layers = 2  # Transformer blocks
+    c.model.mlp_dim = 256  # MLP hidden width (4 * D)
+    c.model.dropout_rate = 0.0  # attention and residual dropout
+    c.model.use_bias = True  # biases in Dense and LayerNorm
+    c.model.tie_embeddings = False  # output head shares the token embedding
+    c.model.gelu_approximate = False  # tanh GELU (GPT-2) instead of exact erf
+    c.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 3e-3  # peak learning rate after warm-up
+    c.optim.end_learning_rate = 3e-4  # cosine decays to this
+    c.optim.warmup_steps = 100  # linear warm-up from 0
+    c.optim.decay_steps = 0  # cosine length; 0 means train.num_steps
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.99
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.1  # decoupled, on matrices and embeddings only
+    c.optim.grad_clip_norm = 1.0  # clip_by_global_norm; 0 turns it off
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32  # windows per step
+    c.train.num_steps = 2000
+    c.train.log_every = 50  # train metrics every N steps
+    c.train.eval_every = 250  # validation loss every N steps
+    c.train.eval_batches = 20  # validation batches per evaluation
+    c.train.checkpoint_every = 500  # Orbax save every N steps (and at each eval and the end)
+    c.train.keep_checkpoints = 2  # latest saves kept (the best by val loss is kept apart)
+
+    if variant == "small":
+        pass
+    elif variant == "large":
+        c.model.max_len, c.model.emb_dim, c.model.num_layers, c.model.mlp_dim = 128, 128, 4, 512
+        c.optim.learning_rate, c.optim.end_learning_rate = 2e-3, 2e-4
+        c.train.num_steps = 3000
+    elif variant == "nanogpt_cpu":
+        c.model.max_len, c.model.emb_dim, c.model.num_layers, c.model.mlp_dim = 64, 128, 4, 512
+        c.model.use_bias, c.model.tie_embeddings = False, True
+        c.optim.learning_rate, c.optim.end_learning_rate = 1e-3, 1e-4
+        c.train.batch_size, c.train.num_steps = 12, 2000
+        c.train.eval_every, c.train.eval_batches = 250, 200
+    elif variant == "smoke":
+        c.model.max_len, c.model.emb_dim, c.model.num_heads, c.model.num_layers, c.model.mlp_dim = 16, 32, 2, 2, 64
+        c.optim.learning_rate, c.optim.end_learning_rate, c.optim.warmup_steps = 1e-2, 1e-3, 5
+        c.train.batch_size, c.train.num_steps = 8, 40
+        c.train.log_every, c.train.eval_every, c.train.eval_batches, c.train.checkpoint_every = 10, 20, 2, 20
+    else:
+        raise ValueError(f"unknown variant '{variant}'; choose small, large, nanogpt_cpu or smoke")
+    return c

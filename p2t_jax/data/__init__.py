@@ -1,0 +1,1 @@
+"""Data: offline-first sources, tokenizers and deterministic batching."""

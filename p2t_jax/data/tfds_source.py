@@ -1,0 +1,55 @@
+"""Reading TFDS datasets that are already prepared, without downloads and without TensorFlow."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Sequence
+
+from p2t_jax.data.cache import DataUnavailableError
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    """Hides TFDS's absl warnings about missing dataset folders while probing."""
+    from absl import logging
+
+    before = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.set_verbosity(before)
+
+
+def prepared_split(name: str, split: str, data_dir: str | None = None) -> Sequence[dict] | None:
+    """Random-access records of a prepared TFDS split, or None when it is not prepared.
+
+    Never downloads. ArrayRecord datasets are read with ``tfds.data_source`` (no
+    TensorFlow); TFRecord ones through ``tfds.load`` when TensorFlow is installed.
+
+    Args:
+      name: TFDS dataset name, e.g. ``"mnist"``.
+      split: e.g. ``"train"``.
+      data_dir: the TFDS data dir; None means TFDS's default (``$TFDS_DATA_DIR``).
+
+    Returns:
+      A sequence of feature dicts (numpy values), or None.
+
+    Raises:
+      DataUnavailableError: the split is prepared but cannot be read here.
+    """
+    import tensorflow_datasets as tfds
+
+    with _quiet_absl():
+        try:
+            return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        except (KeyError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError):
+            return None  # not prepared (TFDS reports an empty split list) or unknown
+        except Exception as array_record_error:
+            try:
+                dataset = tfds.load(name, split=split, data_dir=data_dir, download=False)
+                return list(tfds.as_numpy(dataset))
+            except Exception as e:
+                raise DataUnavailableError(
+                    f"TFDS {name}/{split} is prepared but unreadable here ({type(array_record_error).__name__}; "
+                    f"TFRecord datasets need the 'tf' extra): {e}") from e

@@ -1,0 +1,172 @@
+"""A decoder-only Transformer (GPT style): pre-LayerNorm blocks, causal self-attention.
+
+Shapes use single-letter suffixes: B batch, T length (query), S length (key), D model
+width, H heads, K head width (D = H*K), F MLP width, V vocabulary.
+
+Every parameter carries logical axis names (``vocab``, ``embed``, ``heads``, ``kv``,
+``mlp``) through ``nn.with_logical_partitioning`` and the activations carry logical
+constraints; ``p2t_jax.parallel`` maps those names onto a device mesh. Without a mesh they
+change nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyper-parameters of the model (a frozen dataclass, so modules stay hashable).
+
+    Attributes:
+      vocab_size: V, number of token ids.
+      max_len: the context: the most positions the model reads at once.
+      emb_dim: D, the residual stream width.
+      num_heads: H; must divide ``emb_dim``.
+      num_layers: number of Transformer blocks.
+      mlp_dim: F, hidden width of the MLP (usually 4 * D).
+      dropout_rate: dropout on attention weights and on each residual branch.
+      use_bias: biases in Dense layers and LayerNorms (nanoGPT's recipe turns them off).
+      tie_embeddings: the output head reuses the token embedding matrix.
+      gelu_approximate: tanh-approximate GELU (as GPT-2) instead of the exact erf form.
+      dtype: compute dtype (``float32`` or ``bfloat16``); parameters stay float32.
+    """
+
+    vocab_size: int
+    max_len: int
+    emb_dim: int
+    num_heads: int
+    num_layers: int
+    mlp_dim: int
+    dropout_rate: float = 0.0
+    use_bias: bool = True
+    tie_embeddings: bool = False
+    gelu_approximate: bool = False
+    dtype: Dtype = jnp.float32
+
+    @property
+    def head_dim(self) -> int:
+        return self.emb_dim // self.num_heads
+
+
+def _init(axes: tuple, stddev: float = 0.02):
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+
+
+def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=1e-5, use_bias=cfg.use_bias, dtype=cfg.dtype, name=name,
+                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+
+
+def causal_mask(length: int) -> jax.Array:
+    """``bool[1, 1, T, T]``: True where query position t may attend to key position s <= t."""
+    return jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention.
+
+    Input ``x_BTD``; output ``[B, T, D]``. With ``return_weights`` the attention
+    probabilities ``[B, H, T, T]`` are sown into the ``intermediates`` collection.
+    """
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, *, deterministic: bool) -> jax.Array:
+        cfg = self.cfg
+        B, T, D = x_BTD.shape
+        H, K = cfg.num_heads, cfg.head_dim
+        qkv_BT3HK = nn.DenseGeneral(
+            features=(3, H, K), use_bias=cfg.use_bias, dtype=cfg.dtype, name="qkv",
+            kernel_init=_init(("embed", None, "heads", "kv")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None, "heads", "kv")))(x_BTD)
+        q_BTHK, k_BTHK, v_BTHK = qkv_BT3HK[:, :, 0], qkv_BT3HK[:, :, 1], qkv_BT3HK[:, :, 2]
+        q_BTHK = nn.with_logical_constraint(q_BTHK, ("batch", "length", "heads", "kv"))
+        logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BTHK) / jnp.sqrt(K).astype(cfg.dtype)
+        logits_BHTS = jnp.where(causal_mask(T), logits_BHTS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        attn_BHTS = jax.nn.softmax(logits_BHTS, axis=-1)
+        self.sow("intermediates", "attention_weights", attn_BHTS)
+        attn_BHTS = nn.Dropout(cfg.dropout_rate)(attn_BHTS, deterministic=deterministic)
+        out_BTHK = jnp.einsum("bhts,bshk->bthk", attn_BHTS.astype(cfg.dtype), v_BTHK)
+        out_BTHK = nn.with_logical_constraint(out_BTHK, ("batch", "length", "heads", "kv"))
+        return nn.DenseGeneral(
+            features=D, axis=(-2, -1), use_bias=cfg.use_bias, dtype=cfg.dtype, name="out",
+            kernel_init=_init(("heads", "kv", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(out_BTHK)
+
+
+class MLP(nn.Module):
+    """Position-wise ``D -> F -> D`` with GELU. Input and output ``[B, T, D]``."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, *, deterministic: bool) -> jax.Array:
+        cfg = self.cfg
+        h_BTF = nn.Dense(cfg.mlp_dim, use_bias=cfg.use_bias, dtype=cfg.dtype, name="fc",
+                         kernel_init=_init(("embed", "mlp")),
+                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x_BTD)
+        h_BTF = nn.gelu(h_BTF, approximate=cfg.gelu_approximate)
+        h_BTF = nn.with_logical_constraint(h_BTF, ("batch", "length", "mlp"))
+        return nn.Dense(cfg.emb_dim, use_bias=cfg.use_bias, dtype=cfg.dtype, name="proj",
+                        kernel_init=_init(("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(h_BTF)
+
+
+class Block(nn.Module):
+    """Pre-LN block: ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``. ``[B, T, D] -> [B, T, D]``."""
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, *, deterministic: bool) -> jax.Array:
+        cfg = self.cfg
+        drop = nn.Dropout(cfg.dropout_rate)
+        h = CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln1")(x_BTD), deterministic=deterministic)
+        x_BTD = x_BTD + drop(h, deterministic=deterministic)
+        h = MLP(cfg, name="mlp")(_layer_norm(cfg, "ln2")(x_BTD), deterministic=deterministic)
+        x_BTD = x_BTD + drop(h, deterministic=deterministic)
+        return nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
+
+
+class Transformer(nn.Module):
+    """Decoder-only language model.
+
+    Call with ``tokens_BT`` (``int32[B, T]``, T <= max_len) and get next-token logits
+    ``float32[B, T, V]``: position t sees tokens 0..t only.
+    """
+
+    cfg: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens_BT: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        cfg = self.cfg
+        B, T = tokens_BT.shape
+        if T > cfg.max_len:
+            raise ValueError(f"input length {T} exceeds the model's context of {cfg.max_len}.")
+        embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="token_embed",
+                         embedding_init=_init(("vocab", "embed")))
+        pos_TD = self.param("pos_embed", _init((None, "embed")), (cfg.max_len, cfg.emb_dim))[:T]
+        x_BTD = (embed(tokens_BT) + pos_TD[None]).astype(cfg.dtype)
+        x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
+        x_BTD = nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
+        for i in range(cfg.num_layers):
+            x_BTD = Block(cfg, name=f"block_{i}")(x_BTD, deterministic=deterministic)
+        x_BTD = _layer_norm(cfg, "ln_f")(x_BTD)
+        if cfg.tie_embeddings:
+            logits_BTV = embed.attend(x_BTD.astype(jnp.float32))
+        else:
+            logits_BTV = nn.Dense(cfg.vocab_size, use_bias=cfg.use_bias, dtype=cfg.dtype, name="head",
+                                  kernel_init=_init(("embed", "vocab")),
+                                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)))(x_BTD)
+        logits_BTV = nn.with_logical_constraint(logits_BTV, ("batch", "length", "vocab"))
+        return logits_BTV.astype(jnp.float32)

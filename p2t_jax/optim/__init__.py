@@ -1,0 +1,1 @@
+"""Optimisers: the standard Optax chains built from configs (and, per chapter, hand-written transforms)."""

@@ -1,0 +1,1 @@
+"""Tasks: a chapter's model, loss and data, packaged for the one training loop."""

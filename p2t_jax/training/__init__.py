@@ -1,0 +1,1 @@
+"""The one training engine: state, pure steps, the loop, checkpoints and metrics."""
