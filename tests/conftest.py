@@ -16,3 +16,35 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 @pytest.fixture
 def repo_root() -> pathlib.Path:
     return REPO
+
+
+PASSAGE = """ROMEO:
+But soft, what light through yonder window breaks?
+It is the east, and Juliet is the sun.
+
+JULIET:
+O Romeo, Romeo! wherefore art thou Romeo?
+Deny thy father and refuse thy name.
+
+ROMEO:
+Shall I hear more, or shall I speak at this?
+
+"""
+
+
+@pytest.fixture
+def tiny_corpus(monkeypatch):
+    """Replaces the Shakespeare corpus with a small repeated passage (no download)."""
+    from p2t_jax.data import shakespeare
+
+    texts = {"train": PASSAGE * 40, "validation": PASSAGE * 4}
+    monkeypatch.setattr(shakespeare, "load_texts", lambda source="auto", data_dir=None: (dict(texts), "test:passage"))
+    return texts
+
+
+@pytest.fixture
+def smoke_config():
+    """The ``smoke`` Shakespeare config, unlocked copy."""
+    from p2t_jax.configuration import load_config
+
+    return load_config(str(REPO / "configs" / "shakespeare.py") + ":smoke")

@@ -43,9 +43,13 @@ def prepared_split(name: str, split: str, data_dir: str | None = None) -> Sequen
     with _quiet_absl():
         try:
             return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-        except (KeyError, tfds.core.registered.DatasetNotFoundError, FileNotFoundError):
-            return None  # not prepared (TFDS reports an empty split list) or unknown
         except Exception as array_record_error:
+            try:
+                prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+            except Exception:  # unknown dataset name or unreadable data dir
+                prepared = False
+            if not prepared:
+                return None
             try:
                 dataset = tfds.load(name, split=split, data_dir=data_dir, download=False)
                 return list(tfds.as_numpy(dataset))

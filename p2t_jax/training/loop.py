@@ -57,11 +57,29 @@ class Task:
     meta: dict = dataclasses.field(default_factory=dict)
 
 
-def create_state(task: Task, config: ml_collections.ConfigDict) -> TrainState:
-    """A fresh TrainState from ``config.seed``, the task's init and ``config.optim``."""
+def create_state(apply_fn: Callable, init_variables: Callable, config: ml_collections.ConfigDict) -> TrainState:
+    """A fresh TrainState from ``config.seed``, ``init_variables(rng)`` and ``config.optim``."""
     tx, _ = make_optimizer(config.optim, config.train.num_steps)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    return TrainState.create(apply_fn=task.apply_fn, variables=task.init_variables(init_rng), tx=tx, rng=state_rng)
+    return TrainState.create(apply_fn=apply_fn, variables=init_variables(init_rng), tx=tx, rng=state_rng)
+
+
+def restore_state(apply_fn: Callable, init_variables: Callable, config: ml_collections.ConfigDict,
+                  workdir: str | pathlib.Path, *, best: bool = False) -> tuple[TrainState, dict]:
+    """The TrainState saved in ``workdir`` (latest, or best by eval loss), and its meta dict.
+
+    Nothing is initialised for real: the state's shapes come from ``jax.eval_shape``.
+
+    Raises:
+      CheckpointError: no checkpoint, or one that cannot be read.
+    """
+    abstract = jax.eval_shape(lambda: create_state(apply_fn, init_variables, config))
+    checkpoints = Checkpoints(workdir, keep=config.train.keep_checkpoints, create=False)
+    try:
+        items, meta = checkpoints.restore(abstract.checkpoint_items(), best=best)
+    finally:
+        checkpoints.close()
+    return abstract.replace_items(items), meta
 
 
 def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -109,7 +127,7 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
 
     tc = config.train
     _, schedule = make_optimizer(config.optim, tc.num_steps)
-    state = create_state(task, config)
+    state = create_state(task.apply_fn, task.init_variables, config)
     checkpoints = Checkpoints(workdir, keep=tc.keep_checkpoints, best_metric="loss")
     resumed_from = checkpoints.latest_step()
     if resumed_from is not None:

@@ -1,0 +1,197 @@
+"""The ``p2t`` command: ``p2t train | sample | eval``.
+
+Examples::
+
+    p2t train  --config configs/shakespeare.py:small --workdir runs/small [--config.train.num_steps=500]
+    p2t sample --workdir runs/small --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40 --seed 0
+    p2t eval   --workdir runs/small
+
+Bad input (a config value, an argument, a prompt, a path, a checkpoint) is reported in one
+sentence on stderr with exit code 2; nothing on disk is changed by a failed command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message is one sentence for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own errors: one sentence, exit 2
+        raise UsageError(f"{self.prog}: {message}.")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="p2t", description="From perceptrons to transformers: train, sample and evaluate.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train (or resume) a run in --workdir",
+                           epilog="Override any config field with --config.path.to.key=value.")
+    train.add_argument("--config", default="configs/shakespeare.py:small",
+                       help="config file and variant, e.g. configs/shakespeare.py:large")
+    train.add_argument("--workdir", required=True, help="run folder; an existing checkpoint there is resumed")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    sample = sub.add_parser("sample", help="generate text from a trained run")
+    sample.add_argument("--workdir", required=True)
+    sample.add_argument("--prompt", default="ROMEO:")
+    sample.add_argument("--max-new-tokens", type=int, default=300)
+    sample.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
+    sample.add_argument("--top-k", type=int, default=40, help="0 keeps every token")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--num-samples", type=int, default=1)
+    sample.add_argument("--best", action="store_true", help="use the best checkpoint by validation loss")
+
+    evaluate = sub.add_parser("eval", help="validation loss of a trained run")
+    evaluate.add_argument("--workdir", required=True)
+    evaluate.add_argument("--batches", type=int, default=0, help="validation batches (0: the config's eval_batches)")
+    evaluate.add_argument("--best", action="store_true", help="use the best checkpoint by validation loss")
+    return parser
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    rest, overrides = [], []
+    for arg in argv:
+        if arg.startswith("--config."):
+            overrides.append(arg[len("--config."):])
+        else:
+            rest.append(arg)
+    return rest, overrides
+
+
+def _load_run(workdir: str):
+    """(config, task module) of an existing run folder."""
+    import ml_collections
+
+    from p2t_jax.tasks import language_model
+
+    path = pathlib.Path(workdir)
+    if not path.is_dir():
+        raise UsageError(f"workdir '{workdir}' does not exist; train a run there first with `p2t train`.")
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise UsageError(f"workdir '{workdir}' has no config.json, so it holds no run of `p2t train`.")
+    try:
+        config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+    except json.JSONDecodeError:
+        raise UsageError(f"workdir '{workdir}' has a config.json that is not valid JSON.") from None
+    return config, language_model
+
+
+def cmd_train(args, overrides) -> int:
+    from p2t_jax import configuration
+    from p2t_jax.tasks import language_model
+    from p2t_jax.training.loop import train_and_evaluate
+
+    config = configuration.load_config(args.config)
+    configuration.apply_overrides(config, overrides)
+    language_model.validate(config)
+    task = language_model.make_task(config)
+    print(f"data: {task.meta['data_source']} ({task.meta['train_tokens']:,} train / "
+          f"{task.meta['validation_tokens']:,} validation characters)")
+    summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress)
+    state = summary.pop("state")
+    n_params = sum(x.size for x in __import__("jax").tree.leaves(state.params))
+    print(f"model: {config.variant}, {n_params:,} parameters; steps {summary['start_step']} -> {summary['final_step']}")
+    if summary.get("eval"):
+        print(f"val loss {summary['eval']['loss']:.4f}  train loss {summary['train'].get('loss', math.nan):.4f}")
+    if summary.get("ms_per_step_median"):
+        print(f"median {summary['ms_per_step_median']:.1f} ms/step, {summary['tokens_per_s']:,.0f} tokens/s, "
+              f"first-step compile {summary['compile_s']:.2f} s")
+    print(f"run folder: {args.workdir}")
+    return 0
+
+
+def _restore(args):
+    config, module = _load_run(args.workdir)
+    from p2t_jax.training.loop import restore_state
+
+    model = module.make_model(config)
+    state, meta = restore_state(model.apply, lambda rng: module.init_params(model, rng), config, args.workdir,
+                                best=args.best)
+    return config, module, model, state, meta
+
+
+def cmd_sample(args, overrides) -> int:
+    if overrides:
+        raise UsageError("`p2t sample` takes no --config overrides; the run's own config is used.")
+    if args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}.")
+    if args.temperature < 0 or not math.isfinite(args.temperature):
+        raise UsageError(f"--temperature must be a finite number >= 0, got {args.temperature}.")
+    if args.top_k < 0:
+        raise UsageError(f"--top-k must be >= 0, got {args.top_k}.")
+    if args.num_samples < 1:
+        raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}.")
+    if not args.prompt:
+        raise UsageError("--prompt must hold at least one character.")
+    config, module, model, state, meta = _restore(args)
+    tokenizer = module.load_tokenizer(pathlib.Path(args.workdir))
+    bad = tokenizer.unknown_chars(args.prompt)
+    if bad:
+        raise UsageError(f"the prompt holds {''.join(bad)!r}, which is not in the model's "
+                         f"{tokenizer.vocab_size}-character vocabulary.")
+
+    import jax
+    import jax.numpy as jnp
+
+    from p2t_jax.sampling import generate
+
+    prompt = jnp.tile(jnp.asarray(tokenizer.encode(args.prompt))[None], (args.num_samples, 1))
+    out = generate(lambda p, t: model.apply({"params": p}, t), state.params, prompt, jax.random.PRNGKey(args.seed),
+                   context=config.model.max_len, max_new_tokens=args.max_new_tokens,
+                   temperature=args.temperature, top_k=args.top_k)
+    for i, row in enumerate(jax.device_get(out)):
+        if args.num_samples > 1:
+            print(f"--- sample {i} ---")
+        print(tokenizer.decode(row))
+    return 0
+
+
+def cmd_eval(args, overrides) -> int:
+    if args.batches < 0:
+        raise UsageError(f"--batches must be >= 0, got {args.batches}.")
+    config, module, model, state, meta = _restore(args)
+    from p2t_jax.configuration import apply_overrides
+    from p2t_jax.training.loop import evaluate
+    from p2t_jax.training.steps import make_eval_step
+
+    import jax
+
+    apply_overrides(config, overrides)
+    if args.batches:
+        config.train.eval_batches = args.batches
+    task = module.make_task(config)
+    metrics = evaluate(jax.jit(make_eval_step(task.loss_fn)), state, task.eval_batches())
+    metrics["bits_per_char"] = metrics["loss"] / math.log(2)
+    print(json.dumps({"step": int(state.step), **{k: round(v, 5) for k, v in metrics.items()}}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from p2t_jax.configuration import ConfigError
+    from p2t_jax.data.cache import DataUnavailableError
+    from p2t_jax.training.checkpoint import CheckpointError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest, overrides = _split_overrides(argv)
+    try:
+        args = _build_parser().parse_args(rest)
+        handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}[args.command]
+        return handler(args, overrides)
+    except (UsageError, ConfigError, CheckpointError, DataUnavailableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

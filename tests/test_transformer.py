@@ -1,0 +1,105 @@
+"""The Transformer: exact parameter counts, shapes, causality."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from p2t_jax.configuration import load_config
+from p2t_jax.models.transformer import Transformer, TransformerConfig
+from p2t_jax.tasks import language_model
+
+
+def _param_count(config) -> int:
+    model = language_model.make_model(config)
+    shapes = jax.eval_shape(lambda: language_model.init_params(model, jax.random.PRNGKey(0)))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ("small", 112_577),  # width 64, 2 layers, context 64, untied head with bias
+    ("large", 826_433),  # width 128, 4 layers, context 128
+    ("nanogpt_cpu", 804_096),  # no biases, tied head: nanoGPT's 0.80M plus 8,192 position weights
+])
+def test_exact_parameter_counts(repo_root, variant, expected):
+    config = load_config(f"{repo_root}/configs/shakespeare.py:{variant}")
+    assert _param_count(config) == expected
+
+
+def test_parameter_count_formula():
+    """Counts agree with the closed form 12·L·D² + 13·L·D + (V + T)·D + 2D + D·V + V (biases, untied)."""
+    V, T, D, L = 65, 32, 48, 3
+    cfg = TransformerConfig(vocab_size=V, max_len=T, emb_dim=D, num_heads=4, num_layers=L, mlp_dim=4 * D)
+    variables = jax.eval_shape(lambda: nn.meta.unbox(Transformer(cfg).init(jax.random.PRNGKey(0),
+                                                                           jnp.zeros((1, T), jnp.int32))))
+    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables))
+    assert count == 12 * L * D * D + 13 * L * D + (V + T) * D + 2 * D + D * V + V
+
+
+def _tiny_model(**kw):
+    cfg = TransformerConfig(vocab_size=17, max_len=12, emb_dim=16, num_heads=2, num_layers=2, mlp_dim=32, **kw)
+    model = Transformer(cfg)
+    params = nn.meta.unbox(model.init(jax.random.PRNGKey(1), jnp.zeros((1, 12), jnp.int32)))["params"]
+    return model, params
+
+
+def test_logits_shape_and_dtype():
+    model, params = _tiny_model()
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (3, 10), 0, 17)
+    logits = model.apply({"params": params}, tokens)
+    chex.assert_shape(logits, (3, 10, 17))
+    chex.assert_type(logits, jnp.float32)
+    chex.assert_tree_all_finite(logits)
+
+
+def test_longer_than_context_is_refused():
+    model, params = _tiny_model()
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        model.apply({"params": params}, jnp.zeros((1, 13), jnp.int32))
+
+
+@pytest.mark.parametrize("t", [0, 4, 11])
+def test_causality(t):
+    """Changing token t never changes logits before t, and does change logits at t."""
+    model, params = _tiny_model()
+    tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 12), 0, 17)
+    changed = tokens.at[:, t].set((tokens[:, t] + 5) % 17)
+    a = model.apply({"params": params}, tokens)
+    b = model.apply({"params": params}, changed)
+    chex.assert_trees_all_close(a[:, :t], b[:, :t], atol=1e-6)
+    assert float(jnp.abs(a[:, t] - b[:, t]).max()) > 1e-4
+
+
+def test_tied_embeddings_share_the_token_table():
+    """With tied embeddings the head is the token table: logits = h · E^T."""
+    model, params = _tiny_model(tie_embeddings=True, use_bias=False)
+    assert "head" not in params
+    tokens = jnp.arange(12)[None] % 17
+    logits = model.apply({"params": params}, tokens)
+    bumped = jax.tree_util.tree_map(lambda x: x, params)
+    bumped["token_embed"]["embedding"] = params["token_embed"]["embedding"].at[16, 0].add(1.0)
+    # token 16 is absent from the input, so only its output logit can change
+    diff = jnp.abs(model.apply({"params": bumped}, tokens) - logits).max(axis=(0, 1))
+    assert float(diff[16]) > 1e-3 and float(diff[:16].max()) == 0.0
+
+
+def test_dropout_is_active_only_in_training():
+    model, params = _tiny_model(dropout_rate=0.5)
+    tokens = jnp.arange(12)[None] % 17
+    eval_a = model.apply({"params": params}, tokens)
+    eval_b = model.apply({"params": params}, tokens)
+    chex.assert_trees_all_equal(eval_a, eval_b)
+    train = model.apply({"params": params}, tokens, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})
+    assert float(jnp.abs(train - eval_a).max()) > 1e-3
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    model, params = _tiny_model(dtype=jnp.bfloat16)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    logits32 = Transformer(model.cfg.__class__(**{**model.cfg.__dict__, "dtype": jnp.float32})).apply(
+        {"params": params}, jnp.arange(12)[None] % 17)
+    logits16 = model.apply({"params": params}, jnp.arange(12)[None] % 17)
+    assert logits16.dtype == jnp.float32
+    chex.assert_trees_all_close(logits16, logits32, atol=5e-2)
