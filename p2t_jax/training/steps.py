@@ -35,8 +35,8 @@ def make_train_step(loss_fn: LossFn, schedule: optax.Schedule | None = None) -> 
         (loss, (metrics, new_model_state)), grads = grad_fn(state.params, state.model_state, batch, step_rng, True)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                       param_norm=optax.global_norm(params), update_norm=optax.global_norm(updates))
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
+                       update_norm=optax.tree.norm(updates))
         if schedule is not None:
             metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,

@@ -1,0 +1,77 @@
+"""The p2t command end to end on a tiny run, and its answers to bad input."""
+
+import json
+import os
+
+import pytest
+
+from p2t_jax.cli import main
+
+
+@pytest.fixture
+def trained(tiny_corpus, repo_root, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    code = main(["train", "--config", f"{repo_root}/configs/shakespeare.py:smoke", "--workdir", str(workdir),
+                 "--no-progress", "--config.train.num_steps=20"])
+    assert code == 0
+    return workdir
+
+
+def test_train_sample_eval(trained, capsys):
+    capsys.readouterr()
+    assert main(["sample", "--workdir", str(trained), "--prompt", "ROMEO:", "--max-new-tokens", "30",
+                 "--seed", "1"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("ROMEO:") and len(first.rstrip("\n")) >= 36
+    assert main(["sample", "--workdir", str(trained), "--prompt", "ROMEO:", "--max-new-tokens", "30",
+                 "--seed", "1"]) == 0
+    assert capsys.readouterr().out == first
+    assert main(["eval", "--workdir", str(trained), "--batches", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["step"] == 20 and result["loss"] > 0 and result["bits_per_char"] > 0
+
+
+def _error(capsys, argv):
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_bad_sampling_input(trained, capsys, tmp_path):
+    w = str(trained)
+    cases = [
+        (["sample", "--workdir", w, "--prompt", "ROMEO{"], "'{', which is not in the model's"),
+        (["sample", "--workdir", str(tmp_path / "missing")], "does not exist"),
+        (["sample", "--workdir", str(tmp_path)], "no config.json"),
+        (["sample", "--workdir", w, "--temperature", "-1"], "--temperature must be"),
+        (["sample", "--workdir", w, "--top-k", "-2"], "--top-k must be"),
+        (["sample", "--workdir", w, "--max-new-tokens", "0"], "--max-new-tokens must be"),
+        (["sample", "--workdir", w, "--max-new-tokens", "many"], "invalid int value"),
+        (["sample", "--workdir", w, "--prompt", ""], "--prompt must hold"),
+    ]
+    for argv, message in cases:
+        code, err = _error(capsys, argv)
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)
+
+
+def test_missing_checkpoint(trained, capsys, tmp_path):
+    (tmp_path / "config.json").write_text((trained / "config.json").read_text())
+    code, err = _error(capsys, ["sample", "--workdir", str(tmp_path)])
+    assert code == 2 and "no checkpoint found" in err
+
+
+def test_bad_train_input_touches_nothing(capsys, repo_root, tmp_path):
+    workdir = tmp_path / "never"
+    cfg = f"{repo_root}/configs/shakespeare.py:smoke"
+    cases = [
+        (["train", "--config", cfg, "--workdir", str(workdir), "--config.model.num_heads=3"], "must divide"),
+        (["train", "--config", cfg, "--workdir", str(workdir), "--config.model.nope=3"], "unknown config key"),
+        (["train", "--config", "configs/none.py", "--workdir", str(workdir)], "does not exist"),
+        (["train", "--config", cfg], "--workdir"),
+        (["fly"], "invalid choice"),
+    ]
+    for argv, message in cases:
+        code, err = _error(capsys, argv)
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)
+    assert not os.path.exists(workdir)
