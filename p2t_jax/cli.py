@@ -47,6 +47,11 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--max-new-tokens", type=int, default=300)
     sample.add_argument("--temperature", type=float, default=0.8, help="0 means greedy")
     sample.add_argument("--top-k", type=int, default=40, help="0 keeps every token")
+    sample.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass in (0, 1]; 1 keeps all")
+    sample.add_argument("--no-cache", action="store_true",
+                        help="recompute the whole window for every token instead of using the key/value cache")
+    sample.add_argument("--stride", type=int, default=0,
+                        help="with the cache: positions dropped when it is full (0: a quarter of the context)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--num-samples", type=int, default=1)
     sample.add_argument("--best", action="store_true", help="use the best checkpoint by validation loss")
@@ -130,6 +135,10 @@ def cmd_sample(args, overrides) -> int:
         raise UsageError(f"--temperature must be a finite number >= 0, got {args.temperature}.")
     if args.top_k < 0:
         raise UsageError(f"--top-k must be >= 0, got {args.top_k}.")
+    if not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p must be in (0, 1], got {args.top_p}.")
+    if args.stride < 0:
+        raise UsageError(f"--stride must be >= 0, got {args.stride}.")
     if args.num_samples < 1:
         raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}.")
     if not args.prompt:
@@ -144,13 +153,32 @@ def cmd_sample(args, overrides) -> int:
     import jax
     import jax.numpy as jnp
 
-    from p2t_jax.sampling import generate
+    from p2t_jax.sampling import generate, generate_cached
 
+    if args.stride >= config.model.max_len:
+        raise UsageError(f"--stride must be below the model's context of {config.model.max_len}, got {args.stride}.")
     prompt = jnp.tile(jnp.asarray(tokenizer.encode(args.prompt))[None], (args.num_samples, 1))
-    out = generate(lambda p, t: model.apply({"params": p}, t), state.params, prompt, jax.random.PRNGKey(args.seed),
-                   context=config.model.max_len, max_new_tokens=args.max_new_tokens,
-                   temperature=args.temperature, top_k=args.top_k)
-    for i, row in enumerate(jax.device_get(out)):
+    stream = args.num_samples == 1 and sys.stdout.isatty()
+    if stream:  # one sample to a terminal: print each character as it is produced
+        print(args.prompt, end="", flush=True)
+
+    def stream_fn(i, tokens):
+        print(tokenizer.decode(tokens[:1]), end="", flush=True)
+
+    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+              top_p=args.top_p, stream_fn=stream_fn if stream else None)
+    rng = jax.random.PRNGKey(args.seed)
+    if args.no_cache:
+        out = generate(lambda p, t: model.apply({"params": p}, t), state.params, prompt, rng,
+                       context=config.model.max_len, **kw)
+    else:
+        out = generate_cached(model, state.params, prompt, rng, stride=args.stride, **kw)
+    out = jax.device_get(out)
+    if stream:
+        jax.effects_barrier()
+        print()
+        return 0
+    for i, row in enumerate(out):
         if args.num_samples > 1:
             print(f"--- sample {i} ---")
         print(tokenizer.decode(row))

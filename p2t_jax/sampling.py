@@ -1,9 +1,17 @@
-"""Autoregressive generation from a causal language model, compiled once.
+"""Autoregressive generation from a causal language model, each variant compiled once.
 
-The sampler keeps a fixed buffer ``int32[B, P + N]`` (prompt plus new tokens) and, at each
-of the N steps, runs the model on the last ``context`` tokens (a sliding window, so
-generation may run past the model's context), then draws the next token. The loop is a
-``lax.fori_loop`` inside one ``jax.jit``: one compilation per (batch, prompt length, N).
+Two samplers, both one ``jax.jit`` around a ``lax.fori_loop`` (one compilation per
+batch, prompt length and number of new tokens):
+
+* :func:`generate` recomputes the model on the last ``context`` tokens for every new
+  token: an exact sliding window, simple and slow.
+* :func:`generate_cached` keeps keys and values in the model's ``cache`` collection, so
+  each new token costs one position. When the cache is full it is rebuilt from the last
+  ``context - stride`` tokens (one prefill every ``stride`` tokens): every token still sees
+  between ``context - stride`` and ``context`` tokens of history.
+
+Filtering: ``temperature`` (0: greedy), ``top_k`` (keep the k most likely), ``top_p``
+(keep the smallest set of most likely tokens whose probability reaches p).
 """
 
 from __future__ import annotations
@@ -13,10 +21,11 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 
 
-def filter_logits(logits_BV: jax.Array, *, temperature: float, top_k: int = 0) -> jax.Array:
-    """Scales by ``1/temperature`` and keeps only the ``top_k`` largest logits (0: all).
+def filter_logits(logits_BV: jax.Array, *, temperature: float, top_k: int = 0, top_p: float = 1.0) -> jax.Array:
+    """Scales by ``1/temperature``, then keeps the ``top_k`` largest and the top-``p`` nucleus.
 
     Returns ``float32[B, V]`` with removed entries at ``-inf``.
     """
@@ -24,20 +33,36 @@ def filter_logits(logits_BV: jax.Array, *, temperature: float, top_k: int = 0) -
     if top_k and top_k < logits_BV.shape[-1]:
         kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
         logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+    if top_p < 1.0:
+        sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+        probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+        mass_before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
+        keep_B1 = jnp.sum(mass_before_BV < top_p, axis=-1, keepdims=True)  # >= 1: the top token always stays
+        threshold_B1 = jnp.take_along_axis(sorted_BV, keep_B1 - 1, axis=-1)
+        logits_BV = jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
     return logits_BV
 
 
-def sample_token(rng: jax.Array, logits_BV: jax.Array, *, temperature: float, top_k: int = 0) -> jax.Array:
+def sample_token(rng: jax.Array, logits_BV: jax.Array, *, temperature: float, top_k: int = 0,
+                 top_p: float = 1.0) -> jax.Array:
     """Draws ``int32[B]``: argmax when ``temperature == 0``, else from the filtered softmax."""
     if temperature == 0:
         return logits_BV.argmax(-1).astype(jnp.int32)
-    return jax.random.categorical(rng, filter_logits(logits_BV, temperature=temperature, top_k=top_k)).astype(jnp.int32)
+    filtered = filter_logits(logits_BV, temperature=temperature, top_k=top_k, top_p=top_p)
+    return jax.random.categorical(rng, filtered).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "context", "max_new_tokens", "temperature", "top_k"))
+def _stream(stream_fn: Callable | None, i, token_B) -> None:
+    if stream_fn is not None:
+        jax.experimental.io_callback(lambda i, t: stream_fn(int(i), t), None, i, token_B, ordered=True)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "context", "max_new_tokens", "temperature", "top_k",
+                                             "top_p", "stream_fn"))
 def generate(logits_fn: Callable, params, prompt_BP: jax.Array, rng: jax.Array, *, context: int,
-             max_new_tokens: int, temperature: float = 1.0, top_k: int = 0) -> jax.Array:
-    """Continues each prompt by ``max_new_tokens`` tokens.
+             max_new_tokens: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             stream_fn: Callable | None = None) -> jax.Array:
+    """Continues each prompt by ``max_new_tokens`` tokens, recomputing the window each time.
 
     Args:
       logits_fn: ``(params, tokens_BT) -> float32[B, T, V]``, causal.
@@ -46,8 +71,8 @@ def generate(logits_fn: Callable, params, prompt_BP: jax.Array, rng: jax.Array, 
       rng: PRNG key; the token at step i uses ``fold_in(rng, i)``.
       context: the most tokens the model reads at once.
       max_new_tokens: N.
-      temperature: 0 for greedy decoding.
-      top_k: keep the k most likely tokens (0: all).
+      temperature, top_k, top_p: see :func:`filter_logits`; temperature 0 is greedy.
+      stream_fn: optional host function ``(i, int32[B]) -> None`` called with each new token.
 
     Returns:
       ``int32[B, P + N]``: the prompts followed by the generated tokens.
@@ -63,7 +88,74 @@ def generate(logits_fn: Callable, params, prompt_BP: jax.Array, rng: jax.Array, 
         tokens_BW = jax.lax.dynamic_slice_in_dim(buffer_BL, start, window, axis=1)
         logits_BWV = logits_fn(params, tokens_BW)
         last_BV = jax.lax.dynamic_index_in_dim(logits_BWV, pos - 1 - start, axis=1, keepdims=False)
-        token_B = sample_token(jax.random.fold_in(rng, i), last_BV, temperature=temperature, top_k=top_k)
+        token_B = sample_token(jax.random.fold_in(rng, i), last_BV, temperature=temperature, top_k=top_k,
+                               top_p=top_p)
+        _stream(stream_fn, i, token_B)
         return jax.lax.dynamic_update_index_in_dim(buffer_BL, token_B, pos, axis=1)
 
     return jax.lax.fori_loop(0, max_new_tokens, body, buffer_BL)
+
+
+def init_cache(model: nn.Module, batch_size: int) -> dict:
+    """An empty ``cache`` collection for ``model`` (zeros; nothing is computed)."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((batch_size, model.cfg.max_len),
+                                                                                 jnp.int32), decode=True)["cache"])
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k", "top_p", "stride",
+                                             "stream_fn"))
+def generate_cached(model: nn.Module, params, prompt_BP: jax.Array, rng: jax.Array, *, max_new_tokens: int,
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, stride: int = 0,
+                    stream_fn: Callable | None = None) -> jax.Array:
+    """Continues each prompt by ``max_new_tokens`` tokens with a key/value cache.
+
+    Args:
+      model: a :class:`~p2t_jax.models.transformer.Transformer` (its ``cfg.max_len`` is the context).
+      params: its parameters.
+      prompt_BP: ``int32[B, P]`` prompts, P >= 1 (longer prompts keep their last tokens).
+      rng: PRNG key; the token at step i uses ``fold_in(rng, i)`` (as in :func:`generate`).
+      max_new_tokens: N.
+      temperature, top_k, top_p: see :func:`filter_logits`.
+      stride: when the cache is full, drop this many oldest positions and rebuild it from the
+        rest; 0 means ``max_len // 4`` (at least 1).
+      stream_fn: optional host function ``(i, int32[B]) -> None`` called with each new token.
+
+    Returns:
+      ``int32[B, P + N]``.
+    """
+    B, P = prompt_BP.shape
+    L = model.cfg.max_len
+    stride = stride or max(1, L // 4)
+    keep = L - stride
+    total = P + max_new_tokens
+    buffer_BL = jnp.zeros((B, total), jnp.int32).at[:, :P].set(prompt_BP.astype(jnp.int32))
+
+    def run(cache, tokens_BT):
+        logits_BTV, mutated = model.apply({"params": params, "cache": cache}, tokens_BT, decode=True,
+                                          mutable=["cache"])
+        return logits_BTV[:, -1], mutated["cache"]
+
+    first = prompt_BP[:, -min(P, keep if P > L else L):]
+    last_BV, cache = run(init_cache(model, B), first.astype(jnp.int32))
+
+    def body(i, carry):
+        buffer_BL, cache, last_BV = carry
+        pos = P + i
+        token_B = sample_token(jax.random.fold_in(rng, i), last_BV, temperature=temperature, top_k=top_k,
+                               top_p=top_p)
+        _stream(stream_fn, i, token_B)
+        buffer_BL = jax.lax.dynamic_update_index_in_dim(buffer_BL, token_B, pos, axis=1)
+
+        def rebuild(_):
+            window_BK = jax.lax.dynamic_slice_in_dim(buffer_BL, pos + 1 - keep, keep, axis=1)
+            return run(init_cache(model, B), window_BK)
+
+        def extend(cache):
+            return run(cache, token_B[:, None])
+
+        last_BV, cache = jax.lax.cond(cache["position"] >= L, rebuild, extend, cache)
+        return buffer_BL, cache, last_BV
+
+    buffer_BL, _, _ = jax.lax.fori_loop(0, max_new_tokens, body, (buffer_BL, cache, last_BV))
+    return buffer_BL

@@ -57,7 +57,10 @@ class TransformerConfig:
 
 
 def _init(axes: tuple, stddev: float = 0.02):
-    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+    # rules=(): the names shard the parameter through p2t_jax.parallel, but flax must not
+    # constrain the raw init value with them (DenseGeneral initialises its kernel flat, so
+    # N-d names on the flat array would fail under a mesh).
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes, rules=())
 
 
 def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
@@ -74,29 +77,56 @@ def causal_mask(length: int) -> jax.Array:
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention.
 
-    Input ``x_BTD``; output ``[B, T, D]``. With ``return_weights`` the attention
-    probabilities ``[B, H, T, T]`` are sown into the ``intermediates`` collection.
+    Input ``x_BTD``; output ``[B, T, D]``. The attention probabilities ``[B, H, T, S]``
+    are sown into the ``intermediates`` collection (read them with
+    ``mutable=["intermediates"]``).
+
+    With ``decode=True`` keys and values are appended to a ``cache`` collection
+    (``key``/``value``: ``[B, max_len, H, K]``, ``index``: the number of cached positions)
+    and the T new queries attend to every cached position up to their own.
     """
 
     cfg: TransformerConfig
 
+    def _cached_keys_values(self, k_BTHK, v_BTHK):
+        """Appends the new keys/values to the cache; returns (keys, values, mask ``[1, 1, T, S]``)."""
+        cfg = self.cfg
+        B, T, H, K = k_BTHK.shape
+        initialised = self.has_variable("cache", "key")
+        key = self.variable("cache", "key", jnp.zeros, (B, cfg.max_len, H, K), k_BTHK.dtype)
+        value = self.variable("cache", "value", jnp.zeros, (B, cfg.max_len, H, K), v_BTHK.dtype)
+        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        if not initialised:  # creating the cache: behave as the full-sequence model
+            return k_BTHK, v_BTHK, causal_mask(T)
+        i = index.value
+        key.value = jax.lax.dynamic_update_slice_in_dim(key.value, k_BTHK, i, axis=1)
+        value.value = jax.lax.dynamic_update_slice_in_dim(value.value, v_BTHK, i, axis=1)
+        index.value = i + T
+        query_pos_T = i + jnp.arange(T)
+        mask_TS = jnp.arange(cfg.max_len)[None, :] <= query_pos_T[:, None]
+        return key.value, value.value, mask_TS[None, None]
+
     @nn.compact
-    def __call__(self, x_BTD: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(self, x_BTD: jax.Array, *, deterministic: bool, decode: bool = False) -> jax.Array:
         cfg = self.cfg
         B, T, D = x_BTD.shape
         H, K = cfg.num_heads, cfg.head_dim
         qkv_BT3HK = nn.DenseGeneral(
             features=(3, H, K), use_bias=cfg.use_bias, dtype=cfg.dtype, name="qkv",
             kernel_init=_init(("embed", None, "heads", "kv")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None, "heads", "kv")))(x_BTD)
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None, "heads", "kv"), rules=()))(x_BTD)
         q_BTHK, k_BTHK, v_BTHK = qkv_BT3HK[:, :, 0], qkv_BT3HK[:, :, 1], qkv_BT3HK[:, :, 2]
         q_BTHK = nn.with_logical_constraint(q_BTHK, ("batch", "length", "heads", "kv"))
-        logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BTHK) / jnp.sqrt(K).astype(cfg.dtype)
-        logits_BHTS = jnp.where(causal_mask(T), logits_BHTS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+        if decode:
+            k_BSHK, v_BSHK, mask = self._cached_keys_values(k_BTHK, v_BTHK)
+        else:
+            k_BSHK, v_BSHK, mask = k_BTHK, v_BTHK, causal_mask(T)
+        logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSHK) / jnp.sqrt(K).astype(cfg.dtype)
+        logits_BHTS = jnp.where(mask, logits_BHTS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
         attn_BHTS = jax.nn.softmax(logits_BHTS, axis=-1)
         self.sow("intermediates", "attention_weights", attn_BHTS)
         attn_BHTS = nn.Dropout(cfg.dropout_rate)(attn_BHTS, deterministic=deterministic)
-        out_BTHK = jnp.einsum("bhts,bshk->bthk", attn_BHTS.astype(cfg.dtype), v_BTHK)
+        out_BTHK = jnp.einsum("bhts,bshk->bthk", attn_BHTS.astype(cfg.dtype), v_BSHK)
         out_BTHK = nn.with_logical_constraint(out_BTHK, ("batch", "length", "heads", "kv"))
         return nn.DenseGeneral(
             features=D, axis=(-2, -1), use_bias=cfg.use_bias, dtype=cfg.dtype, name="out",
@@ -128,10 +158,11 @@ class Block(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BTD: jax.Array, *, deterministic: bool) -> jax.Array:
+    def __call__(self, x_BTD: jax.Array, *, deterministic: bool, decode: bool = False) -> jax.Array:
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout_rate)
-        h = CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln1")(x_BTD), deterministic=deterministic)
+        h = CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln1")(x_BTD), deterministic=deterministic,
+                                                   decode=decode)
         x_BTD = x_BTD + drop(h, deterministic=deterministic)
         h = MLP(cfg, name="mlp")(_layer_norm(cfg, "ln2")(x_BTD), deterministic=deterministic)
         x_BTD = x_BTD + drop(h, deterministic=deterministic)
@@ -143,24 +174,37 @@ class Transformer(nn.Module):
 
     Call with ``tokens_BT`` (``int32[B, T]``, T <= max_len) and get next-token logits
     ``float32[B, T, V]``: position t sees tokens 0..t only.
+
+    With ``decode=True`` the call continues the sequence held in the ``cache`` collection
+    (create it with ``init(..., decode=True)`` on a ``[B, max_len]`` input and apply with
+    ``mutable=["cache"]``): the T new tokens take positions ``index .. index + T - 1``.
+    The caller keeps ``index + T <= max_len`` (see :mod:`p2t_jax.sampling`).
     """
 
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens_BT: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    def __call__(self, tokens_BT: jax.Array, *, deterministic: bool = True, decode: bool = False) -> jax.Array:
         cfg = self.cfg
         B, T = tokens_BT.shape
         if T > cfg.max_len:
             raise ValueError(f"input length {T} exceeds the model's context of {cfg.max_len}.")
         embed = nn.Embed(cfg.vocab_size, cfg.emb_dim, name="token_embed",
                          embedding_init=_init(("vocab", "embed")))
-        pos_TD = self.param("pos_embed", _init((None, "embed")), (cfg.max_len, cfg.emb_dim))[:T]
+        pos_table = self.param("pos_embed", _init((None, "embed")), (cfg.max_len, cfg.emb_dim))
+        if decode and self.has_variable("cache", "position"):
+            position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+            pos_TD = jax.lax.dynamic_slice_in_dim(pos_table, position.value, T, axis=0)
+            position.value = position.value + T
+        else:
+            if decode:  # creating the cache
+                self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+            pos_TD = pos_table[:T]
         x_BTD = (embed(tokens_BT) + pos_TD[None]).astype(cfg.dtype)
         x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
         x_BTD = nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
         for i in range(cfg.num_layers):
-            x_BTD = Block(cfg, name=f"block_{i}")(x_BTD, deterministic=deterministic)
+            x_BTD = Block(cfg, name=f"block_{i}")(x_BTD, deterministic=deterministic, decode=decode)
         x_BTD = _layer_norm(cfg, "ln_f")(x_BTD)
         if cfg.tie_embeddings:
             logits_BTV = embed.attend(x_BTD.astype(jnp.float32))
