@@ -103,3 +103,19 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     logits16 = model.apply({"params": params}, jnp.arange(12)[None] % 17)
     assert logits16.dtype == jnp.float32
     chex.assert_trees_all_close(logits16, logits32, atol=5e-2)
+
+
+def test_scanned_layers_compute_the_same_function():
+    """nn.scan over blocks = the unrolled blocks when the per-layer parameters are stacked."""
+    model, params = _tiny_model()
+    scanned = Transformer(TransformerConfig(**{**model.cfg.__dict__, "scan_layers": True}))
+    layers = [params.pop(f"block_{i}") for i in range(model.cfg.num_layers)]
+    stacked = dict(params, blocks={"block": jax.tree.map(lambda *xs: jnp.stack(xs), *layers)})
+    reference_shapes = jax.eval_shape(lambda: nn.meta.unbox(scanned.init(jax.random.PRNGKey(0),
+                                                                         jnp.zeros((1, 12), jnp.int32)))["params"])
+    chex.assert_trees_all_equal_shapes(stacked, reference_shapes)
+    tokens = jax.random.randint(jax.random.PRNGKey(5), (2, 12), 0, 17)
+    for i, layer in enumerate(layers):
+        params[f"block_{i}"] = layer
+    chex.assert_trees_all_close(scanned.apply({"params": stacked}, tokens), model.apply({"params": params}, tokens),
+                                atol=1e-5)

@@ -37,6 +37,8 @@ class TransformerConfig:
       tie_embeddings: the output head reuses the token embedding matrix.
       gelu_approximate: tanh-approximate GELU (as GPT-2) instead of the exact erf form.
       dtype: compute dtype (``float32`` or ``bfloat16``); parameters stay float32.
+      scan_layers: run the blocks with ``nn.scan`` (one compiled block, parameters stacked
+        along a leading layer axis under ``blocks``) so compile time stays flat with depth.
     """
 
     vocab_size: int
@@ -50,6 +52,7 @@ class TransformerConfig:
     tie_embeddings: bool = False
     gelu_approximate: bool = False
     dtype: Dtype = jnp.float32
+    scan_layers: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -169,6 +172,18 @@ class Block(nn.Module):
         return nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
 
 
+class _ScannedBlock(nn.Module):
+    """A Block in the ``(carry, x) -> (carry, y)`` form that ``nn.scan`` needs."""
+
+    cfg: TransformerConfig
+    deterministic: bool
+    decode: bool
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, _) -> tuple[jax.Array, None]:
+        return Block(self.cfg, name="block")(x_BTD, deterministic=self.deterministic, decode=self.decode), None
+
+
 class Transformer(nn.Module):
     """Decoder-only language model.
 
@@ -203,8 +218,14 @@ class Transformer(nn.Module):
         x_BTD = (embed(tokens_BT) + pos_TD[None]).astype(cfg.dtype)
         x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
         x_BTD = nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
-        for i in range(cfg.num_layers):
-            x_BTD = Block(cfg, name=f"block_{i}")(x_BTD, deterministic=deterministic, decode=decode)
+        if cfg.scan_layers:
+            blocks = nn.scan(_ScannedBlock, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+                             split_rngs={"params": True, "dropout": True}, length=cfg.num_layers,
+                             metadata_params={nn.PARTITION_NAME: None})
+            x_BTD, _ = blocks(cfg, deterministic, decode, name="blocks")(x_BTD, None)
+        else:
+            for i in range(cfg.num_layers):
+                x_BTD = Block(cfg, name=f"block_{i}")(x_BTD, deterministic=deterministic, decode=decode)
         x_BTD = _layer_norm(cfg, "ln_f")(x_BTD)
         if cfg.tie_embeddings:
             logits_BTV = embed.attend(x_BTD.astype(jnp.float32))
