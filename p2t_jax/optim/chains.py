@@ -1,10 +1,26 @@
-"""The standard optimiser: ``clip_by_global_norm -> adamw`` on a warm-up + cosine schedule."""
+"""The optimiser chains built from ``config.optim``.
+
+The default (``optim.name`` missing or ``"adamw"``, ``optim.implementation`` missing or
+``"optax"``) is the standard ``clip_by_global_norm -> adamw`` on a warm-up + cosine
+schedule. ``optim.name`` picks another optimiser (:data:`OPTIMIZERS`),
+``optim.implementation`` picks Optax's version or the hand-written one in
+:mod:`p2t_jax.optim.scratch`, and ``optim.schedule`` picks ``"warmup_cosine"`` (default)
+or ``"constant"``.
+"""
 
 from __future__ import annotations
 
 import jax
 import ml_collections
 import optax
+
+from p2t_jax.configuration import ConfigError
+from p2t_jax.optim import scratch
+
+OPTIMIZERS = tuple(scratch.OPTIMIZERS)  # sgd, momentum, nesterov, rmsprop, adam, adamw, lion
+IMPLEMENTATIONS = ("optax", "scratch")
+SCHEDULES = ("warmup_cosine", "constant")
+WITH_WEIGHT_DECAY = ("adamw", "lion")  # optimisers whose update carries decoupled weight decay
 
 
 def decay_mask(params) -> dict:
@@ -13,17 +29,55 @@ def decay_mask(params) -> dict:
 
 
 def make_schedule(optim: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
-    """Linear warm-up from 0 to ``optim.learning_rate`` over ``optim.warmup_steps``, then
-    cosine decay to ``optim.end_learning_rate`` at ``optim.decay_steps`` (0 or less: ``num_steps``)."""
+    """The learning rate per step.
+
+    ``optim.schedule == "constant"``: ``optim.learning_rate`` throughout. Otherwise (the
+    default) linear warm-up from 0 to ``optim.learning_rate`` over ``optim.warmup_steps``,
+    then cosine decay to ``optim.end_learning_rate`` at ``optim.decay_steps`` (0 or less:
+    ``num_steps``).
+    """
+    kind = optim.get("schedule", "warmup_cosine")
+    if kind not in SCHEDULES:
+        raise ConfigError(f"config key 'optim.schedule' must be one of {', '.join(SCHEDULES)}, got {kind!r}.")
+    if kind == "constant":
+        return optax.constant_schedule(optim.learning_rate)
     decay_steps = optim.decay_steps if optim.decay_steps > 0 else num_steps
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=optim.learning_rate, warmup_steps=optim.warmup_steps,
         decay_steps=max(decay_steps, optim.warmup_steps + 1), end_value=optim.end_learning_rate)
 
 
+def _core(optim: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """The optimiser named by ``optim.name`` from the chosen implementation, on ``schedule``."""
+    name = optim.get("name", "adamw")
+    impl = optim.get("implementation", "optax")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"config key 'optim.name' must be one of {', '.join(OPTIMIZERS)}, got {name!r}.")
+    if impl not in IMPLEMENTATIONS:
+        raise ConfigError(f"config key 'optim.implementation' must be one of {', '.join(IMPLEMENTATIONS)}, "
+                          f"got {impl!r}.")
+    weight_decay = optim.get("weight_decay", 0.0)
+    if weight_decay and name not in WITH_WEIGHT_DECAY:
+        raise ConfigError(f"config key 'optim.weight_decay' is used by {' and '.join(WITH_WEIGHT_DECAY)} only; "
+                          f"set it to 0 for {name} (an L2 penalty belongs in the loss).")
+    build = (scratch.OPTIMIZERS if impl == "scratch" else scratch.OPTAX_COUNTERPARTS)[name]
+    if name == "sgd":
+        return build(schedule)
+    if name in ("momentum", "nesterov"):
+        return build(schedule, momentum=optim.get("momentum", 0.9))
+    if name == "rmsprop":
+        return build(schedule, decay=optim.get("rms_decay", 0.9), eps=optim.eps)
+    if name == "adam":
+        return build(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps)
+    if name == "adamw":
+        return build(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=weight_decay, mask=decay_mask)
+    return build(schedule, b1=optim.b1, b2=optim.b2, weight_decay=weight_decay, mask=decay_mask)  # lion
+
+
 def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Builds the chain described by ``optim`` (fields: see ``configs/shakespeare.py``).
+    """Builds the chain described by ``optim`` (fields: see ``configs/shakespeare.py`` and
+    ``configs/mnist_optimizers.py``): optional ``clip_by_global_norm``, then the optimiser.
 
     Returns:
       (the transformation, the learning-rate schedule it follows, for logging).
@@ -32,6 +86,5 @@ def make_optimizer(optim: ml_collections.ConfigDict, num_steps: int
     parts = []
     if optim.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(optim.grad_clip_norm))
-    parts.append(optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                             weight_decay=optim.weight_decay, mask=decay_mask))
+    parts.append(_core(optim, schedule))
     return optax.chain(*parts), schedule

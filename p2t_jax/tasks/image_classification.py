@@ -1,0 +1,294 @@
+"""Image classification (MNIST) for the one training loop: chapters 4 and 5.
+
+Config fields (see ``configs/mnist_optimizers.py``): ``data.*`` picks the source and the
+splits, ``model.*`` the MLP, ``loss.*`` label smoothing and an L2 penalty, ``optim.*`` the
+optimiser (:func:`p2t_jax.optim.chains.make_optimizer`), ``train.*`` batches and epochs.
+
+Training is counted in epochs: :func:`resolve_steps` turns ``train.num_epochs`` into the
+loop's ``train.num_steps`` (``num_epochs * steps_per_epoch``) and, where they are 0, sets
+``train.log_every``, ``train.eval_every`` and ``train.checkpoint_every`` to one epoch.
+
+The training loss is the (label-smoothed) cross-entropy plus ``loss.l2 * 0.5 * sum(w^2)``;
+the evaluation loss is the plain cross-entropy, so early stopping and the best checkpoint
+follow the real negative log-likelihood.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from p2t_jax.chapters import regularisation
+from p2t_jax.configuration import require, require_choice, require_positive
+from p2t_jax.data import mnist
+from p2t_jax.data.images import ImageBatches, ImageRecords, split_off
+from p2t_jax.models.mlp import ACTIVATIONS, MLP
+from p2t_jax.optim import chains
+from p2t_jax.training.loop import Task, evaluate, restore_state, train_and_evaluate
+from p2t_jax.training.metrics import read_metrics
+from p2t_jax.training.steps import make_eval_step
+
+SOURCES = ("auto", "embedded", "tfds")
+EVAL_SPLITS = ("test", "validation")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks an image-classification config before anything loads or compiles (ConfigError, one sentence)."""
+    d, m, lo, o, t = config.data, config.model, config.loss, config.optim, config.train
+    require_choice(config, "data.source", SOURCES)
+    require_choice(config, "data.name", mnist.TFDS_NAMES)
+    require_choice(config, "data.eval_split", EVAL_SPLITS)
+    require(d.train_size >= 0 and d.validation_size >= 0,
+            "config keys 'data.train_size' and 'data.validation_size' must be >= 0 (0: all / none).")
+    require(d.eval_split != "validation" or d.validation_size > 0,
+            "config key 'data.eval_split' is 'validation' but 'data.validation_size' is 0; hold some examples out.")
+    require(len(m.hidden) > 0 and all(isinstance(w, int) and w > 0 for w in m.hidden),
+            f"config key 'model.hidden' must be a non-empty tuple of positive widths, got {tuple(m.hidden)!r}.")
+    require_choice(config, "model.activation", ACTIVATIONS)
+    require(0.0 <= m.dropout_rate < 1.0, f"config key 'model.dropout_rate' must be in [0, 1), got {m.dropout_rate}.")
+    require(0.0 <= lo.label_smoothing < 1.0,
+            f"config key 'loss.label_smoothing' must be in [0, 1), got {lo.label_smoothing}.")
+    require(lo.l2 >= 0.0, f"config key 'loss.l2' must be >= 0, got {lo.l2}.")
+    require_positive(config, "model.num_classes", "optim.learning_rate", "train.batch_size",
+                     "train.eval_batch_size", "train.keep_checkpoints")
+    require_choice(config, "optim.name", chains.OPTIMIZERS)
+    require_choice(config, "optim.implementation", chains.IMPLEMENTATIONS)
+    require_choice(config, "optim.schedule", chains.SCHEDULES)
+    require(o.weight_decay >= 0 and o.grad_clip_norm >= 0,
+            "config keys 'optim.weight_decay' and 'optim.grad_clip_norm' must be >= 0.")
+    require(o.weight_decay == 0 or o.name in chains.WITH_WEIGHT_DECAY,
+            f"config key 'optim.weight_decay' is used by {' and '.join(chains.WITH_WEIGHT_DECAY)} only; set it to 0 "
+            f"for {o.name} or use loss.l2 for an L2 penalty.")
+    require(0 <= o.b1 < 1 and 0 <= o.b2 < 1 and 0 <= o.momentum < 1 and 0 <= o.rms_decay < 1,
+            "config keys 'optim.b1', 'optim.b2', 'optim.momentum' and 'optim.rms_decay' must be in [0, 1).")
+    require(t.num_epochs > 0 or t.num_steps > 0,
+            "config key 'train.num_epochs' (or 'train.num_steps') must be positive.")
+    require(t.num_epochs >= 0 and t.num_steps >= 0 and t.log_every >= 0 and t.eval_every >= 0
+            and t.checkpoint_every >= 0 and t.early_stop_patience >= 0,
+            "config keys 'train.num_epochs', 'num_steps', 'log_every', 'eval_every', 'checkpoint_every' and "
+            "'early_stop_patience' must be >= 0.")
+
+
+def load_data(config: ml_collections.ConfigDict) -> tuple[dict[str, ImageRecords], str]:
+    """``{"train", "test"[, "validation"]}`` records and the source's name, as ``config.data`` asks."""
+    d = config.data
+    splits, source = mnist.load_splits(d.source, d.name, d.tfds_data_dir or None)
+    return carve(splits, d.train_size, d.validation_size, config.seed), source
+
+
+def carve(splits: dict[str, ImageRecords], train_size: int, validation_size: int,
+          seed: int) -> dict[str, ImageRecords]:
+    """Holds ``validation_size`` training examples out as ``validation``, then keeps the first
+    ``train_size`` of the rest (0: all)."""
+    splits = dict(splits)
+    train = splits["train"]
+    if validation_size:
+        require(validation_size < len(train),
+                f"config key 'data.validation_size' ({validation_size}) must be below the {len(train)} "
+                f"training examples.")
+        train, splits["validation"] = split_off(train, validation_size, seed)
+    if train_size:
+        require(train_size <= len(train),
+                f"config key 'data.train_size' ({train_size}) is more than the {len(train)} training examples.")
+        train = train[:train_size]
+    splits["train"] = train
+    return splits
+
+
+def resolve_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> ml_collections.ConfigDict:
+    """A copy of ``config`` whose ``train.num_steps`` (from ``num_epochs``) and 0-valued
+    ``log_every``, ``eval_every``, ``checkpoint_every`` are set in steps (one epoch each)."""
+    config = copy.deepcopy(config)
+    t = config.train
+    if t.num_epochs > 0:
+        t.num_steps = t.num_epochs * steps_per_epoch
+    for key in ("log_every", "eval_every", "checkpoint_every"):
+        if t[key] == 0:
+            t[key] = steps_per_epoch
+    return config
+
+
+def make_model(config: ml_collections.ConfigDict) -> MLP:
+    """``image[B, H, W, C] -> logits[B, num_classes]``: the MLP of ``config.model`` (input flattened)."""
+    m = config.model
+    return MLP(features=tuple(m.hidden) + (m.num_classes,), activation=m.activation,
+               dropout_rate=m.dropout_rate, flatten=True)
+
+
+def make_loss_fn(model: MLP, label_smoothing: float = 0.0, l2: float = 0.0):
+    """``loss_fn(params, model_state, batch, rng, train)`` for batches ``{"image": [B, H, W, C], "label": [B]}``.
+
+    Training: smoothed cross-entropy ``+ l2 * 0.5 * sum(w^2)``, dropout on (key ``rng``).
+    Evaluation (``train=False``): plain cross-entropy, dropout off. Metrics: ``accuracy``,
+    ``cross_entropy`` (unsmoothed) and, in training, ``l2_penalty``.
+    """
+
+    def loss_fn(params, model_state, batch, rng, train):
+        logits_BK = model.apply({"params": params}, batch["image"], deterministic=not train,
+                                rngs={"dropout": rng} if train else None)
+        labels_B = batch["label"]
+        plain = regularisation.cross_entropy(logits_BK, labels_B)
+        metrics = {"accuracy": jnp.mean(logits_BK.argmax(-1) == labels_B), "cross_entropy": plain}
+        if not train:
+            return plain, (metrics, model_state)
+        loss = regularisation.cross_entropy(logits_BK, labels_B, label_smoothing) if label_smoothing else plain
+        if l2:
+            penalty = regularisation.l2_penalty(params)
+            metrics["l2_penalty"] = penalty
+            loss = loss + l2 * penalty
+        return loss, (metrics, model_state)
+
+    return loss_fn
+
+
+def init_variables(model: MLP, image_shape: tuple[int, ...], rng: jax.Array) -> dict:
+    """``{"params": ...}`` for images of ``image_shape`` (``[H, W, C]``)."""
+    return model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+
+
+def build(config: ml_collections.ConfigDict, splits: dict[str, ImageRecords] | None = None,
+          source: str = "given") -> tuple[Task, ImageBatches, ml_collections.ConfigDict]:
+    """Wires data, model and loss for the loop.
+
+    Args:
+      config: an image-classification config.
+      splits: records to use instead of ``config.data``'s source (still carved by
+        ``data.train_size`` / ``data.validation_size``); for tests and custom data.
+      source: the name recorded for ``splits``.
+
+    Returns:
+      (the Task, its batches, the config with step counts resolved: pass this one to
+      :func:`p2t_jax.training.loop.train_and_evaluate`).
+    """
+    validate(config)
+    if splits is None:
+        splits, source = load_data(config)
+    else:
+        splits = carve(splits, config.data.train_size, config.data.validation_size, config.seed)
+    batches = ImageBatches(splits, config.train.batch_size, config.seed, eval_split=config.data.eval_split,
+                           eval_batch_size=config.train.eval_batch_size)
+    config = resolve_steps(config, batches.steps_per_epoch)
+    model = make_model(config)
+    image_shape = splits["train"].images.shape[1:]
+    labels = np.concatenate([r.labels for r in splits.values()])
+    require(labels.max() < config.model.num_classes,
+            f"config key 'model.num_classes' ({config.model.num_classes}) is too small for label {labels.max()}.")
+    task = Task(
+        apply_fn=model.apply, init_variables=lambda rng: init_variables(model, image_shape, rng),
+        loss_fn=make_loss_fn(model, config.loss.label_smoothing, config.loss.l2),
+        train_batch=batches.train_batch, eval_batches=batches.eval_batches,
+        items_per_batch=config.train.batch_size, items_name="examples",
+        meta={"data_source": source, "steps_per_epoch": batches.steps_per_epoch,
+              **{f"{name}_examples": len(records) for name, records in splits.items()}})
+    return task, batches, config
+
+
+def make_task(config: ml_collections.ConfigDict) -> Task:
+    """The loop's Task for ``config`` (note: use :func:`build` to get the step-resolved config too)."""
+    return build(config)[0]
+
+
+def evaluate_split(task: Task, state, batches: ImageBatches, split: str) -> dict[str, float]:
+    """Mean eval metrics (``loss``, ``accuracy``, ...) of ``state`` over every example of ``split``."""
+    return evaluate(jax.jit(make_eval_step(task.loss_fn)), state, batches.eval_batches(split))
+
+
+def curves_from_metrics(run_dir: str | pathlib.Path, steps_per_epoch: int) -> dict[str, list[float]]:
+    """A run's curves read back from its ``metrics.jsonl`` (the last record per step wins).
+
+    Returns:
+      ``train_step``, ``train_epoch``, ``train_loss``, ``train_accuracy`` per logged interval
+      (running means over the interval's batches, in training mode); ``eval_step``,
+      ``eval_epoch``, ``eval_loss``, ``eval_accuracy`` per evaluation, and ``eval_seconds``:
+      training seconds up to that evaluation (each interval's ms/step times its steps;
+      compilation, evaluation and saving left out).
+    """
+    train = {r["step"]: r for r in read_metrics(run_dir, "train")}
+    evals = {r["step"]: r for r in read_metrics(run_dir, "eval")}
+    steps, eval_steps = sorted(train), sorted(evals)
+    seconds, total, previous = {}, 0.0, 0
+    for step in steps:
+        total += train[step]["ms_per_step"] * (step - previous) / 1000
+        seconds[step], previous = total, step
+    return {
+        "train_step": steps, "train_epoch": [s / steps_per_epoch for s in steps],
+        "train_loss": [train[s]["loss"] for s in steps], "train_accuracy": [train[s]["accuracy"] for s in steps],
+        "eval_step": eval_steps, "eval_epoch": [s / steps_per_epoch for s in eval_steps],
+        "eval_loss": [evals[s]["loss"] for s in eval_steps], "eval_accuracy": [evals[s]["accuracy"] for s in eval_steps],
+        "eval_seconds": [seconds.get(s, float("nan")) for s in eval_steps],
+    }
+
+
+def weight_summary(params) -> dict:
+    """Standard deviation and max ``|w|`` of the first-layer kernel; L2 norm of all weight matrices."""
+    kernel = np.asarray(params["dense_0"]["kernel"])
+    return {"std": float(kernel.std()), "max_abs": float(np.abs(kernel).max()),
+            "weights_l2_norm": float(np.sqrt(2 * regularisation.l2_penalty(params)))}
+
+
+def run_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``config`` without its ``experiment`` group (knobs of an experiment script, not of one run)."""
+    config = copy.deepcopy(config)
+    if "experiment" in config:
+        with config.unlocked():
+            del config["experiment"]
+    return config
+
+
+def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Path, splits: dict[str, ImageRecords],
+                   source: str, *, log=print) -> dict:
+    """Trains one run through the loop in ``run_dir`` and measures it, or reads the measurements
+    back from ``run_dir/result.json`` when that holds the same (step-resolved) config. The
+    ``experiment`` group, if any, is left out of the run's config (:func:`run_config`).
+
+    After training, the final parameters (with early stopping: the best checkpoint by eval
+    loss) are evaluated in evaluation mode on every split, and their first-layer kernel is
+    saved as ``run_dir/first_layer_kernel.npy``.
+
+    Returns:
+      JSON-ready: ``splits`` (``{split: {"accuracy", "loss"}}``), ``test_accuracy``,
+      ``test_loss``, ``steps``, ``epochs``, ``early_stopped_at``, ``kept`` (``"best"`` or
+      ``"last"``), ``wall_s`` (training call), ``compile_s``, ``ms_per_step``,
+      ``weights`` (:func:`weight_summary`), ``curves`` (:func:`curves_from_metrics`), ``config``.
+      Timings are None when the folder held a finished run and nothing was left to train.
+    """
+    run_dir = pathlib.Path(run_dir)
+    task, batches, config = build(run_config(config), splits=splits, source=source)
+    done = run_dir / "result.json"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        if saved.get("config") == json.loads(config.to_json()):
+            log(f"  {run_dir.name}: finished earlier; read back from {done}")
+            return saved
+    start = time.perf_counter()
+    summary = train_and_evaluate(task, config, run_dir, progress=False)
+    wall = time.perf_counter() - start if summary["final_step"] > summary["start_step"] else None
+    state, kept = summary.pop("state"), "last"
+    if config.train.early_stop_patience:
+        state, _ = restore_state(task.apply_fn, task.init_variables, config, run_dir, best=True)
+        kept = "best"
+    np.save(run_dir / "first_layer_kernel.npy", np.asarray(state.params["dense_0"]["kernel"]))
+    measured = {name: evaluate_split(task, state, batches, name) for name in batches.splits}
+    spe = batches.steps_per_epoch
+    result = {
+        "splits": {k: {"accuracy": v["accuracy"], "loss": v["loss"]} for k, v in measured.items()},
+        "test_accuracy": measured["test"]["accuracy"], "test_loss": measured["test"]["loss"],
+        "steps": summary["final_step"], "epochs": summary["final_step"] / spe, "steps_per_epoch": spe,
+        "early_stopped_at": summary.get("early_stopped_at"), "kept": kept,
+        "kept_step": int(state.step), "wall_s": wall, "compile_s": summary["compile_s"],
+        "ms_per_step": summary["ms_per_step_median"], "resumed_from": summary["resumed_from"],
+        "data_source": source, "batch_size": config.train.batch_size,
+        "weights": weight_summary(state.params),
+        "curves": curves_from_metrics(run_dir, spe), "config": json.loads(config.to_json()),
+    }
+    tmp = done.with_name(done.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(done)
+    return result
