@@ -1,0 +1,1 @@
+"""Matplotlib figures shared by the experiments (PNG files, no display needed)."""
