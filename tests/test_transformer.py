@@ -119,3 +119,13 @@ def test_scanned_layers_compute_the_same_function():
         params[f"block_{i}"] = layer
     chex.assert_trees_all_close(scanned.apply({"params": stacked}, tokens), model.apply({"params": params}, tokens),
                                 atol=1e-5)
+
+
+def test_gelu_exact_matches_flax_gelu_and_its_gradient():
+    from p2t_jax.models.transformer import gelu_exact
+
+    x = jnp.linspace(-6.0, 6.0, 1001)
+    chex.assert_trees_all_close(gelu_exact(x), nn.gelu(x, approximate=False), atol=1e-6)
+    grad_ours = jax.vmap(jax.grad(gelu_exact))(x)
+    grad_flax = jax.vmap(jax.grad(lambda v: nn.gelu(v, approximate=False)))(x)
+    chex.assert_trees_all_close(grad_ours, grad_flax, atol=1e-6)
