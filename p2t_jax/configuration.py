@@ -136,6 +136,32 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     return config
 
 
+def overlay(base: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
+    """``base`` with every value of ``saved`` (e.g. a run's config.json) written over it.
+
+    Fields that ``saved`` lacks keep ``base``'s values, so a run saved before a field was
+    added still loads; JSON lists become tuples where ``base`` holds a tuple.
+    """
+    with base.unlocked():
+        for key, value in saved.items():
+            current = base.get(key)
+            if isinstance(current, ml_collections.ConfigDict) and isinstance(value, dict):
+                overlay(current, value)
+            elif isinstance(current, tuple) and isinstance(value, list):
+                base[key] = _as_tuple(value)
+            else:
+                try:
+                    base[key] = value
+                except TypeError:  # the field changed type since the run was saved
+                    del base[key]
+                    base[key] = value
+    return base
+
+
+def _as_tuple(value):
+    return tuple(_as_tuple(v) if isinstance(v, list) else v for v in value)
+
+
 def require(condition: bool, message: str) -> None:
     """Raises ``ConfigError(message)`` unless ``condition`` holds."""
     if not condition:

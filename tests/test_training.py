@@ -32,6 +32,9 @@ def test_smoke_run_learns_and_writes_its_records(tiny_corpus, smoke_config, tmp_
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["20", "40"]
     assert [p.name for p in (tmp_path / "best").iterdir()] == ["40"]
     assert json.loads((tmp_path / "summary.json").read_text())["final_step"] == 40
+    again = _run(smoke_config, tmp_path)  # a finished run: nothing to train, its summary stands
+    assert again["resumed_from"] == 40 and again["eval"] == summary["eval"]
+    assert json.loads((tmp_path / "summary.json").read_text())["eval"] == summary["eval"]
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_corpus, smoke_config, tmp_path):
