@@ -35,6 +35,7 @@ def get_config(arg=None):
     c.model.tie_embeddings = False  # output head shares the token embedding
     c.model.gelu_approximate = False  # tanh GELU (GPT-2) instead of exact erf
     c.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
+    c.model.scan_layers = False  # nn.scan over the blocks: compile time flat in depth
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 3e-3  # peak learning rate after warm-up
@@ -55,6 +56,25 @@ def get_config(arg=None):
     c.train.eval_batches = 20  # validation batches per evaluation
     c.train.checkpoint_every = 500  # Orbax save every N steps (and at each eval and the end)
     c.train.keep_checkpoints = 2  # latest saves kept (the best by val loss is kept apart)
+
+    # Devices and hosts (docs/scaling_out.md). Not part of what a resumed run must match:
+    # a checkpoint saved on one mesh restores onto another.
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.mesh_shape = (-1, 1, 1)  # devices along (data, fsdp, tensor); -1: the rest; one device: 1x1x1
+    c.parallel.logical_axis_rules = (  # logical axis name -> mesh axis (or axes, or None: replicated)
+        ("batch", ("data", "fsdp")),  # the batch is split over data and fsdp
+        ("embed", "fsdp"),  # parameters sharded over fsdp (activations: batch took fsdp first)
+        ("mlp", "tensor"),  # MLP hidden units split over tensor
+        ("heads", "tensor"),  # attention heads split over tensor
+        ("kv", None),  # head width: never split
+        ("vocab", None),  # 65 characters: too few to split
+        ("length", None),  # sequence positions: never split
+    )
+    c.parallel.coordinator_address = ""  # multi-process: process 0's host:port; "" reads $P2T_COORDINATOR_ADDRESS
+    c.parallel.num_processes = 0  # processes in the run; 0 reads $P2T_NUM_PROCESSES
+    c.parallel.process_id = -1  # this process's index; -1 reads $P2T_PROCESS_ID
+    c.parallel.cluster_detect = False  # let JAX find the processes itself (TPU pod, SLURM, Open MPI)
+    c.parallel.initialization_timeout = 300  # seconds to wait for every process to join
 
     if variant == "small":
         pass

@@ -77,6 +77,7 @@ def _load_run(workdir: str):
     """(config, task module) of an existing run folder."""
     import ml_collections
 
+    from p2t_jax import configuration
     from p2t_jax.tasks import language_model
 
     path = pathlib.Path(workdir)
@@ -86,10 +87,14 @@ def _load_run(workdir: str):
     if not config_path.exists():
         raise UsageError(f"workdir '{workdir}' has no config.json, so it holds no run of `p2t train`.")
     try:
-        config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+        saved = json.loads(config_path.read_text())
     except json.JSONDecodeError:
         raise UsageError(f"workdir '{workdir}' has a config.json that is not valid JSON.") from None
-    return config, language_model
+    try:  # today's defaults for the run's variant, overwritten by what the run saved
+        base = configuration.load_config(f"shakespeare:{saved.get('variant', 'small')}")
+    except configuration.ConfigError:
+        base = ml_collections.ConfigDict()
+    return configuration.overlay(base, saved), language_model
 
 
 def cmd_train(args, overrides) -> int:
@@ -100,19 +105,26 @@ def cmd_train(args, overrides) -> int:
     config = configuration.load_config(args.config)
     configuration.apply_overrides(config, overrides)
     language_model.validate(config)
+    if "parallel" in config:  # a multi-process run joins up before anything touches the devices
+        from p2t_jax.parallel import distributed
+
+        distributed.initialize(config.parallel)
+    import jax
+
+    say = print if jax.process_index() == 0 else (lambda *_: None)  # only process 0 writes logs
     task = language_model.make_task(config)
-    print(f"data: {task.meta['data_source']} ({task.meta['train_tokens']:,} train / "
-          f"{task.meta['validation_tokens']:,} validation characters)")
+    say(f"data: {task.meta['data_source']} ({task.meta['train_tokens']:,} train / "
+        f"{task.meta['validation_tokens']:,} validation characters)")
     summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress)
     state = summary.pop("state")
-    n_params = sum(x.size for x in __import__("jax").tree.leaves(state.params))
-    print(f"model: {config.variant}, {n_params:,} parameters; steps {summary['start_step']} -> {summary['final_step']}")
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    say(f"model: {config.variant}, {n_params:,} parameters; steps {summary['start_step']} -> {summary['final_step']}")
     if summary.get("eval"):
-        print(f"val loss {summary['eval']['loss']:.4f}  train loss {summary['train'].get('loss', math.nan):.4f}")
+        say(f"val loss {summary['eval']['loss']:.4f}  train loss {summary['train'].get('loss', math.nan):.4f}")
     if summary.get("ms_per_step_median"):
-        print(f"median {summary['ms_per_step_median']:.1f} ms/step, {summary['tokens_per_s']:,.0f} tokens/s, "
-              f"first-step compile {summary['compile_s']:.2f} s")
-    print(f"run folder: {args.workdir}")
+        say(f"median {summary['ms_per_step_median']:.1f} ms/step, {summary['tokens_per_s']:,.0f} tokens/s, "
+            f"first-step compile {summary['compile_s']:.2f} s")
+    say(f"run folder: {args.workdir}")
     return 0
 
 

@@ -38,15 +38,20 @@ class LMBatches:
         chunk = ids[idx]
         return {"inputs": chunk[:, :-1].astype(np.int32), "targets": chunk[:, 1:].astype(np.int32)}
 
-    def train_batch(self, step: int) -> dict[str, np.ndarray]:
-        """Batch number ``step``: ``{"inputs", "targets"}``, each ``int32[batch, seq_len]``."""
+    def train_batch(self, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
+        """Batch number ``step``: ``{"inputs", "targets"}``, each ``int32[batch, seq_len]``.
+
+        With ``rows``, only those rows of the batch are read (one process's share of a
+        multi-process run); they are the same windows as in the whole batch.
+        """
         rng = np.random.default_rng((self.seed, int(step)))
         high = len(self.splits["train"]) - self.seq_len - 1
-        return self._windows("train", rng.integers(0, high, size=self.batch_size))
+        return self._windows("train", rng.integers(0, high, size=self.batch_size)[rows or slice(None)])
 
-    def eval_batches(self, num_batches: int, split: str = "validation") -> Iterator[dict[str, np.ndarray]]:
-        """``num_batches`` fixed batches of ``split`` (the same ones at every evaluation)."""
+    def eval_batches(self, num_batches: int, split: str = "validation",
+                     rows: slice | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """``num_batches`` fixed batches of ``split`` (the same ones at every evaluation); ``rows`` as above."""
         rng = np.random.default_rng((self.seed, 2**31 - 1))
         high = len(self.splits[split]) - self.seq_len - 1
         for _ in range(num_batches):
-            yield self._windows(split, rng.integers(0, high, size=self.batch_size))
+            yield self._windows(split, rng.integers(0, high, size=self.batch_size)[rows or slice(None)])

@@ -49,17 +49,19 @@ def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
     return TransformerConfig(vocab_size=m.vocab_size, max_len=m.max_len, emb_dim=m.emb_dim, num_heads=m.num_heads,
                              num_layers=m.num_layers, mlp_dim=m.mlp_dim, dropout_rate=m.dropout_rate,
                              use_bias=m.use_bias, tie_embeddings=m.tie_embeddings,
-                             gelu_approximate=m.gelu_approximate, dtype=DTYPES[m.dtype])
+                             gelu_approximate=m.gelu_approximate, dtype=DTYPES[m.dtype],
+                             scan_layers=m.scan_layers)
 
 
 def make_model(config: ml_collections.ConfigDict) -> Transformer:
     return Transformer(model_config(config))
 
 
-def init_params(model: Transformer, rng: jax.Array) -> dict:
-    """``{"params": ...}`` with plain arrays (logical-axis boxes removed)."""
+def init_params(model: Transformer, rng: jax.Array, unbox: bool = True) -> dict:
+    """``{"params": ...}`` with plain arrays, or with ``unbox=False`` still boxed with their
+    logical axis names (which :mod:`p2t_jax.parallel` reads to shard them)."""
     variables = model.init(rng, jnp.zeros((1, model.cfg.max_len), jnp.int32))
-    return nn.meta.unbox(variables)
+    return nn.meta.unbox(variables) if unbox else variables
 
 
 def make_loss_fn(model: Transformer):
@@ -86,8 +88,9 @@ def make_task(config: ml_collections.ConfigDict) -> Task:
         tokenizer.save(workdir / "tokenizer.json")
 
     return Task(
-        apply_fn=model.apply, init_variables=lambda rng: init_params(model, rng), loss_fn=make_loss_fn(model),
-        train_batch=batches.train_batch, eval_batches=lambda: batches.eval_batches(config.train.eval_batches),
+        apply_fn=model.apply, init_variables=lambda rng: init_params(model, rng, unbox=False),
+        loss_fn=make_loss_fn(model), train_batch=batches.train_batch,
+        eval_batches=lambda rows=None: batches.eval_batches(config.train.eval_batches, rows=rows), batch_rows=True,
         items_per_batch=config.train.batch_size * config.model.max_len, items_name="tokens",
         save_assets=save_assets,
         meta={"data_source": source, "train_tokens": int(len(splits["train"])),

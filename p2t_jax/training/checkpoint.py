@@ -23,8 +23,20 @@ def _manager(directory: pathlib.Path, *, keep: int, best_metric: str | None, cre
              async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=create, enable_async_checkpointing=async_save,
-        best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode="min")
+        best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode="min",
+        # Multi-process runs: the latest and best managers may save the same step at once,
+        # so each needs its own barrier names.
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name))
     return ocp.CheckpointManager(directory.absolute(), options=options, item_names=("state", "meta"))
+
+
+def _restore_target(x: Any) -> Any:
+    """Shape, dtype and sharding to restore ``x`` into (one local device when ``x`` has no sharding)."""
+    target = ocp.utils.to_shape_dtype_struct(x)
+    if isinstance(target, jax.ShapeDtypeStruct) and target.sharding is None:
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.ShapeDtypeStruct(target.shape, target.dtype, sharding=device)
+    return target
 
 
 class Checkpoints:
@@ -62,7 +74,9 @@ class Checkpoints:
         """Restores (items, meta) at ``step`` (default: the latest, or the best with ``best=True``).
 
         ``abstract_items`` gives the tree structure, shapes, dtypes and shardings to restore
-        into (e.g. ``jax.eval_shape`` of the state, or the state itself).
+        into (e.g. ``jax.eval_shape`` of the state, or the state itself): a checkpoint saved
+        on one mesh restores onto the shardings given here, and leaves without a sharding
+        land on this process's first device, whatever mesh saved them.
         """
         manager = self.best if best else self.latest
         if manager is None:
@@ -71,7 +85,7 @@ class Checkpoints:
             step = manager.best_step() if best else manager.latest_step()
         if step is None:
             raise CheckpointError(f"no checkpoint found in {manager.directory}.")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_items)
+        abstract = jax.tree.map(_restore_target, abstract_items)
         try:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))

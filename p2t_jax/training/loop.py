@@ -16,17 +16,21 @@ from typing import Any, Callable, Iterable
 
 import jax
 import ml_collections
+from flax.core import meta
 from tqdm.auto import tqdm
 
 from p2t_jax.configuration import ConfigError
 from p2t_jax.optim.chains import make_optimizer
+from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.training.checkpoint import Checkpoints
 from p2t_jax.training.metrics import MetricsWriter, mean_metrics, to_floats
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import LossFn, make_eval_step, make_train_step
 
-# Config groups that must match to resume a run; ``train.*`` (steps, logging, saving) may change.
-RESUME_MUST_MATCH = ("seed", "model", "data", "optim")
+# Config groups that may change when a run is resumed: how long and how often (``train``)
+# and on which devices (``parallel``). Everything else (seed, model, data, optim, loss, ...)
+# must match the run's saved config.json.
+RESUME_MAY_CHANGE = ("train", "parallel", "variant")
 
 
 @dataclasses.dataclass
@@ -35,12 +39,15 @@ class Task:
 
     Attributes:
       apply_fn: the model's ``apply``.
-      init_variables: ``rng -> variables`` (``{"params": ..., other collections}``), unboxed.
+      init_variables: ``rng -> variables`` (``{"params": ..., other collections}``), plain or
+        boxed with logical axis names (``nn.with_logical_partitioning``), which the loop unboxes.
       loss_fn: see :mod:`p2t_jax.training.steps`.
       train_batch: ``step -> batch``, deterministic in the step (the data position).
       eval_batches: ``() -> iterable of batches`` for one evaluation pass.
       items_per_batch: tokens or examples in a training batch, for throughput.
       items_name: what ``items_per_batch`` counts (``"tokens"``, ``"examples"``).
+      batch_rows: ``train_batch`` and ``eval_batches`` take ``rows=slice`` and read only those
+        rows of each global batch (so each process of a multi-process run reads its own).
       save_assets: ``workdir -> None``, writes what sampling or evaluation needs later
         (e.g. the tokenizer).
       meta: JSON-ready facts saved with each checkpoint (data source, ...).
@@ -53,6 +60,7 @@ class Task:
     eval_batches: Callable[[], Iterable[dict]]
     items_per_batch: int
     items_name: str = "tokens"
+    batch_rows: bool = False
     save_assets: Callable[[pathlib.Path], None] | None = None
     meta: dict = dataclasses.field(default_factory=dict)
 
@@ -61,7 +69,8 @@ def create_state(apply_fn: Callable, init_variables: Callable, config: ml_collec
     """A fresh TrainState from ``config.seed``, ``init_variables(rng)`` and ``config.optim``."""
     tx, _ = make_optimizer(config.optim, config.train.num_steps)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    return TrainState.create(apply_fn=apply_fn, variables=init_variables(init_rng), tx=tx, rng=state_rng)
+    variables = meta.unbox(init_variables(init_rng))
+    return TrainState.create(apply_fn=apply_fn, variables=variables, tx=tx, rng=state_rng)
 
 
 def restore_state(apply_fn: Callable, init_variables: Callable, config: ml_collections.ConfigDict,
@@ -87,10 +96,17 @@ def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -
     if not saved_path.exists():
         return
     saved, now = json.loads(saved_path.read_text()), json.loads(config.to_json())
-    for key in RESUME_MUST_MATCH:
-        if saved.get(key) != now.get(key):
+    for key in sorted(set(saved) | set(now)):
+        if key not in RESUME_MAY_CHANGE and not _saved_fields_match(saved.get(key), now.get(key)):
             raise ConfigError(f"workdir {workdir} holds a run with a different '{key}' config; resume it with the "
                               f"same config or choose a new --workdir.")
+
+
+def _saved_fields_match(saved: Any, now: Any) -> bool:
+    """True when every field of ``saved`` equals ``now``'s (fields added since the run was saved are ignored)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return all(k in now and _saved_fields_match(v, now[k]) for k, v in saved.items())
+    return saved == now
 
 
 def _write_json(path: pathlib.Path, data: Any) -> None:
@@ -110,14 +126,16 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
 
     Config fields used: ``seed``, ``optim.*`` (see :func:`p2t_jax.optim.chains.make_optimizer`),
     ``train.num_steps``, ``train.log_every``, ``train.eval_every``, ``train.checkpoint_every``,
-    ``train.keep_checkpoints``.
+    ``train.keep_checkpoints``; optional ``train.early_stop_patience`` (stop once the eval
+    loss has not improved for that many evaluations; missing or 0: never).
 
     Returns:
       The run summary (also written to ``workdir/summary.json``): final step, last train and
-      eval metrics, compile seconds, median ms/step, items/s.
+      eval metrics, compile seconds, median ms/step, items/s, the step of an early stop (or None).
     """
     workdir = pathlib.Path(workdir)
     _check_resumable(workdir, config)
+    partitioner = make_partitioner(config, task.init_variables)  # None without config.parallel
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
     if is_main:
@@ -127,7 +145,8 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
 
     tc = config.train
     _, schedule = make_optimizer(config.optim, tc.num_steps)
-    state = create_state(task.apply_fn, task.init_variables, config)
+    make_state = lambda: create_state(task.apply_fn, task.init_variables, config)  # noqa: E731
+    state = make_state() if partitioner is None else partitioner.init_state(make_state)
     checkpoints = Checkpoints(workdir, keep=tc.keep_checkpoints, best_metric="loss")
     resumed_from = checkpoints.latest_step()
     if resumed_from is not None:
@@ -135,24 +154,36 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
         state = state.replace_items(items)
     start = int(state.step)
 
-    train_step = jax.jit(make_train_step(task.loss_fn, schedule), donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(task.loss_fn))
+    if partitioner is None:
+        train_step = jax.jit(make_train_step(task.loss_fn, schedule), donate_argnums=0)
+        eval_step = jax.jit(make_eval_step(task.loss_fn))
+        train_batch, eval_batches = task.train_batch, task.eval_batches
+    else:  # the same steps, with explicit shardings on the mesh
+        train_step = partitioner.jit_train_step(make_train_step(task.loss_fn, schedule), state)
+        eval_step = partitioner.jit_eval_step(make_eval_step(task.loss_fn), state)
+        train_batch, eval_batches = partitioner.batch_readers(task)
     writer = MetricsWriter(workdir)
     meta = dict(task.meta)
 
-    summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start}
+    summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start,
+                               "mesh": partitioner.describe() if partitioner is not None else None}
+    patience = tc.get("early_stop_patience", 0)
+    best_eval_loss, evals_since_best, early_stopped_at = float("inf"), 0, None
     interval_ms: list[float] = []
     eval_metrics: dict[str, float] = {}
     train_metrics: dict[str, float] = {}
     compile_s = None
     bar = tqdm(total=tc.num_steps, initial=start, disable=not (progress and is_main), dynamic_ncols=True,
                desc="train", unit="step")
+    say = bar.write if is_main else (lambda text: None)  # only process 0 logs
+    if partitioner is not None:
+        say(f"mesh: {partitioner.describe()}")
     history: list[dict] = []
     t_interval, steps_in_interval = time.perf_counter(), 0
     step = start
     try:
         while step < tc.num_steps:
-            batch = task.train_batch(step)
+            batch = train_batch(step)
             if compile_s is None:
                 t0 = time.perf_counter()
                 compiled = train_step.lower(state, batch).compile()
@@ -177,21 +208,29 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
                 history.clear()
             do_eval = step % tc.eval_every == 0 or last
             if do_eval:
-                eval_metrics = evaluate(eval_step, state, task.eval_batches())
+                eval_metrics = evaluate(eval_step, state, eval_batches())
                 writer.write(step, "eval", eval_metrics)
-                bar.write(f"step {step:>6}  train loss {train_metrics.get('loss', float('nan')):.4f}  "
+                if eval_metrics["loss"] < best_eval_loss:
+                    best_eval_loss, evals_since_best = eval_metrics["loss"], 0
+                else:
+                    evals_since_best += 1
+                say(f"step {step:>6}  train loss {train_metrics.get('loss', float('nan')):.4f}  "
                           f"eval loss {eval_metrics['loss']:.4f}")
             if step % tc.checkpoint_every == 0 or last or do_eval:
                 checkpoints.save(step, state.checkpoint_items(), dict(meta, step=step),
                                  eval_metrics=eval_metrics if do_eval else None)
             if step % tc.log_every == 0 or do_eval or last:
                 t_interval, steps_in_interval = time.perf_counter(), 0
+            if patience and evals_since_best >= patience:
+                early_stopped_at = step
+                say(f"early stop at step {step}: eval loss has not improved for {patience} evaluations.")
+                break
     except KeyboardInterrupt:
-        bar.write(f"interrupted at step {step}; saving a checkpoint to resume from.")
+        say(f"interrupted at step {step}; saving a checkpoint to resume from.")
         try:
             checkpoints.save(step, state.checkpoint_items(), dict(meta, step=step), force=True)
         except Exception as e:  # the state may have been donated to an interrupted step
-            bar.write(f"could not save at step {step} ({type(e).__name__}); the last saved checkpoint stands.")
+            say(f"could not save at step {step} ({type(e).__name__}); the last saved checkpoint stands.")
         checkpoints.close()
         raise
     finally:
@@ -199,11 +238,16 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
         writer.close()
     checkpoints.close()
 
-    summary.update(final_step=step, train=train_metrics, eval=eval_metrics, compile_s=compile_s,
-                   ms_per_step_median=statistics.median(interval_ms) if interval_ms else None)
-    if summary["ms_per_step_median"]:
-        summary[f"{task.items_name}_per_s"] = 1000 * task.items_per_batch / summary["ms_per_step_median"]
-    if is_main:
-        _write_json(workdir / "summary.json", summary)
+    previous = workdir / "summary.json"
+    if step == start and previous.exists():  # nothing left to train: the finished run's summary stands
+        summary = dict(json.loads(previous.read_text()), resumed_from=resumed_from, start_step=start)
+    else:
+        summary.update(final_step=step, train=train_metrics, eval=eval_metrics, compile_s=compile_s,
+                       early_stopped_at=early_stopped_at,
+                       ms_per_step_median=statistics.median(interval_ms) if interval_ms else None)
+        if summary["ms_per_step_median"]:
+            summary[f"{task.items_name}_per_s"] = 1000 * task.items_per_batch / summary["ms_per_step_median"]
+        if is_main:
+            _write_json(previous, summary)
     summary["state"] = state
     return summary

@@ -21,18 +21,22 @@ from p2t_jax.training.state import TrainState
 LossFn = Callable[[Any, Any, dict, jax.Array, bool], tuple[jax.Array, tuple[dict, Any]]]
 
 
-def make_train_step(loss_fn: LossFn, schedule: optax.Schedule | None = None) -> Callable:
+def make_train_step(loss_fn: LossFn, schedule: optax.Schedule | None = None,
+                    axis_name: str | None = None) -> Callable:
     """Returns ``train_step(state, batch) -> (state, metrics)``, pure and ready for ``jax.jit``.
 
     The step's PRNG key is ``fold_in(state.rng, state.step)``. Besides the loss's own
     metrics it measures ``grad_norm``, ``param_norm``, ``update_norm`` and, when
-    ``schedule`` is given, ``learning_rate``.
+    ``schedule`` is given, ``learning_rate``. With ``axis_name`` (for ``jax.pmap``), the
+    gradients, loss and metrics are averaged over that mapped axis with ``lax.pmean``.
     """
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         step_rng = jax.random.fold_in(state.rng, state.step)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (metrics, new_model_state)), grads = grad_fn(state.params, state.model_state, batch, step_rng, True)
+        if axis_name is not None:
+            grads, loss, metrics = jax.lax.pmean((grads, loss, metrics), axis_name)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
