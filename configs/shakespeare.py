@@ -57,7 +57,7 @@ def get_config(arg=None):
     c.train.checkpoint_every = 500  # Orbax save every N steps (and at each eval and the end)
     c.train.keep_checkpoints = 2  # latest saves kept (the best by val loss is kept apart)
 
-    # Devices and hosts (docs/scaling_out.md). Not part of what a resumed run must match:
+    # Devices and hosts (README, "Scaling out"). Not part of what a resumed run must match:
     # a checkpoint saved on one mesh restores onto another.
     c.parallel = ml_collections.ConfigDict()
     c.parallel.mesh_shape = (-1, 1, 1)  # devices along (data, fsdp, tensor); -1: the rest; one device: 1x1x1

@@ -5,5 +5,5 @@
 * :mod:`~p2t_jax.parallel.distributed`   ``jax.distributed.initialize`` from the config or environment.
 * :mod:`~p2t_jax.parallel.pmap_step`     the older ``pmap`` data-parallel step, kept to compare.
 
-The training loop uses them when the config has a ``parallel`` group; see docs/scaling_out.md.
+The training loop uses them when the config has a ``parallel`` group; see the README, "Scaling out".
 """
