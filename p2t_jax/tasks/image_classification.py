@@ -39,6 +39,62 @@ SOURCES = ("auto", "embedded", "tfds")
 EVAL_SPLITS = ("test", "validation")
 
 
+def default_config() -> ml_collections.ConfigDict:
+    """The fields every image-classification config has, at their common defaults.
+
+    A chapter's config file starts from this and changes what its experiment needs.
+    """
+    c = ml_collections.ConfigDict()
+    c.variant = "default"
+    c.seed = 0  # one seed for init, dropout, the validation split and the order of examples
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "auto"  # auto: TFDS if prepared, else the embedded digits; or tfds / embedded
+    c.data.name = "mnist"  # mnist or fashion_mnist (the latter from TFDS only)
+    c.data.tfds_data_dir = ""  # TFDS data dir; "" means TFDS's default ($TFDS_DATA_DIR)
+    c.data.train_size = 0  # keep the first N training examples (after the validation hold-out); 0: all
+    c.data.validation_size = 0  # hold N training examples out as a validation split; 0: none
+    c.data.eval_split = "test"  # the split the loop evaluates each epoch: test or validation
+
+    c.model = ml_collections.ConfigDict()
+    c.model.hidden = (128,)  # hidden layer widths; the input is 784 pixels, the output num_classes
+    c.model.activation = "relu"  # sigmoid, tanh, relu, gelu or linear
+    c.model.dropout_rate = 0.0  # dropout after each hidden layer (training only)
+    c.model.num_classes = 10
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.label_smoothing = 0.0  # alpha: the target gets 1 - alpha + alpha / K on the true class
+    c.loss.l2 = 0.0  # lambda of the L2 penalty lambda * 0.5 * sum(w^2) on weight matrices
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"  # sgd, momentum, nesterov, rmsprop, adam, adamw or lion
+    c.optim.implementation = "scratch"  # scratch: p2t_jax/optim/scratch.py; optax: Optax's own
+    c.optim.learning_rate = 1e-3  # peak (or constant) learning rate
+    c.optim.schedule = "constant"  # constant or warmup_cosine
+    c.optim.end_learning_rate = 0.0  # warmup_cosine decays to this
+    c.optim.warmup_steps = 0  # warmup_cosine: linear warm-up from 0
+    c.optim.decay_steps = 0  # warmup_cosine: cosine length; 0 means train.num_steps
+    c.optim.momentum = 0.9  # momentum / nesterov: the velocity's decay
+    c.optim.rms_decay = 0.9  # rmsprop: decay of the mean square
+    c.optim.b1 = 0.9  # adam, adamw, lion
+    c.optim.b2 = 0.999  # adam, adamw, lion
+    c.optim.eps = 1e-8  # adam, adamw, rmsprop
+    c.optim.weight_decay = 0.0  # decoupled weight decay (adamw and lion only), on weight matrices
+    c.optim.grad_clip_norm = 0.0  # clip_by_global_norm; 0 turns it off
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32  # examples per update
+    c.train.num_epochs = 10  # passes over the training split; sets num_steps
+    c.train.num_steps = 0  # set from num_epochs (used as is when num_epochs is 0)
+    c.train.log_every = 0  # train metrics every N steps; 0: once per epoch
+    c.train.eval_every = 0  # evaluation every N steps; 0: once per epoch
+    c.train.eval_batch_size = 1000  # largest evaluation batch (a divisor of the split size is used)
+    c.train.checkpoint_every = 0  # Orbax save every N steps (and at each eval and the end); 0: per epoch
+    c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
+    c.train.early_stop_patience = 0  # stop after N evaluations without a lower eval loss; 0: never
+    return c
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks an image-classification config before anything loads or compiles (ConfigError, one sentence)."""
     d, m, lo, o, t = config.data, config.model, config.loss, config.optim, config.train
