@@ -114,8 +114,10 @@ def main() -> None:
             ref.time_steps(tstep, tbatches[:10], warmup=10)
             cursor = iter(tbatches[10:])
 
-            def run_torch(n):
+            def torch_rounds(n):
                 return ref.time_steps(tstep, [next(cursor) for _ in range(n)], warmup=0)
+
+            run_torch = torch_rounds
         except ImportError:
             print("torch not installed (pip install -e '.[bench]'): JAX only")
 

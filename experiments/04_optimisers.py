@@ -25,9 +25,8 @@ import numpy as np  # noqa: E402
 
 from p2t_jax.chapters import optimisers as surfaces  # noqa: E402
 from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import ConfigError, require, require_positive  # noqa: E402
+from p2t_jax.configuration import require, require_positive  # noqa: E402
 from p2t_jax.data import mnist  # noqa: E402
-from p2t_jax.data.cache import DataUnavailableError  # noqa: E402
 from p2t_jax.optim import chains, scratch  # noqa: E402
 from p2t_jax.tasks import image_classification as ic  # noqa: E402
 from p2t_jax.viz import chapter04_05 as figures  # noqa: E402
@@ -175,9 +174,5 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(run, script=__file__, description="Chapter 4: optimisers", default_workdir="runs/04_optimisers",
-                      default_config="configs/mnist_optimizers.py", validate=validate))
-    except (ConfigError, DataUnavailableError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main(run, script=__file__, description="Chapter 4: optimisers", default_workdir="runs/04_optimisers",
+                  default_config="configs/mnist_optimizers.py", validate=validate))

@@ -35,9 +35,8 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import ConfigError, require  # noqa: E402
+from p2t_jax.configuration import require  # noqa: E402
 from p2t_jax.data import mnist  # noqa: E402
-from p2t_jax.data.cache import DataUnavailableError  # noqa: E402
 from p2t_jax.optim import chains  # noqa: E402
 from p2t_jax.tasks import image_classification as ic  # noqa: E402
 from p2t_jax.viz import chapter04_05 as figures  # noqa: E402
@@ -187,10 +186,6 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(run, script=__file__, description="Chapter 5: regularisation",
-                      default_workdir="runs/05_regularisation", default_config="configs/mnist_regularisation.py",
-                      validate=validate))
-    except (ConfigError, DataUnavailableError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main(run, script=__file__, description="Chapter 5: regularisation",
+                  default_workdir="runs/05_regularisation", default_config="configs/mnist_regularisation.py",
+                  validate=validate))

@@ -1,7 +1,6 @@
 """MNIST data: the embedded parser (on a fake wheel), the TFDS path (mocked) and the batches."""
 
 import gzip
-import io
 import zipfile
 
 import chex

@@ -23,6 +23,8 @@ import ml_collections
 import numpy as np
 
 from p2t_jax.configuration import REPO_ROOT, ConfigError, apply_overrides, load_config
+from p2t_jax.data.cache import DataUnavailableError
+from p2t_jax.training.checkpoint import CheckpointError
 
 
 class Claims:
@@ -122,6 +124,7 @@ def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path, Claims], dict],
     if workdir.exists() and not workdir.is_dir():
         print(f"error: --workdir '{workdir}' exists and is not a folder.", file=sys.stderr)
         return 2
+    created = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
     argv = sys.argv[1:] if argv is None else list(argv)
     script_path = pathlib.Path(script).resolve()
@@ -131,7 +134,13 @@ def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path, Claims], dict],
     print(f"{description}\n  workdir {workdir}\n  command {command}", flush=True)
     claims = Claims()
     start = time.perf_counter()
-    results = run(config, workdir, claims)
+    try:
+        results = run(config, workdir, claims)
+    except (ConfigError, DataUnavailableError, CheckpointError) as e:  # found only once running: still bad input
+        print(f"error: {e}", file=sys.stderr)
+        if created and not any(workdir.iterdir()):
+            workdir.rmdir()
+        return 2
     results = dict(results, claims=claims.items, all_claims_passed=claims.all_passed, config=config.to_dict(),
                    command=command, seconds=time.perf_counter() - start, jax_version=jax.__version__,
                    device=str(jax.devices()[0].platform))

@@ -22,7 +22,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a Shakespeare config before anything compiles; raises ConfigError (one sentence)."""
-    m, o, t, d = config.model, config.optim, config.train, config.data
+    m, o = config.model, config.optim
     require_positive(config, "model.vocab_size", "model.max_len", "model.emb_dim", "model.num_heads",
                      "model.num_layers", "model.mlp_dim", "train.batch_size", "train.num_steps", "train.log_every",
                      "train.eval_every", "train.eval_batches", "train.checkpoint_every", "train.keep_checkpoints",
@@ -35,7 +35,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(o.warmup_steps >= 0, f"config key 'optim.warmup_steps' must be >= 0, got {o.warmup_steps}.")
     require(0 <= o.end_learning_rate <= o.learning_rate,
             f"config key 'optim.end_learning_rate' must be between 0 and optim.learning_rate, got {o.end_learning_rate}.")
-    require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, f"config keys 'optim.b1' and 'optim.b2' must be in [0, 1).")
+    require(0 <= o.b1 < 1 and 0 <= o.b2 < 1,
+            f"config keys 'optim.b1' and 'optim.b2' must be in [0, 1), got {o.b1} and {o.b2}.")
     require(o.weight_decay >= 0 and o.grad_clip_norm >= 0,
             "config keys 'optim.weight_decay' and 'optim.grad_clip_norm' must be >= 0.")
     require(m.vocab_size >= len(shakespeare.SHAKESPEARE_ALPHABET),
