@@ -18,6 +18,17 @@ def repo_root() -> pathlib.Path:
     return REPO
 
 
+def load_experiment(name: str):
+    """The module of ``experiments/<name>`` (scripts are not a package, so load them by path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name.replace(".py", "").lstrip("0123456789_"),
+                                                  REPO / "experiments" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 PASSAGE = """ROMEO:
 But soft, what light through yonder window breaks?
 It is the east, and Juliet is the sun.

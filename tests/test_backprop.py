@@ -1,6 +1,5 @@
 """Chapter 3: hand-written backprop against jax.grad, and XOR trained by gradient descent."""
 
-import importlib.util
 import json
 
 import chex
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import load_experiment
 from p2t_jax.chapters import backprop, xor_training
 
 RANDOM_SHAPES = [((3, 5, 4, 2), 7), ((6, 1), 1)]
@@ -110,9 +110,7 @@ def test_sharpness_of_a_quadratic_bowl():
 
 
 def test_experiment_smoke_run(repo_root, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("backprop_experiment", repo_root / "experiments" / "03_backprop.py")
-    experiment = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experiment)
+    experiment = load_experiment("03_backprop.py")
     assert experiment.cli(["--workdir", str(tmp_path), "--config", "configs/backprop.py:smoke"]) == 0, \
         capsys.readouterr().err
     results = json.loads((tmp_path / "results.json").read_text())

@@ -1,6 +1,5 @@
 """Chapter 2: the general MLP, linear collapse, and the hand-set XOR network."""
 
-import importlib.util
 import json
 
 import chex
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import load_experiment
 from p2t_jax.chapters import hand_mlp, perceptron_rule
 from p2t_jax.data.logic import truth_table
 from p2t_jax.models.mlp import ACTIVATIONS, MLP, activation_fn
@@ -108,9 +108,7 @@ def test_xor_is_linearly_separable_in_hidden_space():
 
 
 def test_experiment_smoke_run(repo_root, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("mlp_xor_experiment", repo_root / "experiments" / "02_mlp_xor.py")
-    experiment = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(experiment)
+    experiment = load_experiment("02_mlp_xor.py")
     assert experiment.cli(["--workdir", str(tmp_path), "--config", "configs/xor_mlp.py:smoke"]) == 0, \
         capsys.readouterr().err
     results = json.loads((tmp_path / "results.json").read_text())

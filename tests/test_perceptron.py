@@ -1,6 +1,5 @@
 """Chapter 1: the perceptron, Rosenblatt's rule, the gates and Novikoff's bound."""
 
-import importlib.util
 import json
 
 import chex
@@ -9,17 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import load_experiment
 from p2t_jax.chapters import perceptron_rule
 from p2t_jax.data.logic import separable_points, truth_table
 from p2t_jax.models.perceptron import Perceptron, init_params, predict, step
-
-
-def _load_experiment(repo_root, name):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", "").lstrip("0123456789_"),
-                                                  repo_root / "experiments" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_truth_tables():
@@ -131,7 +123,7 @@ def test_from_zero_the_learning_rate_only_rescales_the_weights():
 
 
 def test_experiment_smoke_run_writes_figures_and_passes(repo_root, tmp_path, capsys):
-    experiment = _load_experiment(repo_root, "01_perceptron.py")
+    experiment = load_experiment("01_perceptron.py")
     status = experiment.cli(["--workdir", str(tmp_path), "--config", "configs/perceptron.py:smoke"])
     assert status == 0, capsys.readouterr().err
     results = json.loads((tmp_path / "results.json").read_text())
@@ -149,7 +141,7 @@ def test_experiment_smoke_run_writes_figures_and_passes(repo_root, tmp_path, cap
     (["--bogus"], "unknown argument"),
 ])
 def test_experiment_bad_input_exits_2_and_writes_nothing(repo_root, tmp_path, capsys, argv, message):
-    experiment = _load_experiment(repo_root, "01_perceptron.py")
+    experiment = load_experiment("01_perceptron.py")
     workdir = tmp_path / "run"
     status = experiment.cli(["--workdir", str(workdir), "--config", "configs/perceptron.py:smoke"] + argv)
     err = capsys.readouterr().err
