@@ -74,11 +74,10 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _load_run(workdir: str):
-    """(config, task module) of an existing run folder."""
+    """The config of an existing run folder."""
     import ml_collections
 
     from p2t_jax import configuration
-    from p2t_jax.tasks import language_model
 
     path = pathlib.Path(workdir)
     if not path.is_dir():
@@ -94,7 +93,7 @@ def _load_run(workdir: str):
         base = configuration.load_config(f"shakespeare:{saved.get('variant', 'small')}")
     except configuration.ConfigError:
         base = ml_collections.ConfigDict()
-    return configuration.overlay(base, saved), language_model
+    return configuration.overlay(base, saved)
 
 
 def cmd_train(args, overrides) -> int:
@@ -129,13 +128,15 @@ def cmd_train(args, overrides) -> int:
 
 
 def _restore(args):
-    config, module = _load_run(args.workdir)
+    """(config, model, TrainState) of the run in ``args.workdir`` (latest or ``--best`` checkpoint)."""
+    config = _load_run(args.workdir)
+    from p2t_jax.tasks import language_model
     from p2t_jax.training.loop import restore_state
 
-    model = module.make_model(config)
-    state, meta = restore_state(model.apply, lambda rng: module.init_params(model, rng), config, args.workdir,
-                                best=args.best)
-    return config, module, model, state, meta
+    model = language_model.make_model(config)
+    state, _ = restore_state(model.apply, lambda rng: language_model.init_params(model, rng), config, args.workdir,
+                             best=args.best)
+    return config, model, state
 
 
 def cmd_sample(args, overrides) -> int:
@@ -155,8 +156,10 @@ def cmd_sample(args, overrides) -> int:
         raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}.")
     if not args.prompt:
         raise UsageError("--prompt must hold at least one character.")
-    config, module, model, state, meta = _restore(args)
-    tokenizer = module.load_tokenizer(pathlib.Path(args.workdir))
+    config, model, state = _restore(args)
+    from p2t_jax.tasks import language_model
+
+    tokenizer = language_model.load_tokenizer(pathlib.Path(args.workdir))
     bad = tokenizer.unknown_chars(args.prompt)
     if bad:
         raise UsageError(f"the prompt holds {''.join(bad)!r}, which is not in the model's "
@@ -200,8 +203,9 @@ def cmd_sample(args, overrides) -> int:
 def cmd_eval(args, overrides) -> int:
     if args.batches < 0:
         raise UsageError(f"--batches must be >= 0, got {args.batches}.")
-    config, module, model, state, meta = _restore(args)
+    config, model, state = _restore(args)
     from p2t_jax.configuration import apply_overrides
+    from p2t_jax.tasks import language_model
     from p2t_jax.training.loop import evaluate
     from p2t_jax.training.steps import make_eval_step
 
@@ -210,7 +214,7 @@ def cmd_eval(args, overrides) -> int:
     apply_overrides(config, overrides)
     if args.batches:
         config.train.eval_batches = args.batches
-    task = module.make_task(config)
+    task = language_model.make_task(config)
     metrics = evaluate(jax.jit(make_eval_step(task.loss_fn)), state, task.eval_batches())
     metrics["bits_per_char"] = metrics["loss"] / math.log(2)
     print(json.dumps({"step": int(state.step), **{k: round(v, 5) for k, v in metrics.items()}}))

@@ -24,6 +24,7 @@ import numpy as np
 
 from p2t_jax.configuration import REPO_ROOT, ConfigError, apply_overrides, load_config
 from p2t_jax.data.cache import DataUnavailableError
+from p2t_jax.training import metrics
 from p2t_jax.training.checkpoint import CheckpointError
 
 
@@ -71,10 +72,8 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json(path: pathlib.Path, data: Any) -> None:
-    """Writes ``data`` as JSON, replacing any old file only once the new one is complete."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    """Writes ``data`` (arrays and all, see :func:`to_jsonable`) as JSON, atomically."""
+    metrics.write_json(path, to_jsonable(data))
 
 
 def parse_command_line(argv: Sequence[str] | None, *, description: str, default_workdir: str,

@@ -32,7 +32,7 @@ from p2t_jax.data.images import ImageBatches, ImageRecords, split_off
 from p2t_jax.models.mlp import ACTIVATIONS, MLP
 from p2t_jax.optim import chains
 from p2t_jax.training.loop import Task, evaluate, restore_state, train_and_evaluate
-from p2t_jax.training.metrics import read_metrics
+from p2t_jax.training.metrics import read_metrics, write_json
 from p2t_jax.training.steps import make_eval_step
 
 SOURCES = ("auto", "embedded", "tfds")
@@ -344,7 +344,5 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
         "weights": weight_summary(state.params),
         "curves": curves_from_metrics(run_dir, spe), "config": json.loads(config.to_json()),
     }
-    tmp = done.with_name(done.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(done)
+    write_json(done, result)
     return result

@@ -23,7 +23,7 @@ from p2t_jax.configuration import ConfigError
 from p2t_jax.optim.chains import make_optimizer
 from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.training.checkpoint import Checkpoints
-from p2t_jax.training.metrics import MetricsWriter, mean_metrics, to_floats
+from p2t_jax.training.metrics import MetricsWriter, mean_metrics, to_floats, write_json
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import LossFn, make_eval_step, make_train_step
 
@@ -107,12 +107,6 @@ def _saved_fields_match(saved: Any, now: Any) -> bool:
     if isinstance(saved, dict) and isinstance(now, dict):
         return all(k in now and _saved_fields_match(v, now[k]) for k, v in saved.items())
     return saved == now
-
-
-def _write_json(path: pathlib.Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
 
 
 def evaluate(eval_step: Callable, state: TrainState, batches: Iterable[dict]) -> dict[str, float]:
@@ -248,6 +242,6 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
         if summary["ms_per_step_median"]:
             summary[f"{task.items_name}_per_s"] = 1000 * task.items_per_batch / summary["ms_per_step_median"]
         if is_main:
-            _write_json(previous, summary)
+            write_json(previous, summary)
     summary["state"] = state
     return summary

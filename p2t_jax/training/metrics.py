@@ -48,6 +48,14 @@ class MetricsWriter:
             self._tb.close()
 
 
+def write_json(path: str | pathlib.Path, data) -> None:
+    """Writes ``data`` as indented JSON, replacing an old file only once the new one is complete."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
 def read_metrics(workdir: str | pathlib.Path, split: str | None = None) -> list[dict]:
     """The records of ``metrics.jsonl`` (optionally of one split)."""
     path = pathlib.Path(workdir) / "metrics.jsonl"
