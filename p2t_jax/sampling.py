@@ -129,7 +129,9 @@ def generate_cached(model: nn.Module, params, prompt_BP: jax.Array, rng: jax.Arr
     stride = stride or max(1, L // 4)
     keep = L - stride
     total = P + max_new_tokens
-    buffer_BL = jnp.zeros((B, total), jnp.int32).at[:, :P].set(prompt_BP.astype(jnp.int32))
+    # At least one context long, so that the rebuild branch (traced even when a short
+    # generation never fills the cache) can always slice ``keep`` tokens.
+    buffer_BL = jnp.zeros((B, max(total, L)), jnp.int32).at[:, :P].set(prompt_BP.astype(jnp.int32))
 
     def run(cache, tokens_BT):
         logits_BTV, mutated = model.apply({"params": params, "cache": cache}, tokens_BT, decode=True,
@@ -158,4 +160,4 @@ def generate_cached(model: nn.Module, params, prompt_BP: jax.Array, rng: jax.Arr
         return buffer_BL, cache, last_BV
 
     buffer_BL, _, _ = jax.lax.fori_loop(0, max_new_tokens, body, (buffer_BL, cache, last_BV))
-    return buffer_BL
+    return buffer_BL[:, :total]

@@ -99,12 +99,13 @@ def test_cached_logits_equal_full_recompute_at_every_position(prefill):
     assert int(cache["position"]) == 8
 
 
-@pytest.mark.parametrize("temperature, top_k", [(0.0, 0), (1.0, 0), (0.8, 3)])
-def test_cached_generation_equals_recompute_within_the_context(temperature, top_k):
+@pytest.mark.parametrize("temperature, top_k, new", [(0.0, 0, 5), (1.0, 0, 5), (0.8, 3, 5), (0.0, 0, 1)])
+def test_cached_generation_equals_recompute_within_the_context(temperature, top_k, new):
+    """Also a generation shorter than the tokens kept when the cache slides (3 + 1 < 8 - 2)."""
     model, params = _cached_model()
     fn = lambda p, t: model.apply({"params": p}, t)  # noqa: E731
     prompt = jnp.array([[1, 2, 3], [4, 5, 6]])
-    kw = dict(max_new_tokens=5, temperature=temperature, top_k=top_k)
+    kw = dict(max_new_tokens=new, temperature=temperature, top_k=top_k)
     plain = generate(fn, params, prompt, jax.random.PRNGKey(3), context=8, **kw)
     cached = generate_cached(model, params, prompt, jax.random.PRNGKey(3), **kw)
     chex.assert_trees_all_equal(plain, cached)
