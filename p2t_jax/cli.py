@@ -226,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     from p2t_jax.data.cache import DataUnavailableError
     from p2t_jax.training.checkpoint import CheckpointError
 
+    from p2t_jax.host_memory import keep_freed_host_memory
+
+    keep_freed_host_memory()  # every command runs compiled steps over and over
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, overrides = _split_overrides(argv)
     try:

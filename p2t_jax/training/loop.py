@@ -20,6 +20,7 @@ from flax.core import meta
 from tqdm.auto import tqdm
 
 from p2t_jax.configuration import ConfigError
+from p2t_jax.host_memory import keep_freed_host_memory
 from p2t_jax.optim.chains import make_optimizer
 from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.training.checkpoint import Checkpoints
@@ -129,6 +130,7 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     """
     workdir = pathlib.Path(workdir)
     _check_resumable(workdir, config)
+    keep_freed_host_memory()  # see p2t_jax.host_memory: up to 1.5x faster steps on CPU
     partitioner = make_partitioner(config, task.init_variables)  # None without config.parallel
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0

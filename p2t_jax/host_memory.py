@@ -1,0 +1,50 @@
+"""Keeps freed host memory in the process, so each XLA-CPU step does not fault it back in.
+
+Every call of a compiled XLA-CPU computation allocates its temporary buffer (48 MB for the
+nanoGPT CPU training step) and frees it on return. glibc's ``malloc`` serves a block that
+large with a fresh ``mmap`` and gives it back with ``munmap``, so every step page-faults its
+whole working set in again: 11-13 ms of kernel time in a 22-28 ms step on two cores.
+Raising malloc's mmap and trim thresholds keeps such blocks in the heap for the next step;
+the same step then takes ~16.5 ms (``bench/NOTES.md``). Results are unchanged: this is
+where freed memory waits, not what is computed.
+
+The setting is process-wide and costs up to ``limit_bytes`` of memory the process keeps
+rather than returns to the system. ``train_and_evaluate`` and the ``p2t`` command apply it;
+set ``P2T_KEEP_MALLOC_DEFAULTS=1`` to leave malloc alone. Only glibc (Linux) has these
+knobs; elsewhere it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+_M_TRIM_THRESHOLD = -1  # glibc malloc.h
+_M_MMAP_THRESHOLD = -3
+_applied: int | None = None
+
+
+def keep_freed_host_memory(limit_bytes: int = 1 << 30) -> bool:
+    """Lets glibc keep freed blocks below ``limit_bytes`` for reuse; returns whether it applied.
+
+    Idempotent. Returns False (and changes nothing) when ``P2T_KEEP_MALLOC_DEFAULTS=1``,
+    off glibc, or when glibc refuses the values.
+    """
+    global _applied
+    if os.environ.get("P2T_KEEP_MALLOC_DEFAULTS", "") not in ("", "0"):
+        return False
+    if _applied is not None and _applied >= limit_bytes:
+        return True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    limit = min(int(limit_bytes), 2**31 - 1)
+    ok = mallopt(_M_MMAP_THRESHOLD, limit) == 1 and mallopt(_M_TRIM_THRESHOLD, limit) == 1
+    if ok:
+        _applied = limit
+    return ok
