@@ -1,40 +1,42 @@
 """Times the training step of the nanoGPT CPU recipe in JAX and, in the same run, in PyTorch.
 
-    python bench/step.py [--config configs/shakespeare.py:nanogpt_cpu] [--rounds 3] [--steps 50]
-                         [--config.model.gelu_approximate=true ...]
+    python bench/step.py [--config configs/shakespeare.py:nanogpt_cpu] [--rounds 5] [--steps 40]
+                         [--malloc-defaults] [--no-torch] [--config.model.gelu_approximate=true ...]
 
 Prints, for the JAX step (the library's own ``train_step`` on the config's model): the
 first-step compile time, median ms/step after warm-up, tokens/s, the step's FLOPs (from
 XLA's cost analysis) and the achieved GFLOP/s as a fraction of this machine's f32 matmul
 peak (measured here, on a few matmul shapes). Then the PyTorch reference
-(``bench/torch_reference.py``) when torch is installed, alternating rounds so that both
-see the same machine, and the ratio JAX / PyTorch. Compare ratios, not absolute times:
-shared machines drift.
+(``bench/torch_reference.py``, same model and recipe) when torch is installed, and the
+ratio JAX / PyTorch. ``--malloc-defaults`` adds a third contender: the JAX step with
+glibc's malloc left at its defaults (see ``p2t_jax/host_memory.py``).
+
+Each contender runs in its own worker process (two thread pools in one process steal each
+other's cores: in one process the JAX step measured 28.3 ms against 22.0 ms alone), and
+the rounds alternate between them with a pause, so all see the same machine. Compare
+ratios, not absolute times: shared machines drift.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from p2t_jax.configuration import apply_overrides, load_config  # noqa: E402
-from p2t_jax.tasks import language_model  # noqa: E402
-from p2t_jax.training.loop import create_state  # noqa: E402
-from p2t_jax.training.steps import make_train_step  # noqa: E402
-from p2t_jax.optim.chains import make_optimizer  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 
 def matmul_peak_gflops(shapes=((768, 128, 512), (768, 512, 128), (1024, 1024, 1024)), reps: int = 200) -> dict:
     """Median f32 GFLOP/s of a jitted matmul per (m, k, n)."""
+    import jax
+    import jax.numpy as jnp
+
     out = {}
     for m, k, n in shapes:
         a = jnp.ones((m, k), jnp.float32)
@@ -50,7 +52,17 @@ def matmul_peak_gflops(shapes=((768, 128, 512), (768, 512, 128), (1024, 1024, 10
     return out
 
 
-def jax_step(config):
+def jax_contender(config) -> tuple:
+    """(run(n) -> ms per step, facts) for the library's jitted train step on random batches."""
+    import jax
+    import numpy as np
+
+    from p2t_jax.optim.chains import make_optimizer
+    from p2t_jax.tasks import language_model
+    from p2t_jax.training.loop import create_state
+    from p2t_jax.training.steps import make_train_step
+
+    peak = matmul_peak_gflops()
     model = language_model.make_model(config)
     state = create_state(model.apply, lambda r: language_model.init_params(model, r), config)
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
@@ -67,7 +79,6 @@ def jax_step(config):
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan")))
     holder = {"state": state}
 
     def run(n: int) -> list[float]:
@@ -80,62 +91,113 @@ def jax_step(config):
             times.append(1000 * (time.perf_counter() - t))
         return times
 
-    return run, compile_s, flops, B * T
+    facts = {"version": f"jax {jax.__version__}", "compile_s": compile_s, "flops": float(cost.get("flops", "nan")),
+             "peak": peak}
+    return run, facts
+
+
+def torch_contender(config) -> tuple:
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import torch_reference as ref
+
+    torch.manual_seed(0)
+    m = config.model
+    step = ref.make_step(ref.GPT(m.vocab_size, m.max_len, m.emb_dim, m.num_layers, m.num_heads),
+                         lr=config.optim.learning_rate)
+    batches = ref.random_batches(10, config.train.batch_size, m.max_len, m.vocab_size)
+    ref.time_steps(step, batches, warmup=10)
+    seed = [1]
+
+    def run(n: int) -> list[float]:
+        seed[0] += 1
+        return ref.time_steps(step, ref.random_batches(n, config.train.batch_size, m.max_len, m.vocab_size,
+                                                       seed=seed[0]), warmup=0)
+
+    return run, {"version": f"torch {torch.__version__} ({torch.get_num_threads()} threads)"}
+
+
+def worker(kind: str, config_arg: str, overrides: list[str]) -> None:
+    """Builds one contender, prints its facts as a JSON line, then answers ``run N`` lines."""
+    from p2t_jax.configuration import apply_overrides, load_config
+    from p2t_jax.host_memory import keep_freed_host_memory
+
+    keep_freed_host_memory()  # both contenders get the same allocator (a no-op with P2T_KEEP_MALLOC_DEFAULTS=1)
+    config = apply_overrides(load_config(config_arg), overrides)
+    run, facts = (jax_contender if kind == "jax" else torch_contender)(config)
+    run(10)  # warm-up
+    print(json.dumps(facts), flush=True)
+    for line in sys.stdin:
+        if not line.startswith("run "):
+            break
+        print(json.dumps(run(int(line.split()[1]))), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/shakespeare.py:nanogpt_cpu")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="also time the JAX step with glibc malloc at its defaults")
+    parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
-    config = load_config(args.config)
-    apply_overrides(config, [a[len("--config."):] for a in rest if a.startswith("--config.")])
+    overrides = [a[len("--config."):] for a in rest if a.startswith("--config.")]
+    if args.worker:
+        return worker(args.worker, args.config, overrides)
 
-    peak = matmul_peak_gflops()
-    print("f32 matmul GFLOP/s (jax.jit): " + ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
-    run_jax, compile_s, flops, tokens = jax_step(config)
-    run_jax(10)  # warm-up
-
-    run_torch = None
+    contenders = {"jax": ("jax", {})}
+    if args.malloc_defaults:
+        contenders["jax, malloc defaults"] = ("jax", {"P2T_KEEP_MALLOC_DEFAULTS": "1"})
     if not args.no_torch:
         try:
-            import torch
-
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-            import torch_reference as ref
-
-            torch.manual_seed(0)
-            m = config.model
-            tstep = ref.make_step(ref.GPT(m.vocab_size, m.max_len, m.emb_dim, m.num_layers, m.num_heads))
-            tbatches = ref.random_batches(args.rounds * args.steps + 10, config.train.batch_size, m.max_len,
-                                          m.vocab_size)
-            ref.time_steps(tstep, tbatches[:10], warmup=10)
-            cursor = iter(tbatches[10:])
-
-            def torch_rounds(n):
-                return ref.time_steps(tstep, [next(cursor) for _ in range(n)], warmup=0)
-
-            run_torch = torch_rounds
+            import torch  # noqa: F401
+            contenders["torch"] = ("torch", {})
         except ImportError:
             print("torch not installed (pip install -e '.[bench]'): JAX only")
 
-    jax_times, torch_times = [], []
+    procs, facts, times = {}, {}, {}
+    for name, (kind, env) in contenders.items():  # one at a time: each builds and compiles alone
+        cmd = [sys.executable, __file__, "--worker", kind, "--config", args.config, *rest]
+        procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                                       env=dict(os.environ, **env))
+        line = procs[name].stdout.readline()
+        if not line:
+            sys.exit(f"error: the {name} worker failed to start (its error is printed above).")
+        facts[name], times[name] = json.loads(line), []
     for _ in range(args.rounds):
-        jax_times += run_jax(args.steps)
-        if run_torch:
-            torch_times += run_torch(args.steps)
+        for name, proc in procs.items():
+            time.sleep(0.5)  # let the other worker's threads go idle
+            proc.stdin.write(f"run {args.steps}\n")
+            proc.stdin.flush()
+            times[name] += json.loads(proc.stdout.readline())
+    for proc in procs.values():
+        proc.stdin.close()
+        proc.wait()
 
-    ms = statistics.median(jax_times)
-    best_peak = max(peak.values())
-    print(f"config {args.config} {' '.join(rest)}")
-    print(f"jax {jax.__version__}: compile {compile_s:.2f} s, median {ms:.1f} ms/step, {1000 * tokens / ms:,.0f} tokens/s, "
-          f"{flops / 1e9:.2f} GFLOP/step, {flops / ms / 1e6:.0f} GFLOP/s = {flops / ms / 1e6 / best_peak:.0%} of matmul peak")
-    if torch_times:
-        tms = statistics.median(torch_times)
-        print(f"torch {torch.__version__}: median {tms:.1f} ms/step, {1000 * tokens / tms:,.0f} tokens/s")
-        print(f"ratio jax/torch step time: {ms / tms:.2f}")
+    f = facts["jax"]
+    tokens = _tokens(args.config, overrides)
+    print("f32 matmul GFLOP/s (jax.jit): " + ", ".join(f"{k} {v:.0f}" for k, v in f["peak"].items()))
+    print(f"config {args.config} {' '.join(rest)}; {args.rounds} alternating rounds of {args.steps} steps")
+    ms = statistics.median(times["jax"])
+    best_peak = max(f["peak"].values())
+    print(f"{f['version']}: compile {f['compile_s']:.2f} s, median {ms:.1f} ms/step, {1000 * tokens / ms:,.0f} tokens/s, "
+          f"{f['flops'] / 1e9:.2f} GFLOP/step, {f['flops'] / ms / 1e6:.0f} GFLOP/s = "
+          f"{f['flops'] / ms / 1e6 / best_peak:.0%} of matmul peak")
+    for name in contenders:
+        if name != "jax":
+            other = statistics.median(times[name])
+            print(f"{name} [{facts[name]['version']}]: median {other:.1f} ms/step, {1000 * tokens / other:,.0f} tokens/s;"
+                  f" ratio jax / {name}: {ms / other:.2f}")
+
+
+def _tokens(config_arg: str, overrides: list[str]) -> int:
+    from p2t_jax.configuration import apply_overrides, load_config
+
+    config = apply_overrides(load_config(config_arg), overrides)
+    return config.train.batch_size * config.model.max_len
 
 
 if __name__ == "__main__":
