@@ -4,12 +4,15 @@ Every call of a compiled XLA-CPU computation allocates its temporary buffer (48 
 nanoGPT CPU training step) and frees it on return. glibc's ``malloc`` serves a block that
 large with a fresh ``mmap`` and gives it back with ``munmap``, so every step page-faults its
 whole working set in again: 11-13 ms of kernel time in a 22-28 ms step on two cores.
-Raising malloc's mmap and trim thresholds keeps such blocks in the heap for the next step;
-the same step then takes ~16.5 ms (``bench/NOTES.md``). Results are unchanged: this is
-where freed memory waits, not what is computed.
+Raising malloc's mmap and trim thresholds keeps such blocks in the heap for the next step,
+and one arena for all threads lets blocks larger than a thread arena's 64 MB (the ``large``
+config's step needs 336 MB) be kept too: the nanoGPT step drops to ~17 ms, the ``large``
+step from ~132 to ~103 ms (``bench/NOTES.md``). Results are unchanged: this is where freed
+memory waits, not what is computed.
 
 The setting is process-wide and costs up to ``limit_bytes`` of memory the process keeps
-rather than returns to the system. ``train_and_evaluate`` and the ``p2t`` command apply it;
+rather than returns to the system. Call it early: the one-arena part applies to threads
+that have not allocated yet. ``train_and_evaluate`` and the ``p2t`` command apply it;
 set ``P2T_KEEP_MALLOC_DEFAULTS=1`` to leave malloc alone. Only glibc (Linux) has these
 knobs; elsewhere it does nothing.
 """
@@ -22,11 +25,12 @@ import platform
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _applied: int | None = None
 
 
 def keep_freed_host_memory(limit_bytes: int = 1 << 30) -> bool:
-    """Lets glibc keep freed blocks below ``limit_bytes`` for reuse; returns whether it applied.
+    """Lets glibc keep freed blocks below ``limit_bytes`` for reuse, in one arena; returns whether it applied.
 
     Idempotent. Returns False (and changes nothing) when ``P2T_KEEP_MALLOC_DEFAULTS=1``,
     off glibc, or when glibc refuses the values.
@@ -44,7 +48,8 @@ def keep_freed_host_memory(limit_bytes: int = 1 << 30) -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     limit = min(int(limit_bytes), 2**31 - 1)
-    ok = mallopt(_M_MMAP_THRESHOLD, limit) == 1 and mallopt(_M_TRIM_THRESHOLD, limit) == 1
+    ok = all(mallopt(option, value) == 1
+             for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, limit), (_M_TRIM_THRESHOLD, limit)))
     if ok:
         _applied = limit
     return ok

@@ -24,6 +24,7 @@ import numpy as np
 
 from p2t_jax.configuration import REPO_ROOT, ConfigError, apply_overrides, load_config
 from p2t_jax.data.cache import DataUnavailableError
+from p2t_jax.host_memory import keep_freed_host_memory
 from p2t_jax.training import metrics
 from p2t_jax.training.checkpoint import CheckpointError
 
@@ -113,6 +114,7 @@ def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path, Claims], dict],
     0: every claim held. 1: some claim failed (results.json still written). 2: bad input
     (one sentence on stderr, nothing written).
     """
+    keep_freed_host_memory()  # early, before JAX starts its threads (p2t_jax.host_memory)
     try:
         workdir, config = parse_command_line(argv, description=description, default_workdir=default_workdir,
                                              default_config=default_config)
