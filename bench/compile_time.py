@@ -21,6 +21,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from p2t_jax.configuration import apply_overrides, load_config  # noqa: E402
+from p2t_jax.host_memory import keep_freed_host_memory  # noqa: E402
 from p2t_jax.optim.chains import make_optimizer  # noqa: E402
 from p2t_jax.tasks import language_model  # noqa: E402
 from p2t_jax.training.loop import create_state  # noqa: E402
@@ -41,6 +42,7 @@ def compiled_step(config):
 
 
 def main() -> None:
+    keep_freed_host_memory()  # as the p2t command does
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/shakespeare.py:nanogpt_cpu")
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 16])

@@ -21,6 +21,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from p2t_jax.configuration import apply_overrides, load_config  # noqa: E402
+from p2t_jax.host_memory import keep_freed_host_memory  # noqa: E402
 from p2t_jax.sampling import generate, generate_cached  # noqa: E402
 from p2t_jax.tasks import language_model  # noqa: E402
 
@@ -39,6 +40,7 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 
 
 def main() -> None:
+    keep_freed_host_memory()  # as the p2t command does
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/shakespeare.py:nanogpt_cpu")
     parser.add_argument("--new-tokens", type=int, default=256)

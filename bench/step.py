@@ -131,7 +131,11 @@ def worker(kind: str, config_arg: str, overrides: list[str]) -> None:
     for line in sys.stdin:
         if not line.startswith("run "):
             break
-        print(json.dumps(run(int(line.split()[1]))), flush=True)
+        n, before = int(line.split()[1]), os.times()
+        times = run(n)
+        after = os.times()  # CPU seconds of the whole process: user (computing) and sys (kernel: page faults, ...)
+        print(json.dumps({"ms": times, "user_ms": 1000 * (after.user - before.user) / n,
+                          "sys_ms": 1000 * (after.system - before.system) / n}), flush=True)
 
 
 def main() -> None:
@@ -158,7 +162,7 @@ def main() -> None:
         except ImportError:
             print("torch not installed (pip install -e '.[bench]'): JAX only")
 
-    procs, facts, times = {}, {}, {}
+    procs, facts, times, cpu = {}, {}, {}, {}
     for name, (kind, env) in contenders.items():  # one at a time: each builds and compiles alone
         cmd = [sys.executable, __file__, "--worker", kind, "--config", args.config, *rest]
         procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
@@ -166,13 +170,15 @@ def main() -> None:
         line = procs[name].stdout.readline()
         if not line:
             sys.exit(f"error: the {name} worker failed to start (its error is printed above).")
-        facts[name], times[name] = json.loads(line), []
+        facts[name], times[name], cpu[name] = json.loads(line), [], []
     for _ in range(args.rounds):
         for name, proc in procs.items():
             time.sleep(0.5)  # let the other worker's threads go idle
             proc.stdin.write(f"run {args.steps}\n")
             proc.stdin.flush()
-            times[name] += json.loads(proc.stdout.readline())
+            answer = json.loads(proc.stdout.readline())
+            times[name] += answer["ms"]
+            cpu[name].append((answer["user_ms"], answer["sys_ms"]))
     for proc in procs.values():
         proc.stdin.close()
         proc.wait()
@@ -186,6 +192,9 @@ def main() -> None:
     print(f"{f['version']}: compile {f['compile_s']:.2f} s, median {ms:.1f} ms/step, {1000 * tokens / ms:,.0f} tokens/s, "
           f"{f['flops'] / 1e9:.2f} GFLOP/step, {f['flops'] / ms / 1e6:.0f} GFLOP/s = "
           f"{f['flops'] / ms / 1e6 / best_peak:.0%} of matmul peak")
+    for name in contenders:
+        user, sys_ = (statistics.median(c) for c in zip(*cpu[name]))
+        print(f"{name}: CPU time per step {user:.1f} ms user + {sys_:.1f} ms sys (kernel)")
     for name in contenders:
         if name != "jax":
             other = statistics.median(times[name])
