@@ -198,10 +198,19 @@ def test_early_stopping_stops_when_the_validation_loss_stalls(tmp_path):
     summary = train_and_evaluate(task, config, tmp_path / "stalled", progress=False)
     spe = batches.steps_per_epoch
     assert summary["early_stopped_at"] == 3 * spe and summary["final_step"] == 3 * spe
+    again = train_and_evaluate(task, config, tmp_path / "stalled", progress=False)  # the counters were saved
+    assert again["start_step"] == 3 * spe and again["final_step"] == 3 * spe and again["early_stopped_at"] == 3 * spe
 
     config.train.early_stop_patience = 0
     summary = train_and_evaluate(task, config, tmp_path / "no_stop", progress=False)
     assert summary["early_stopped_at"] is None and summary["final_step"] == 6 * spe
+
+    config.train.early_stop_patience = 2  # a run cut at epoch 2 and resumed stops where the whole run stopped
+    config.train.num_steps = 2 * spe
+    train_and_evaluate(task, config, tmp_path / "cut", progress=False)
+    config.train.num_steps = 6 * spe
+    resumed = train_and_evaluate(task, config, tmp_path / "cut", progress=False)
+    assert resumed["start_step"] == 2 * spe and resumed["early_stopped_at"] == 3 * spe
 
 
 @pytest.mark.parametrize("override, match", [

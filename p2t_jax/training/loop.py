@@ -145,8 +145,9 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     state = make_state() if partitioner is None else partitioner.init_state(make_state)
     checkpoints = Checkpoints(workdir, keep=tc.keep_checkpoints, best_metric="loss")
     resumed_from = checkpoints.latest_step()
+    saved_meta: dict = {}
     if resumed_from is not None:
-        items, _ = checkpoints.restore(state.checkpoint_items())
+        items, saved_meta = checkpoints.restore(state.checkpoint_items())
         state = state.replace_items(items)
     start = int(state.step)
 
@@ -165,6 +166,14 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
                                "mesh": partitioner.describe() if partitioner is not None else None}
     patience = tc.get("early_stop_patience", 0)
     best_eval_loss, evals_since_best, early_stopped_at = float("inf"), 0, None
+    if saved_meta.get("early_stop"):  # the counters travel with the checkpoint, so a resumed run stops alike
+        saved_best = saved_meta["early_stop"]["best_eval_loss"]
+        best_eval_loss = float("inf") if saved_best is None else saved_best
+        evals_since_best = saved_meta["early_stop"]["evals_since_best"]
+
+    def checkpoint_meta() -> dict:
+        finite_best = None if best_eval_loss == float("inf") else best_eval_loss
+        return dict(meta, step=step, early_stop={"best_eval_loss": finite_best, "evals_since_best": evals_since_best})
     interval_ms: list[float] = []
     eval_metrics: dict[str, float] = {}
     train_metrics: dict[str, float] = {}
@@ -177,8 +186,11 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     history: list[dict] = []
     t_interval, steps_in_interval = time.perf_counter(), 0
     step = start
+    if patience and evals_since_best >= patience:
+        early_stopped_at = start
+        say(f"this run stopped early at step {start}; nothing to train (raise train.early_stop_patience to go on).")
     try:
-        while step < tc.num_steps:
+        while step < tc.num_steps and early_stopped_at is None:
             batch = train_batch(step)
             if compile_s is None:
                 t0 = time.perf_counter()
@@ -213,7 +225,7 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
                 say(f"step {step:>6}  train loss {train_metrics.get('loss', float('nan')):.4f}  "
                           f"eval loss {eval_metrics['loss']:.4f}")
             if step % tc.checkpoint_every == 0 or last or do_eval:
-                checkpoints.save(step, state.checkpoint_items(), dict(meta, step=step),
+                checkpoints.save(step, state.checkpoint_items(), checkpoint_meta(),
                                  eval_metrics=eval_metrics if do_eval else None)
             if step % tc.log_every == 0 or do_eval or last:
                 t_interval, steps_in_interval = time.perf_counter(), 0
@@ -224,7 +236,7 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     except KeyboardInterrupt:
         say(f"interrupted at step {step}; saving a checkpoint to resume from.")
         try:
-            checkpoints.save(step, state.checkpoint_items(), dict(meta, step=step), force=True)
+            checkpoints.save(step, state.checkpoint_items(), checkpoint_meta(), force=True)
         except Exception as e:  # the state may have been donated to an interrupted step
             say(f"could not save at step {step} ({type(e).__name__}); the last saved checkpoint stands.")
         checkpoints.close()
