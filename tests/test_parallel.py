@@ -6,7 +6,9 @@ import math
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import PASSAGE
 
@@ -21,6 +23,7 @@ from p2t_jax.parallel.partitioning import BoundedInFlight, Partitioner, bytes_pe
 from p2t_jax.tasks import language_model
 from p2t_jax.training.loop import RESUME_MAY_CHANGE, create_state, restore_state, train_and_evaluate
 from p2t_jax.training.metrics import read_metrics
+from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import make_train_step
 
 STEPS = 6
@@ -141,6 +144,22 @@ def test_pmap_step_equals_the_jit_data_parallel_step(runs, tiny_corpus):
     np.testing.assert_allclose(losses, jit_losses, rtol=0, atol=1e-5)
     chex.assert_trees_all_close(jax.device_get(pmap_step.unreplicate(state).params),
                                 jax.device_get(jit_state.params), atol=1e-5)
+
+
+def test_pmap_devices_draw_their_own_step_keys():
+    """Each device's key is fold_in(fold_in(rng, step), device index): different dropout masks per shard."""
+    def loss_fn(params, model_state, batch, rng, train):
+        return (params["w"] * batch["x"]).sum(), ({"u": jax.random.uniform(rng)}, {})
+
+    n = jax.local_device_count()
+    rng = jax.random.PRNGKey(3)
+    state = TrainState.create(apply_fn=None, variables={"params": {"w": jnp.zeros(())}}, tx=optax.sgd(0.0), rng=rng)
+    step = pmap_step.make_pmap_train_step(loss_fn)
+    state = pmap_step.replicate(state)
+    for i in range(2):
+        state, metrics = step(state, pmap_step.split_batch({"x": np.ones((n,), np.float32)}, n))
+        expected = np.mean([jax.random.uniform(jax.random.fold_in(jax.random.fold_in(rng, i), d)) for d in range(n)])
+        np.testing.assert_allclose(np.asarray(metrics["u"]), expected, rtol=1e-6)
 
 
 def test_checkpoint_saved_on_fsdp_resumes_on_data_x_tensor_and_restores_on_one_device(runs, tiny_corpus, tmp_path):

@@ -3,8 +3,9 @@
 Kept beside the main path (``jax.jit`` + ``NamedSharding``, see
 :mod:`p2t_jax.parallel.partitioning`) to show what it replaced: the state is copied onto
 every device, each device takes ``batch / n`` rows, and the step averages gradients,
-loss and metrics across devices before the (identical) update on each copy. Every
-device draws the same step key, so with dropout the masks differ from the ``jit`` path's.
+loss and metrics across devices before the (identical) update on each copy. Each device
+folds its index into the step key, so its rows get their own dropout masks (not the
+masks the ``jit`` path draws for the same rows).
 On a simulated multi-device CPU, wait for a step's metrics now and then: XLA's CPU client
 deadlocks with more than 32 such steps in flight (the ``jit`` path bounds this itself).
 """

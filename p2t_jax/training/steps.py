@@ -27,12 +27,15 @@ def make_train_step(loss_fn: LossFn, schedule: optax.Schedule | None = None,
 
     The step's PRNG key is ``fold_in(state.rng, state.step)``. Besides the loss's own
     metrics it measures ``grad_norm``, ``param_norm``, ``update_norm`` and, when
-    ``schedule`` is given, ``learning_rate``. With ``axis_name`` (for ``jax.pmap``), the
-    gradients, loss and metrics are averaged over that mapped axis with ``lax.pmean``.
+    ``schedule`` is given, ``learning_rate``. With ``axis_name`` (for ``jax.pmap``), each
+    device folds its index along that axis into the key (its rows get their own dropout
+    masks), and the gradients, loss and metrics are averaged over the axis with ``lax.pmean``.
     """
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         step_rng = jax.random.fold_in(state.rng, state.step)
+        if axis_name is not None:
+            step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (metrics, new_model_state)), grads = grad_fn(state.params, state.model_state, batch, step_rng, True)
         if axis_name is not None:
