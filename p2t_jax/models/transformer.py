@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from p2t_jax.models.dense import Dense
+
 Dtype = Any
 
 
@@ -60,9 +62,8 @@ class TransformerConfig:
 
 
 def _init(axes: tuple, stddev: float = 0.02):
-    # rules=(): the names shard the parameter through p2t_jax.parallel, but flax must not
-    # constrain the raw init value with them (DenseGeneral initialises its kernel flat, so
-    # N-d names on the flat array would fail under a mesh).
+    # rules=(): the names shard the parameter through p2t_jax.parallel (which places the
+    # initialised state); flax must not also constrain the raw init value with them.
     return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes, rules=())
 
 
@@ -137,7 +138,7 @@ class CausalSelfAttention(nn.Module):
         cfg = self.cfg
         B, T, D = x_BTD.shape
         H, K = cfg.num_heads, cfg.head_dim
-        qkv_BT3HK = nn.DenseGeneral(
+        qkv_BT3HK = Dense(
             features=(3, H, K), use_bias=cfg.use_bias, dtype=cfg.dtype, name="qkv",
             kernel_init=_init(("embed", None, "heads", "kv")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None, "heads", "kv"), rules=()))(
@@ -155,8 +156,8 @@ class CausalSelfAttention(nn.Module):
         attn_BHTS = nn.Dropout(cfg.dropout_rate)(attn_BHTS, deterministic=deterministic)
         out_BTHK = jnp.einsum("bhts,bshk->bthk", attn_BHTS.astype(cfg.dtype), v_BSHK)
         out_BTHK = nn.with_logical_constraint(out_BTHK, ("batch", "length", "heads", "kv"))
-        return nn.DenseGeneral(
-            features=D, axis=(-2, -1), use_bias=cfg.use_bias, dtype=cfg.dtype, name="out",
+        return Dense(
+            features=D, contract_axes=2, use_bias=cfg.use_bias, dtype=cfg.dtype, name="out",
             kernel_init=_init(("heads", "kv", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(
                 out_BTHK.reshape(B * T, H, K)).reshape(B, T, D)
@@ -167,7 +168,8 @@ class MLP(nn.Module):
 
     The matmuls run on ``[N, D]`` with N = B*T: with 2-D operands XLA-CPU computes the
     weight gradients without materialising transposed activations (measured in
-    ``bench/NOTES.md``: the MLP's forward + backward 2.6x faster).
+    ``bench/NOTES.md``: the MLP's forward + backward 2.6x faster), and
+    :class:`p2t_jax.models.dense.Dense` makes those gradients plain matmuls (~7% more).
     """
 
     cfg: TransformerConfig
@@ -176,12 +178,12 @@ class MLP(nn.Module):
     def __call__(self, x_BTD: jax.Array, *, deterministic: bool) -> jax.Array:
         cfg = self.cfg
         B, T, D = x_BTD.shape
-        h_NF = nn.Dense(cfg.mlp_dim, use_bias=cfg.use_bias, dtype=cfg.dtype, name="fc",
+        h_NF = Dense(cfg.mlp_dim, use_bias=cfg.use_bias, dtype=cfg.dtype, name="fc",
                         kernel_init=_init(("embed", "mlp")),
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x_BTD.reshape(B * T, D))
         h_NF = nn.gelu(h_NF, approximate=True) if cfg.gelu_approximate else gelu_exact(h_NF)
         h_NF = nn.with_logical_constraint(h_NF, ("batch", "mlp"))
-        out_ND = nn.Dense(cfg.emb_dim, use_bias=cfg.use_bias, dtype=cfg.dtype, name="proj",
+        out_ND = Dense(cfg.emb_dim, use_bias=cfg.use_bias, dtype=cfg.dtype, name="proj",
                           kernel_init=_init(("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
                           bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(h_NF)
         return out_ND.reshape(B, T, D)
