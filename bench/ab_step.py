@@ -1,0 +1,100 @@
+"""A/B of the Transformer's training step: today's model code against the model code of a git revision.
+
+    python bench/ab_step.py --against REV [--rounds 8] [--steps 30] [--config ...] [--config.model.x=y ...]
+
+Loads ``p2t_jax/models/transformer.py`` as it was at ``REV`` (``git show``) beside today's,
+builds both models from the same config, checks that their first losses agree, then times
+their jitted train steps (the library's ``make_train_step``, same optimiser) in alternating
+rounds in one process, so both see the same machine. Prints each median ms/step and the
+ratio new / old. Only the model file is swapped: the rest of the library is today's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODEL_FILE = "p2t_jax/models/transformer.py"
+
+
+def load_model_module(rev: str):
+    """The module ``MODEL_FILE`` as it was at git revision ``rev``."""
+    try:
+        source = subprocess.run(["git", "show", f"{rev}:{MODEL_FILE}"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"error: cannot read {MODEL_FILE} at revision '{rev}' ({e.stderr.strip().splitlines()[-1]}).")
+    path = Path(tempfile.mkdtemp(prefix="p2t_ab_")) / "transformer_at_rev.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("transformer_at_rev", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--against", required=True, help="git revision whose model file is the baseline")
+    parser.add_argument("--config", default="configs/shakespeare.py:nanogpt_cpu")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=30)
+    args, rest = parser.parse_known_args()
+
+    from p2t_jax.host_memory import keep_freed_host_memory
+
+    keep_freed_host_memory()
+    import jax
+    import numpy as np
+
+    from p2t_jax.configuration import apply_overrides, load_config
+    from p2t_jax.optim.chains import make_optimizer
+    from p2t_jax.tasks import language_model
+    from p2t_jax.training.loop import create_state
+    from p2t_jax.training.steps import make_train_step
+
+    config = apply_overrides(load_config(args.config), [a[len("--config."):] for a in rest if a.startswith("--config.")])
+    new_model = language_model.make_model(config)
+    old = load_model_module(args.against)
+    old_model = old.Transformer(old.TransformerConfig(**dataclasses.asdict(new_model.cfg)))
+    B, T, V = config.train.batch_size, config.model.max_len, config.model.vocab_size
+    data = np.random.default_rng(0).integers(0, V, (B, T + 1)).astype(np.int32)
+    batch = {"inputs": data[:, :-1], "targets": data[:, 1:]}
+
+    contenders = {}
+    for name, model in ((f"at {args.against}", old_model), ("today", new_model)):
+        _, schedule = make_optimizer(config.optim, config.train.num_steps)
+        state = create_state(model.apply, lambda r, m=model: language_model.init_params(m, r), config)
+        step = jax.jit(make_train_step(language_model.make_loss_fn(model), schedule), donate_argnums=0)
+        compiled = step.lower(state, batch).compile()
+        losses = []
+        for _ in range(5):
+            state, metrics = compiled(state, batch)
+            losses.append(float(metrics["loss"]))
+        print(f"{name}: losses of the first steps {', '.join(f'{x:.6f}' for x in losses)}")
+        contenders[name] = {"step": compiled, "state": state, "ms": []}
+    for _ in range(args.rounds):
+        for c in contenders.values():
+            time.sleep(0.2)
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                c["state"], metrics = c["step"](c["state"], batch)
+                jax.block_until_ready(metrics)
+                c["ms"].append(1000 * (time.perf_counter() - t0))
+    (old_name, old_c), (new_name, new_c) = contenders.items()
+    old_ms, new_ms = statistics.median(old_c["ms"]), statistics.median(new_c["ms"])
+    print(f"{old_name}: {old_ms:.2f} ms/step; {new_name}: {new_ms:.2f} ms/step; ratio today / old: {new_ms / old_ms:.3f}")
+
+
+if __name__ == "__main__":
+    main()
