@@ -57,25 +57,18 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from p2t_jax.configuration import apply_overrides, load_config
-    from p2t_jax.optim.chains import make_optimizer
+    import harness
     from p2t_jax.tasks import language_model
-    from p2t_jax.training.loop import create_state
-    from p2t_jax.training.steps import make_train_step
 
-    config = apply_overrides(load_config(args.config), [a[len("--config."):] for a in rest if a.startswith("--config.")])
+    config = harness.load(args.config, harness.config_overrides(rest))
     new_model = language_model.make_model(config)
     old = load_model_module(args.against)
     old_model = old.Transformer(old.TransformerConfig(**dataclasses.asdict(new_model.cfg)))
-    B, T, V = config.train.batch_size, config.model.max_len, config.model.vocab_size
-    data = np.random.default_rng(0).integers(0, V, (B, T + 1)).astype(np.int32)
-    batch = {"inputs": data[:, :-1], "targets": data[:, 1:]}
+    batch = harness.random_lm_batch(config, np.random.default_rng(0))
 
     contenders = {}
     for name, model in ((f"at {args.against}", old_model), ("today", new_model)):
-        _, schedule = make_optimizer(config.optim, config.train.num_steps)
-        state = create_state(model.apply, lambda r, m=model: language_model.init_params(m, r), config)
-        step = jax.jit(make_train_step(language_model.make_loss_fn(model), schedule), donate_argnums=0)
+        step, state = harness.lm_train_step(config, model)
         compiled = step.lower(state, batch).compile()
         losses = []
         for _ in range(5):

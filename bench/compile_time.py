@@ -17,25 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import harness  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from p2t_jax.configuration import apply_overrides, load_config  # noqa: E402
 from p2t_jax.host_memory import keep_freed_host_memory  # noqa: E402
-from p2t_jax.optim.chains import make_optimizer  # noqa: E402
-from p2t_jax.tasks import language_model  # noqa: E402
-from p2t_jax.training.loop import create_state  # noqa: E402
-from p2t_jax.training.steps import make_train_step  # noqa: E402
 
 
 def compiled_step(config):
-    model = language_model.make_model(config)
-    state = create_state(model.apply, lambda r: language_model.init_params(model, r), config)
-    _, schedule = make_optimizer(config.optim, config.train.num_steps)
-    step = jax.jit(make_train_step(language_model.make_loss_fn(model), schedule), donate_argnums=0)
-    B, T = config.train.batch_size, config.model.max_len
-    d = np.random.default_rng(0).integers(0, config.model.vocab_size, (B, T + 1)).astype(np.int32)
-    batch = {"inputs": d[:, :-1], "targets": d[:, 1:]}
+    step, state = harness.lm_train_step(config)
+    batch = harness.random_lm_batch(config, np.random.default_rng(0))
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     return compiled, state, batch, time.perf_counter() - t0
@@ -52,12 +43,12 @@ def main() -> None:
     for depth in args.depths:
         row = []
         for scan in (False, True):
-            config = apply_overrides(load_config(args.config), [f"model.num_layers={depth}", f"model.scan_layers={scan}"])
+            config = harness.load(args.config, [f"model.num_layers={depth}", f"model.scan_layers={scan}"])
             row.append(compiled_step(config)[3])
         print(f"{depth:>6}  {row[0]:>14.2f} s  {row[1]:>17.2f} s")
     for dtype in ("float32", "bfloat16"):
         for scan in (False, True):
-            config = apply_overrides(load_config(args.config), [f"model.dtype={dtype}", f"model.scan_layers={scan}"])
+            config = harness.load(args.config, [f"model.dtype={dtype}", f"model.scan_layers={scan}"])
             compiled, state, batch, _ = compiled_step(config)
             times = []
             for i in range(args.steps + 5):

@@ -78,20 +78,11 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from p2t_jax.configuration import apply_overrides, load_config
-    from p2t_jax.optim.chains import make_optimizer
-    from p2t_jax.tasks import language_model
-    from p2t_jax.training.loop import create_state
-    from p2t_jax.training.steps import make_train_step
+    import harness
 
-    config = apply_overrides(load_config(args.config), [a[len("--config."):] for a in rest if a.startswith("--config.")])
-    model = language_model.make_model(config)
-    state = create_state(model.apply, lambda r: language_model.init_params(model, r), config)
-    _, schedule = make_optimizer(config.optim, config.train.num_steps)
-    step = jax.jit(make_train_step(language_model.make_loss_fn(model), schedule), donate_argnums=0)
-    B, T, V = config.train.batch_size, config.model.max_len, config.model.vocab_size
-    data = np.random.default_rng(0).integers(0, V, (B, T + 1)).astype(np.int32)
-    batch = {"inputs": data[:, :-1], "targets": data[:, 1:]}
+    config = harness.load(args.config, harness.config_overrides(rest))
+    step, state = harness.lm_train_step(config)
+    batch = harness.random_lm_batch(config, np.random.default_rng(0))
     compiled = step.lower(state, batch).compile()
     names = op_names(compiled.as_text())
     for _ in range(10):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import harness  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from p2t_jax.configuration import apply_overrides, load_config  # noqa: E402
 from p2t_jax.host_memory import keep_freed_host_memory  # noqa: E402
 from p2t_jax.sampling import generate, generate_cached  # noqa: E402
 from p2t_jax.tasks import language_model  # noqa: E402
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     args, rest = parser.parse_known_args()
-    config = apply_overrides(load_config(args.config), [a[len("--config."):] for a in rest if a.startswith("--config.")])
+    config = harness.load(args.config, harness.config_overrides(rest))
     model = language_model.make_model(config)
     params = language_model.init_params(model, jax.random.PRNGKey(0))["params"]
     prompt = jnp.zeros((args.batch, 1), jnp.int32)

@@ -57,22 +57,12 @@ def jax_contender(config) -> tuple:
     import jax
     import numpy as np
 
-    from p2t_jax.optim.chains import make_optimizer
-    from p2t_jax.tasks import language_model
-    from p2t_jax.training.loop import create_state
-    from p2t_jax.training.steps import make_train_step
+    import harness
 
     peak = matmul_peak_gflops()
-    model = language_model.make_model(config)
-    state = create_state(model.apply, lambda r: language_model.init_params(model, r), config)
-    _, schedule = make_optimizer(config.optim, config.train.num_steps)
-    step = jax.jit(make_train_step(language_model.make_loss_fn(model), schedule), donate_argnums=0)
+    step, state = harness.lm_train_step(config)
     rng = np.random.default_rng(0)
-    B, T, V = config.train.batch_size, config.model.max_len, config.model.vocab_size
-
-    def batch():
-        d = rng.integers(0, V, (B, T + 1)).astype(np.int32)
-        return {"inputs": d[:, :-1], "targets": d[:, 1:]}
+    batch = lambda: harness.random_lm_batch(config, rng)  # noqa: E731
 
     t0 = time.perf_counter()
     compiled = step.lower(state, batch()).compile()
@@ -92,7 +82,7 @@ def jax_contender(config) -> tuple:
         return times
 
     facts = {"version": f"jax {jax.__version__}", "compile_s": compile_s, "flops": float(cost.get("flops", "nan")),
-             "peak": peak}
+             "peak": peak, "tokens": config.train.batch_size * config.model.max_len}
     return run, facts
 
 
@@ -118,13 +108,14 @@ def torch_contender(config) -> tuple:
     return run, {"version": f"torch {torch.__version__} ({torch.get_num_threads()} threads)"}
 
 
-def worker(kind: str, config_arg: str, overrides: list[str]) -> None:
+def worker(kind: str, config_arg: str, rest: list[str]) -> None:
     """Builds one contender, prints its facts as a JSON line, then answers ``run N`` lines."""
-    from p2t_jax.configuration import apply_overrides, load_config
     from p2t_jax.host_memory import keep_freed_host_memory
 
     keep_freed_host_memory()  # both contenders get the same allocator (a no-op with P2T_KEEP_MALLOC_DEFAULTS=1)
-    config = apply_overrides(load_config(config_arg), overrides)
+    import harness
+
+    config = harness.load(config_arg, harness.config_overrides(rest))
     run, facts = (jax_contender if kind == "jax" else torch_contender)(config)
     run(10)  # warm-up
     print(json.dumps(facts), flush=True)
@@ -148,9 +139,8 @@ def main() -> None:
                         help="also time the JAX step with glibc malloc at its defaults")
     parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
-    overrides = [a[len("--config."):] for a in rest if a.startswith("--config.")]
     if args.worker:
-        return worker(args.worker, args.config, overrides)
+        return worker(args.worker, args.config, rest)
 
     contenders = {"jax": ("jax", {})}
     if args.malloc_defaults:
@@ -184,7 +174,7 @@ def main() -> None:
         proc.wait()
 
     f = facts["jax"]
-    tokens = _tokens(args.config, overrides)
+    tokens = f["tokens"]
     print("f32 matmul GFLOP/s (jax.jit): " + ", ".join(f"{k} {v:.0f}" for k, v in f["peak"].items()))
     print(f"config {args.config} {' '.join(rest)}; {args.rounds} alternating rounds of {args.steps} steps")
     ms = statistics.median(times["jax"])
@@ -200,13 +190,6 @@ def main() -> None:
             other = statistics.median(times[name])
             print(f"{name} [{facts[name]['version']}]: median {other:.1f} ms/step, {1000 * tokens / other:,.0f} tokens/s;"
                   f" ratio jax / {name}: {ms / other:.2f}")
-
-
-def _tokens(config_arg: str, overrides: list[str]) -> int:
-    from p2t_jax.configuration import apply_overrides, load_config
-
-    config = apply_overrides(load_config(config_arg), overrides)
-    return config.train.batch_size * config.model.max_len
 
 
 if __name__ == "__main__":
