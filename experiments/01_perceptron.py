@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from p2t_jax.chapters import perceptron_rule  # noqa: E402
 from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import require, require_positive  # noqa: E402
+from p2t_jax.configuration import require, require_names, require_positive  # noqa: E402
 from p2t_jax.data.logic import GATES, separable_points, truth_table  # noqa: E402
 from p2t_jax.models.perceptron import init_params  # noqa: E402
 from p2t_jax.viz import perceptron_figures as figures  # noqa: E402
@@ -31,10 +31,7 @@ NOT_SEPARABLE = ("XOR", "XNOR")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    names = tuple(config.gates.names)
-    require(len(names) > 0, "config key 'gates.names' must name at least one gate.")
-    for name in names:
-        require(name in GATES, f"config key 'gates.names' holds '{name}'; allowed gates are {', '.join(GATES)}.")
+    require_names(config, "gates.names", GATES, "gate")
     require_positive(config, "gates.num_seeds", "gates.num_epochs", "gates.learning_rate", "separable.num_datasets",
                      "separable.num_points", "separable.dim", "separable.margin_min", "separable.num_epochs",
                      "separable.learning_rate", "plot.epochs", "plot.error_epochs")

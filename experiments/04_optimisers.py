@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from p2t_jax.chapters import optimisers as surfaces  # noqa: E402
 from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import require, require_positive  # noqa: E402
+from p2t_jax.configuration import require, require_choice, require_names, require_positive  # noqa: E402
 from p2t_jax.data import mnist  # noqa: E402
 from p2t_jax.optim import chains, scratch  # noqa: E402
 from p2t_jax.tasks import image_classification as ic  # noqa: E402
@@ -40,19 +40,13 @@ WINDOWS = {"rosenbrock": ((-2.0, 2.0), (-1.0, 3.0)), "quadratic": ((-4.5, 4.5), 
 def validate(config: ml_collections.ConfigDict) -> None:
     ic.validate(config)
     e = config.experiment
-    names = tuple(e.optimizers)
-    require(len(names) > 0, "config key 'experiment.optimizers' must name at least one optimiser.")
-    for name in names:
-        require(name in chains.OPTIMIZERS, f"config key 'experiment.optimizers' holds '{name}'; allowed optimisers "
-                                           f"are {', '.join(chains.OPTIMIZERS)}.")
+    require_names(config, "experiment.optimizers", chains.OPTIMIZERS, "optimiser")
     for group in ("learning_rates", "surface_learning_rates"):
         for name in chains.OPTIMIZERS:
             value = e[group].get(name)
             require(isinstance(value, (int, float)) and value > 0,
                     f"config key 'experiment.{group}.{name}' must be a positive number, got {value!r}.")
-    require(e.full_batch_optimizer in chains.OPTIMIZERS,
-            f"config key 'experiment.full_batch_optimizer' must be one of {', '.join(chains.OPTIMIZERS)}, "
-            f"got {e.full_batch_optimizer!r}.")
+    require_choice(config, "experiment.full_batch_optimizer", chains.OPTIMIZERS)
     require(e.full_batch_steps >= 0, f"config key 'experiment.full_batch_steps' must be >= 0, got {e.full_batch_steps}.")
     require(e.decoupled_weight_decay >= 0, "config key 'experiment.decoupled_weight_decay' must be >= 0.")
     require(e.surface in surfaces.SURFACES,

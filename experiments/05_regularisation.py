@@ -35,7 +35,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import require  # noqa: E402
+from p2t_jax.configuration import require, require_names  # noqa: E402
 from p2t_jax.data import mnist  # noqa: E402
 from p2t_jax.optim import chains  # noqa: E402
 from p2t_jax.tasks import image_classification as ic  # noqa: E402
@@ -64,10 +64,7 @@ def changes(e: ml_collections.ConfigDict) -> dict[str, dict[str, object]]:
 def validate(config: ml_collections.ConfigDict) -> None:
     ic.validate(config)
     e = config.experiment
-    runs = tuple(e.runs)
-    require(len(runs) > 0, "config key 'experiment.runs' must name at least one run.")
-    for name in runs:
-        require(name in RUNS, f"config key 'experiment.runs' holds '{name}'; allowed runs are {', '.join(RUNS)}.")
+    runs = require_names(config, "experiment.runs", RUNS, "run")
     require(0.0 < e.dropout_rate < 1.0, f"config key 'experiment.dropout_rate' must be in (0, 1), got {e.dropout_rate}.")
     require(e.weight_decay > 0 and e.l2 > 0, "config keys 'experiment.weight_decay' and 'experiment.l2' must be > 0.")
     require(0.0 < e.label_smoothing < 1.0,

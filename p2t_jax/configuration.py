@@ -168,23 +168,36 @@ def require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _value(config: ml_collections.ConfigDict, key: str):
+    """The value at dotted ``key``."""
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
 def require_positive(config: ml_collections.ConfigDict, *keys: str) -> None:
     """Every dotted key in ``keys`` must hold a number > 0."""
     for key in keys:
-        value = config
-        for part in key.split("."):
-            value = value[part]
+        value = _value(config, key)
         require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0,
                         f"config key '{key}' must be a positive number, got {value!r}.")
 
 
 def require_choice(config: ml_collections.ConfigDict, key: str, choices: Iterable[str]) -> None:
     """The dotted ``key`` must hold one of ``choices``."""
-    value = config
-    for part in key.split("."):
-        value = value[part]
+    value = _value(config, key)
     choices = tuple(choices)
     require(value in choices, f"config key '{key}' must be one of {', '.join(map(str, choices))}, got {value!r}.")
+
+
+def require_names(config: ml_collections.ConfigDict, key: str, allowed: Iterable[str], noun: str) -> tuple:
+    """The dotted ``key`` must hold a non-empty sequence of names from ``allowed`` (each a ``noun``); returns it."""
+    names, allowed = tuple(_value(config, key)), tuple(allowed)
+    require(len(names) > 0, f"config key '{key}' must name at least one {noun}.")
+    for name in names:
+        require(name in allowed, f"config key '{key}' holds '{name}'; allowed {noun}s are {', '.join(allowed)}.")
+    return names
 
 
 def to_dict(config: ml_collections.ConfigDict) -> dict:
