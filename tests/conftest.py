@@ -29,6 +29,18 @@ def load_experiment(name: str):
     return module
 
 
+def run_experiment_smoke(name: str, config: str, workdir: pathlib.Path, capsys) -> dict:
+    """Runs ``experiments/<name>`` with ``--config config`` into ``workdir``; asserts exit status 0
+    and that every claim held; returns its results.json."""
+    import json
+
+    status = load_experiment(name).cli(["--workdir", str(workdir), "--config", config])
+    assert status == 0, capsys.readouterr().err
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["all_claims_passed"]
+    return results
+
+
 PASSAGE = """ROMEO:
 But soft, what light through yonder window breaks?
 It is the east, and Juliet is the sun.

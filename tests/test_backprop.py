@@ -1,14 +1,12 @@
 """Chapter 3: hand-written backprop against jax.grad, and XOR trained by gradient descent."""
 
-import json
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_experiment
+from conftest import load_experiment, run_experiment_smoke
 from p2t_jax.chapters import backprop, xor_training
 
 RANDOM_SHAPES = [((3, 5, 4, 2), 7), ((6, 1), 1)]
@@ -110,16 +108,13 @@ def test_sharpness_of_a_quadratic_bowl():
 
 
 def test_experiment_smoke_run(repo_root, tmp_path, capsys):
-    experiment = load_experiment("03_backprop.py")
-    assert experiment.cli(["--workdir", str(tmp_path), "--config", "configs/backprop.py:smoke"]) == 0, \
-        capsys.readouterr().err
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["all_claims_passed"]
+    results = run_experiment_smoke("03_backprop.py", "configs/backprop.py:smoke", tmp_path, capsys)
     assert results["architectures"]["2-4-1"]["success_rate"] == 1.0
     assert results["architectures"]["2-2-1"]["success_rate"] < 1.0
     assert results["gradcheck"]["max_grad_diff"] <= 1e-6
     assert {"loss_by_lr.png", "success_by_arch.png", "grad_norms.png"} <= set(results["figures"])
     assert jnp.zeros(1).dtype == jnp.float32
     workdir = tmp_path / "bad"
+    experiment = load_experiment("03_backprop.py")
     assert experiment.cli(["--workdir", str(workdir), "--config.xor.learning_rates=(1.0, 2.0)"]) == 2
     assert "smooth_lr" in capsys.readouterr().err and not workdir.exists()

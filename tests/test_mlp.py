@@ -1,14 +1,12 @@
 """Chapter 2: the general MLP, linear collapse, and the hand-set XOR network."""
 
-import json
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_experiment
+from conftest import load_experiment, run_experiment_smoke
 from p2t_jax.chapters import hand_mlp, perceptron_rule
 from p2t_jax.data.logic import truth_table
 from p2t_jax.models.mlp import ACTIVATIONS, MLP, activation_fn
@@ -108,13 +106,10 @@ def test_xor_is_linearly_separable_in_hidden_space():
 
 
 def test_experiment_smoke_run(repo_root, tmp_path, capsys):
-    experiment = load_experiment("02_mlp_xor.py")
-    assert experiment.cli(["--workdir", str(tmp_path), "--config", "configs/xor_mlp.py:smoke"]) == 0, \
-        capsys.readouterr().err
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["all_claims_passed"]
+    results = run_experiment_smoke("02_mlp_xor.py", "configs/xor_mlp.py:smoke", tmp_path, capsys)
     assert results["hand_xor"]["accuracy"] == 1.0
     assert {"activations.png", "xor_band.png", "xor_hidden_space.png"} <= set(results["figures"])
     workdir = tmp_path / "bad"
+    experiment = load_experiment("02_mlp_xor.py")
     assert experiment.cli(["--workdir", str(workdir), "--config.collapse.nonlinear_activation=linear"]) == 2
     assert "nonlinear_activation" in capsys.readouterr().err and not workdir.exists()

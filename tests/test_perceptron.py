@@ -1,14 +1,12 @@
 """Chapter 1: the perceptron, Rosenblatt's rule, the gates and Novikoff's bound."""
 
-import json
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import load_experiment
+from conftest import load_experiment, run_experiment_smoke
 from p2t_jax.chapters import perceptron_rule
 from p2t_jax.data.logic import separable_points, truth_table
 from p2t_jax.models.perceptron import Perceptron, init_params, predict, step
@@ -123,11 +121,7 @@ def test_from_zero_the_learning_rate_only_rescales_the_weights():
 
 
 def test_experiment_smoke_run_writes_figures_and_passes(repo_root, tmp_path, capsys):
-    experiment = load_experiment("01_perceptron.py")
-    status = experiment.cli(["--workdir", str(tmp_path), "--config", "configs/perceptron.py:smoke"])
-    assert status == 0, capsys.readouterr().err
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["all_claims_passed"]
+    results = run_experiment_smoke("01_perceptron.py", "configs/perceptron.py:smoke", tmp_path, capsys)
     assert results["gates"]["XOR"]["min_errors_any_epoch_any_seed"] >= 1
     assert results["gates"]["AND"]["seeds_at_zero_errors_at_end"] == results["config"]["gates"]["num_seeds"]
     for name in results["figures"]:
