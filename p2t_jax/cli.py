@@ -224,9 +224,8 @@ def cmd_eval(args, overrides) -> int:
 def main(argv: list[str] | None = None) -> int:
     from p2t_jax.configuration import ConfigError
     from p2t_jax.data.cache import DataUnavailableError
-    from p2t_jax.training.checkpoint import CheckpointError
-
     from p2t_jax.host_memory import keep_freed_host_memory
+    from p2t_jax.training.checkpoint import CheckpointError
 
     keep_freed_host_memory()  # every command runs compiled steps over and over
     argv = list(sys.argv[1:] if argv is None else argv)
