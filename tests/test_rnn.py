@@ -1,0 +1,209 @@
+"""models.rnn: each cell equals a NumPy reference of its equations, the LSTM and GRU equal flax's cells with
+the same weights, and padding never changes a result."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from p2t_jax.models.rnn import CELLS, Bidirectional, GRUCell, LSTMCell, Recurrent, make_cell, per_gate
+
+B, T, D, H = 3, 7, 5, 4
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_reference(kind: str, cell_params: dict, x_BTD: np.ndarray):
+    """The cell's equations, written out in float64 NumPy, one step at a time.
+
+    Returns (outputs h [B, T, H], states: per step the carry, final carry)."""
+    W = np.asarray(cell_params["input"]["kernel"], np.float64)
+    b = np.asarray(cell_params["input"]["bias"], np.float64)
+    U = np.asarray(cell_params["recurrent"]["kernel"], np.float64)
+    x = np.asarray(x_BTD, np.float64)
+    h = np.zeros((x.shape[0], U.shape[0]))
+    c = np.zeros_like(h)
+    hs, cs = [], []
+    for t in range(x.shape[1]):
+        xw, hu = x[:, t] @ W + b, h @ U
+        if kind == "rnn":
+            h = np.tanh(xw + hu)
+        elif kind == "lstm":
+            i, f, g, o = np.split(xw + hu, 4, axis=-1)
+            c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+        else:  # gru
+            b_hn = np.asarray(cell_params["recurrent_bias"], np.float64)
+            x_r, x_z, x_n = np.split(xw, 3, axis=-1)
+            h_r, h_z, h_n = np.split(hu, 3, axis=-1)
+            r, z = _sigmoid(x_r + h_r), _sigmoid(x_z + h_z)
+            n = np.tanh(x_n + r * (h_n + b_hn))
+            h = (1 - z) * n + z * h
+        hs.append(h)
+        cs.append(c)
+    hs, cs = np.stack(hs, 1), np.stack(cs, 1)
+    if kind == "lstm":
+        return hs, (cs, hs), (c, h)
+    return hs, hs, h
+
+
+def _init(kind, x, **kw):
+    layer = Recurrent(make_cell(kind, H, bias_init=nn.initializers.normal(0.5)), **kw)  # non-zero biases
+    return layer, layer.init(jax.random.PRNGKey(1), x)
+
+
+def _x(seed=0, shape=(B, T, D)):
+    return jax.random.normal(jax.random.PRNGKey(seed), shape)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_each_cell_equals_its_equations_in_numpy(kind):
+    x = _x()
+    layer, variables = _init(kind, x)
+    out = jax.jit(layer.apply, static_argnames="return_states")(variables, x, return_states=True)
+    h_ref, states_ref, final_ref = numpy_reference(kind, variables["params"]["cell"], x)
+    np.testing.assert_allclose(out.outputs, h_ref, atol=1e-6)
+    chex.assert_trees_all_close(out.states, states_ref, atol=1e-6)
+    chex.assert_trees_all_close(out.final, final_ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, gates", [("rnn", 1), ("lstm", 4), ("gru", 3)])
+def test_parameter_shapes_and_counts(kind, gates):
+    _, variables = _init(kind, _x())
+    p = variables["params"]["cell"]
+    chex.assert_shape([p["input"]["kernel"], p["input"]["bias"], p["recurrent"]["kernel"]],
+                      [(D, gates * H), (gates * H,), (H, gates * H)])
+    extra = H if kind == "gru" else 0  # the GRU's b_hn
+    assert sum(a.size for a in jax.tree.leaves(p)) == gates * (D * H + H * H + H) + extra
+
+
+def test_recurrent_gate_blocks_are_each_orthogonal():
+    U = per_gate(nn.initializers.orthogonal(), 4)(jax.random.PRNGKey(0), (H, 4 * H))
+    for block in jnp.split(U, 4, axis=-1):
+        np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
+
+
+def test_lstm_equals_flax_optimized_lstm_cell_with_the_same_weights():
+    x = _x(2)
+    layer, variables = _init("lstm", x)
+    p = variables["params"]["cell"]
+    W, b, U = p["input"]["kernel"], p["input"]["bias"], p["recurrent"]["kernel"]
+    flax_params = {}
+    for k, gate in enumerate("ifgo"):  # same gate order: block k of W, U and b
+        cols = slice(k * H, (k + 1) * H)
+        flax_params[f"i{gate}"] = {"kernel": W[:, cols]}
+        flax_params[f"h{gate}"] = {"kernel": U[:, cols], "bias": b[cols]}
+    flax_rnn = nn.RNN(nn.OptimizedLSTMCell(H), return_carry=True)
+    chex.assert_trees_all_equal_shapes(
+        flax_params, flax_rnn.init(jax.random.PRNGKey(0), x)["params"]["cell"])
+    (c_flax, h_flax), outputs_flax = flax_rnn.apply({"params": {"cell": flax_params}}, x)
+    ours = layer.apply(variables, x)
+    np.testing.assert_allclose(ours.outputs, outputs_flax, atol=1e-6)
+    chex.assert_trees_all_close(ours.final, (c_flax, h_flax), atol=1e-6)
+
+
+def test_gru_equals_flax_gru_cell_with_the_same_weights():
+    x = _x(3)
+    layer, variables = _init("gru", x)
+    p = variables["params"]["cell"]
+    W, b, U = p["input"]["kernel"], p["input"]["bias"], p["recurrent"]["kernel"]
+    flax_params = {}
+    for k, gate in enumerate("rzn"):
+        cols = slice(k * H, (k + 1) * H)
+        flax_params[f"i{gate}"] = {"kernel": W[:, cols], "bias": b[cols]}
+        flax_params[f"h{gate}"] = {"kernel": U[:, cols]}
+    flax_params["hn"]["bias"] = p["recurrent_bias"]
+    outputs_flax = nn.RNN(nn.GRUCell(H)).apply({"params": {"cell": flax_params}}, x)
+    np.testing.assert_allclose(layer.apply(variables, x).outputs, outputs_flax, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_a_cell_call_is_one_whole_step(kind):
+    """``cell(carry, x_t)`` = ``step(carry, project(x_t))``: flax's cell interface, as nn.RNN uses it."""
+    x = _x(4)
+    layer, variables = _init(kind, x)
+    outputs = nn.RNN(make_cell(kind, H)).apply({"params": variables["params"]}, x)
+    np.testing.assert_allclose(outputs, layer.apply(variables, x).outputs, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_padding_never_changes_a_result(kind, reverse):
+    """Each row of a padded batch equals the NumPy reference run on that row alone, at its own length, whatever
+    the padding holds; outputs at the padding are zero."""
+    lengths = [7, 4, 1]
+    x = _x(5)
+    layer, variables = _init(kind, x, reverse=reverse)
+    mask = jnp.arange(T)[None, :] < jnp.asarray(lengths)[:, None]
+    apply = jax.jit(layer.apply)
+    for garbage in (0.0 * x, 100.0 * _x(6)):
+        padded = apply(variables, jnp.where(mask[..., None], x, garbage), mask)
+        for row, n in enumerate(lengths):
+            seq = np.asarray(x[row:row + 1, :n])
+            h_ref, _, final_ref = numpy_reference(kind, variables["params"]["cell"], seq[:, ::-1] if reverse else seq)
+            np.testing.assert_allclose(padded.outputs[row, :n], (h_ref[:, ::-1] if reverse else h_ref)[0], atol=1e-6)
+            chex.assert_trees_all_close(jax.tree.map(lambda a: a[row], padded.final),
+                                        jax.tree.map(lambda a: a[0], final_ref), atol=1e-6)
+            assert float(jnp.abs(padded.outputs[row, n:]).max(initial=0.0)) == 0.0
+
+
+@pytest.mark.parametrize("kind", list(CELLS))
+def test_padding_gets_no_gradient_and_the_final_carry_is_the_last_real_state(kind):
+    x = _x(7)
+    layer, variables = _init(kind, x)
+    mask = jnp.arange(T)[None, :] < jnp.asarray([5, 3, 7])[:, None]
+
+    def loss(x):
+        out = layer.apply(variables, x, mask, return_states=True)
+        return sum(jnp.sum(leaf) for leaf in jax.tree.leaves(out.final)), out
+
+    grads, out = jax.grad(loss, has_aux=True)(x)
+    assert float(jnp.abs(jnp.where(mask[..., None], 0.0, grads)).max()) == 0.0
+    last = jax.tree.map(lambda s: s[jnp.arange(B), jnp.asarray([4, 2, 6])], out.states)
+    chex.assert_trees_all_close(out.final, last)
+
+
+def test_unrolled_scan_computes_the_same():
+    x = _x(8)
+    layer, variables = _init("lstm", x)
+    unrolled = Recurrent(make_cell("lstm", H), unroll=4)
+    chex.assert_trees_all_close(unrolled.apply(variables, x), layer.apply(variables, x), atol=1e-6)
+
+
+def test_bidirectional_halves_are_a_forward_and_a_reversed_run():
+    x = _x(9)
+    mask = jnp.arange(T)[None, :] < jnp.asarray([7, 5, 2])[:, None]
+    bi = Bidirectional("gru", H)
+    variables = bi.init(jax.random.PRNGKey(0), x, mask)
+    outputs, (fwd_final, bwd_final) = bi.apply(variables, x, mask)
+    chex.assert_shape(outputs, (B, T, 2 * H))
+    p = variables["params"]
+    fwd = Recurrent(GRUCell(H)).apply({"params": p["forward"]}, x, mask)
+    bwd = Recurrent(GRUCell(H), reverse=True).apply({"params": p["backward"]}, x, mask)
+    np.testing.assert_allclose(outputs, jnp.concatenate([fwd.outputs, bwd.outputs], -1), atol=1e-6)
+    # the backward half ends (its final carry) at each sequence's first step
+    np.testing.assert_allclose(bwd_final, bwd.outputs[:, 0], atol=1e-6)
+    np.testing.assert_allclose(fwd_final, fwd.outputs[jnp.arange(B), jnp.asarray([6, 4, 1])], atol=1e-6)
+
+
+def test_lstm_carry_is_c_then_h():
+    cell = LSTMCell(H)
+    c, h = cell.initialize_carry(None, (B, D))
+    chex.assert_shape([c, h], [(B, H), (B, H)])
+    assert LSTMCell.output((c, h + 1)) is not None and float(LSTMCell.output((c, h + 1)).sum()) == B * H
+
+
+def test_unknown_cell_type_is_refused_in_one_sentence():
+    with pytest.raises(ValueError, match=r"unknown cell type 'transformer'; choose one of rnn, lstm, gru\."):
+        make_cell("transformer", 4)
+
+
+def test_a_mask_of_the_wrong_shape_is_refused():
+    x = _x()
+    layer, variables = _init("rnn", x)
+    with pytest.raises(ValueError, match="does not match the inputs"):
+        layer.apply(variables, x, jnp.ones((B, T + 1), bool))
