@@ -37,6 +37,11 @@ def get_config(arg=None):
     c.model.gelu_approximate = False  # tanh GELU (GPT-2) instead of exact erf
     c.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
     c.model.scan_layers = False  # nn.scan over the blocks: compile time flat in depth
+    # How the projections run; the parameters are the same either way, so checkpoints move
+    # between backends. auto: rows on CPU, general elsewhere; rows: on [B*T, D] rows through
+    # p2t_jax.models.dense.Dense (plain-matmul weight gradients, the faster XLA-CPU kernels);
+    # general: nn.DenseGeneral on [B, T, D] (what GPUs and TPUs want).
+    c.model.dense_impl = "auto"
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 3e-3  # peak learning rate after warm-up

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from p2t_jax.models.rnn import CELLS, Bidirectional, GRUCell, LSTMCell, Recurrent, make_cell, per_gate
+from p2t_jax.models.rnn import (CELLS, Bidirectional, GRUCell, LSTMCell, Recurrent, make_cell,
+                                orthogonal_blocks, per_gate)
 
 B, T, D, H = 3, 7, 5, 4
 
@@ -81,10 +82,23 @@ def test_parameter_shapes_and_counts(kind, gates):
     assert sum(a.size for a in jax.tree.leaves(p)) == gates * (D * H + H * H + H) + extra
 
 
-def test_recurrent_gate_blocks_are_each_orthogonal():
-    U = per_gate(nn.initializers.orthogonal(), 4)(jax.random.PRNGKey(0), (H, 4 * H))
-    for block in jnp.split(U, 4, axis=-1):
-        np.testing.assert_allclose(block.T @ block, np.eye(H), atol=1e-5)
+@pytest.mark.parametrize("rows", [H, 2 * H, H // 2])
+def test_recurrent_gate_blocks_are_each_orthogonal(rows):
+    _, variables = _init("lstm", _x())
+    U = variables["params"]["cell"]["recurrent"]["kernel"]  # the default: orthogonal_blocks
+    for kernel, n in ((U, H), (orthogonal_blocks(4)(jax.random.PRNGKey(0), (rows, 4 * H)), rows)):
+        blocks = jnp.split(kernel, 4, axis=-1)
+        for block in blocks:
+            gram = block.T @ block if n >= H else block @ block.T
+            np.testing.assert_allclose(gram, np.eye(min(n, H)), atol=1e-5)
+        assert float(jnp.abs(blocks[0] - blocks[1]).max()) > 0.1  # each block drawn apart
+
+
+def test_per_gate_draws_each_block_on_its_own_key():
+    init = nn.initializers.normal(1.0)
+    kernel = per_gate(init, 3)(jax.random.PRNGKey(0), (D, 3 * H))
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    np.testing.assert_array_equal(kernel, jnp.concatenate([init(k, (D, H)) for k in keys], axis=-1))
 
 
 def test_lstm_equals_flax_optimized_lstm_cell_with_the_same_weights():

@@ -35,11 +35,7 @@ Carry = Any  # an array [B, H], or a tuple of them (the LSTM's (c, h))
 
 
 def per_gate(init: Callable, gates: int) -> Callable:
-    """An initializer for a ``[..., G*H]`` kernel that draws each gate block ``[..., H]`` with ``init`` on its own key.
-
-    Used so that each recurrent gate matrix ``[H, H]`` is orthogonal (as in flax's cells),
-    not the fused ``[H, G*H]`` as a whole.
-    """
+    """An initializer for a ``[..., G*H]`` kernel that draws each gate block ``[..., H]`` with ``init`` on its own key."""
 
     def initializer(key, shape, dtype=jnp.float32):
         *lead, width = shape
@@ -51,20 +47,44 @@ def per_gate(init: Callable, gates: int) -> Callable:
     return initializer
 
 
+def orthogonal_blocks(gates: int) -> Callable:
+    """An initializer for a ``[R, G*H]`` kernel whose every gate block ``[R, H]`` is orthogonal (orthonormal
+    columns, or rows when R < H), as flax's cells initialise each recurrent matrix.
+
+    The G blocks come from one batched QR decomposition of Gaussian matrices (signs fixed by
+    ``R``'s diagonal, so the distribution is uniform over orthogonal matrices): one QR in the
+    compiled program, not G.
+    """
+
+    def initializer(key, shape, dtype=jnp.float32):
+        rows, width = shape
+        if width % gates:
+            raise ValueError(f"a kernel of {width} columns does not split into {gates} gate blocks.")
+        cols = width // gates
+        a_GNM = jax.random.normal(key, (gates, max(rows, cols), min(rows, cols)), jnp.float32)
+        q_GNM, r_GMM = jnp.linalg.qr(a_GNM)
+        q_GNM = q_GNM * jnp.sign(jnp.diagonal(r_GMM, axis1=-2, axis2=-1))[:, None, :]
+        blocks = q_GNM if rows >= cols else jnp.swapaxes(q_GNM, -1, -2)  # [G, rows, cols]
+        return jnp.concatenate(list(blocks), axis=-1).astype(dtype)
+
+    return initializer
+
+
 class _Cell(nn.RNNCellBase):
     """What the three cells share: the fused input and recurrent projections.
 
     Attributes:
       features: H, the hidden width.
       kernel_init: initializer of W (each gate block on its own key).
-      recurrent_kernel_init: initializer of U (per gate block; orthogonal by default).
+      recurrent_kernel_init: initializer of each gate block of U (on its own key); None:
+        every block orthogonal (:func:`orthogonal_blocks`).
       bias_init: initializer of b.
       dtype: compute dtype (parameters stay float32).
     """
 
     features: int
     kernel_init: Callable = nn.initializers.lecun_normal()
-    recurrent_kernel_init: Callable = nn.initializers.orthogonal()
+    recurrent_kernel_init: Callable | None = None
     bias_init: Callable = nn.initializers.zeros
     dtype: Any = None
 
@@ -75,7 +95,8 @@ class _Cell(nn.RNNCellBase):
         self.input = nn.Dense(width, dtype=self.dtype, kernel_init=per_gate(self.kernel_init, self.gates),
                               bias_init=self.bias_init, name="input")
         self.recurrent = nn.Dense(width, use_bias=False, dtype=self.dtype,
-                                  kernel_init=per_gate(self.recurrent_kernel_init, self.gates), name="recurrent")
+                                  kernel_init=orthogonal_blocks(self.gates) if self.recurrent_kernel_init is None
+                                  else per_gate(self.recurrent_kernel_init, self.gates), name="recurrent")
 
     def project(self, x: jax.Array) -> jax.Array:
         """The input side ``x W + b``: ``[..., D] -> [..., G*H]``."""
@@ -274,3 +295,36 @@ class Bidirectional(nn.Module):
         fwd = Recurrent(cell(), unroll=self.unroll, name="forward")(x_BTD, mask_BT)
         bwd = Recurrent(cell(), reverse=True, unroll=self.unroll, name="backward")(x_BTD, mask_BT)
         return jnp.concatenate([fwd.outputs, bwd.outputs], axis=-1), (fwd.final, bwd.final)
+
+
+class RecurrentClassifier(nn.Module):
+    """Reads a padded sentence and classifies it from the final state: ``tokens_BT -> logits_BK``.
+
+    ``Embed -> Recurrent(cell) -> Dense`` on the hidden state after each sentence's last word
+    (``tokens == pad_id`` marks the padding). :meth:`from_embeddings` starts after the
+    embedding, so gradients with respect to the inputs ``x_BTE`` can be taken.
+
+    Attributes:
+      vocab_size: V. embed_dim: E. cell_type: ``rnn``, ``lstm`` or ``gru``. features: H.
+      num_classes: K. pad_id: the padding token.
+    """
+
+    vocab_size: int
+    embed_dim: int
+    cell_type: str
+    features: int
+    num_classes: int
+    pad_id: int = 0
+
+    def setup(self):
+        self.embed = nn.Embed(self.vocab_size, self.embed_dim)
+        self.rnn = Recurrent(make_cell(self.cell_type, self.features, parent=None))
+        self.head = nn.Dense(self.num_classes)
+
+    def __call__(self, tokens_BT: jax.Array) -> jax.Array:
+        return self.from_embeddings(self.embed(tokens_BT), tokens_BT != self.pad_id)
+
+    def from_embeddings(self, x_BTE: jax.Array, mask_BT: jax.Array) -> jax.Array:
+        """``logits_BK`` from embedded inputs ``x_BTE`` and ``mask_BT``."""
+        final = self.rnn(x_BTE, mask_BT).final
+        return self.head(self.rnn.cell.output(final))

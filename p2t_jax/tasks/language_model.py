@@ -14,7 +14,7 @@ from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
-from p2t_jax.models.transformer import Transformer, TransformerConfig
+from p2t_jax.models.transformer import DENSE_IMPLS, Transformer, TransformerConfig
 from p2t_jax.training.loop import Task
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -31,6 +31,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config key 'model.num_heads' ({m.num_heads}) must divide 'model.emb_dim' ({m.emb_dim}).")
     require(0.0 <= m.dropout_rate < 1.0, f"config key 'model.dropout_rate' must be in [0, 1), got {m.dropout_rate}.")
     require_choice(config, "model.dtype", DTYPES)
+    require_choice(config, "model.dense_impl", DENSE_IMPLS)
     require_choice(config, "data.source", ("auto", "embedded", "tfds"))
     require(o.warmup_steps >= 0, f"config key 'optim.warmup_steps' must be >= 0, got {o.warmup_steps}.")
     require(0 <= o.end_learning_rate <= o.learning_rate,
@@ -51,7 +52,7 @@ def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
                              num_layers=m.num_layers, mlp_dim=m.mlp_dim, dropout_rate=m.dropout_rate,
                              use_bias=m.use_bias, tie_embeddings=m.tie_embeddings,
                              gelu_approximate=m.gelu_approximate, dtype=DTYPES[m.dtype],
-                             scan_layers=m.scan_layers)
+                             scan_layers=m.scan_layers, dense_impl=m.dense_impl)
 
 
 def make_model(config: ml_collections.ConfigDict) -> Transformer:
