@@ -1,5 +1,6 @@
 """What the benchmark scripts share: the config from their command line, the library's jitted
-language-model train step, and random batches for it.
+language-model train step, random batches for it, and timing contenders in worker processes
+whose rounds alternate (:func:`alternate` in the parent, :func:`serve` in each worker).
 
 Importing it does not import JAX (so a script can set up malloc first, see
 :mod:`p2t_jax.host_memory`); :func:`lm_train_step` does.
@@ -7,11 +8,16 @@ Importing it does not import JAX (so a script can set up malloc first, see
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
@@ -49,3 +55,57 @@ def random_lm_batch(config: ml_collections.ConfigDict, rng: np.random.Generator)
     B, T = config.train.batch_size, config.model.max_len
     d = rng.integers(0, config.model.vocab_size, (B, T + 1)).astype(np.int32)
     return {"inputs": d[:, :-1], "targets": d[:, 1:]}
+
+
+def serve(run: Callable[[int], list[float]], facts: dict) -> None:
+    """A worker's side of :func:`alternate`: warms up with ``run(10)``, prints ``facts`` as a JSON line,
+    then answers each ``run N`` line on stdin with the ms of N steps and the process's user and
+    sys CPU ms per step (sys: the kernel's share, page faults and the like)."""
+    run(10)  # warm-up
+    print(json.dumps(facts), flush=True)
+    for line in sys.stdin:
+        if not line.startswith("run "):
+            break
+        n, before = int(line.split()[1]), os.times()
+        times = run(n)
+        after = os.times()
+        print(json.dumps({"ms": times, "user_ms": 1000 * (after.user - before.user) / n,
+                          "sys_ms": 1000 * (after.system - before.system) / n}), flush=True)
+
+
+def alternate(contenders: dict[str, tuple[list[str], dict]], rounds: int, steps: int,
+              cwd: Path = ROOT) -> tuple[dict, dict, dict]:
+    """Times contenders, each in its own worker process, in alternating rounds.
+
+    Two thread pools in one process steal each other's cores, so each contender runs alone
+    in a worker (started one at a time, so each builds and compiles alone); each round asks
+    every worker in turn for ``steps`` steps, with a pause between, so all see the same machine.
+
+    Args:
+      contenders: name -> (the worker's command line, extra environment variables); the
+        worker calls :func:`serve`.
+
+    Returns:
+      ``(facts, times, cpu)``: per name, the worker's facts, every step's ms, and per round
+      its (user, sys) CPU ms per step.
+    """
+    procs, facts, times, cpu = {}, {}, {}, {}
+    for name, (cmd, env) in contenders.items():
+        procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd,
+                                       env=dict(os.environ, **env))
+        line = procs[name].stdout.readline()
+        if not line:
+            sys.exit(f"error: the {name} worker failed to start (its error is printed above).")
+        facts[name], times[name], cpu[name] = json.loads(line), [], []
+    for _ in range(rounds):
+        for name, proc in procs.items():
+            time.sleep(0.5)  # let the other worker's threads go idle
+            proc.stdin.write(f"run {steps}\n")
+            proc.stdin.flush()
+            answer = json.loads(proc.stdout.readline())
+            times[name] += answer["ms"]
+            cpu[name].append((answer["user_ms"], answer["sys_ms"]))
+    for proc in procs.values():
+        proc.stdin.close()
+        proc.wait()
+    return facts, times, cpu

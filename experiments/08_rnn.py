@@ -152,7 +152,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
     files = [save_figure(figures.accuracy_by_fillers(fillers, accuracy, train_range=(train_lo, train_hi),
                                                      chance=1 / memory.NUM_CLASSES),
                          workdir / "accuracy_by_fillers.png").name,
-             save_figure(figures.gradient_by_distance(distance, grads, slopes), workdir / "gradient_by_distance.png").name]
+             save_figure(figures.gradient_by_distance(distance, grads, slopes),
+                         workdir / "gradient_by_distance.png").name]
     results["figures"] = files
     return results
 

@@ -2,6 +2,8 @@
 = its equations; multi-head attention = flax's; the Transformer's self-attention keeps its parameters, outputs,
 sown weights and decode cache; both dense_impl settings give the same model."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,14 @@ from p2t_jax.models.dense import Dense
 from p2t_jax.models.transformer import CausalSelfAttention, Transformer, TransformerConfig
 
 B, T, S, H, K = 2, 5, 7, 3, 4
+
+
+def _random_variables(module, *args, seed=0, **kwargs):
+    """Variables of ``module`` with the shapes ``init`` would give, filled from NumPy (no PRNG to compile:
+    XLA-CPU compiles jax.random for 4-D kernels slowly)."""
+    shapes = nn.meta.unbox(jax.eval_shape(functools.partial(module.init, **kwargs), jax.random.PRNGKey(0), *args))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), shapes)
 
 
 def _qkv(seed=0, t=T, s=S):
@@ -39,17 +49,21 @@ MASKS = {
 }
 
 
-@pytest.mark.parametrize("mask_name", list(MASKS))
-@pytest.mark.parametrize("scale", [None, 1.0])
+@functools.partial(jax.jit, static_argnames="scale")
+def _both_forms(q, k, v, mask, scale):
+    w = attention_weights(q, k, mask, scale=scale)
+    return w, attend(w, v), dot_product_attention(q, k, v, mask, scale=scale)
+
+
+@pytest.mark.parametrize("mask_name, scale", [("none", None), ("padding", None), ("random", None), ("random", 1.0)])
 def test_written_out_attention_equals_numpy_and_jax_nn(mask_name, scale):
     q, k, v = _qkv()
     mask = MASKS[mask_name]
-    w = attention_weights(q, k, mask, scale=scale)
-    out = attend(w, v)
+    w, out, fused = _both_forms(q, k, v, mask, scale)
     w_ref, out_ref = _numpy_attention(q, k, v, True if mask is None else mask, K ** -0.5 if scale is None else scale)
     np.testing.assert_allclose(w, w_ref, atol=1e-6)
     np.testing.assert_allclose(out, out_ref, atol=1e-5)
-    np.testing.assert_allclose(dot_product_attention(q, k, v, mask, scale=scale), out, atol=1e-6)
+    np.testing.assert_allclose(fused, out, atol=1e-6)
     if mask is not None:
         assert float(jnp.abs(jnp.where(jnp.broadcast_to(mask, w.shape), 0.0, w)).max()) == 0.0  # exactly 0
     np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-6)
@@ -73,8 +87,8 @@ def test_additive_attention_equals_its_equations():
     def full(module, query, keys, mask):
         return module(query, module.project_keys(keys), keys, mask)
 
-    variables = layer.init(jax.random.PRNGKey(3), query, keys, mask, method=full)
-    context, weights = layer.apply(variables, query, keys, mask, method=full)
+    variables = _random_variables(layer, query, keys, mask, method=full)
+    context, weights = jax.jit(functools.partial(layer.apply, method=full))(variables, query, keys, mask)
     p = jax.tree.map(lambda a: np.asarray(a, np.float64), variables["params"])
     hidden = np.tanh(np.asarray(query, np.float64)[:, None, :] @ p["query"]["kernel"] + p["query"]["bias"]
                      + np.asarray(keys, np.float64) @ p["key"]["kernel"])
@@ -101,20 +115,21 @@ def _flax_mha_params(ours, cross: bool):
                        "value": {"kernel": v, "bias": vb}, "out": p["out"]}}
 
 
-@pytest.mark.parametrize("cross", [False, True])
-@pytest.mark.parametrize("dense_impl", ["rows", "general"])
+@pytest.mark.parametrize("cross, dense_impl", [(False, "general"), (True, "rows"),
+                                               pytest.param(False, "rows", marks=pytest.mark.slow),
+                                               pytest.param(True, "general", marks=pytest.mark.slow)])
 def test_multi_head_attention_equals_flax(cross, dense_impl):
     D = H * K
     x = jax.random.normal(jax.random.PRNGKey(4), (B, T, D))
     context = jax.random.normal(jax.random.PRNGKey(5), (B, S, 6)) if cross else None
     mask = MASKS["padding"] if cross else None
-    ours = MultiHeadAttention(H, K, D, dense_impl=dense_impl, kernel_init=nn.initializers.normal(0.5))
-    variables = jax.tree.map(lambda a: a, nn.meta.unbox(ours.init(jax.random.PRNGKey(6), x, context, mask=mask)))
-    variables = jax.tree.map(lambda a: a + 0.1, variables)  # non-zero biases
+    ours = MultiHeadAttention(H, K, D, dense_impl=dense_impl)
+    variables = _random_variables(ours, x, context, mask=mask)
     theirs = nn.MultiHeadDotProductAttention(num_heads=H, qkv_features=D, out_features=D)
     kv = x if context is None else context
-    expected = theirs.apply(_flax_mha_params(variables, cross), x, kv, mask=mask)
-    np.testing.assert_allclose(ours.apply(variables, x, context, mask=mask), expected, atol=1e-5)
+    expected = jax.jit(functools.partial(theirs.apply, mask=mask))(_flax_mha_params(variables, cross), x, kv)
+    np.testing.assert_allclose(jax.jit(functools.partial(ours.apply, mask=mask))(variables, x, context), expected,
+                               atol=1e-5)
 
 
 class _FormerCausalSelfAttention(nn.Module):
@@ -161,35 +176,45 @@ def _cfg(**kw):
     return TransformerConfig(vocab_size=11, max_len=8, emb_dim=H * K, num_heads=H, num_layers=2, mlp_dim=16, **kw)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dense_impl", ["rows", "general"])
+def test_transformer_self_attention_draws_the_former_initial_parameters(dense_impl):
+    cfg = _cfg(dense_impl=dense_impl)
+    x = jnp.ones((B, cfg.max_len, cfg.emb_dim))
+    new = nn.meta.unbox(CausalSelfAttention(cfg).init(jax.random.PRNGKey(8), x, deterministic=True))
+    chex.assert_trees_all_equal(new, _FormerCausalSelfAttention(cfg).init(jax.random.PRNGKey(8), x, deterministic=True))
+
+
+@pytest.mark.parametrize("dense_impl", ["rows", pytest.param("general", marks=pytest.mark.slow)])
 def test_transformer_self_attention_keeps_parameters_outputs_weights_and_cache(dense_impl):
     cfg = _cfg(dropout_rate=0.3, dense_impl=dense_impl)
     new, old = CausalSelfAttention(cfg), _FormerCausalSelfAttention(cfg)
     x = jax.random.normal(jax.random.PRNGKey(7), (B, cfg.max_len, cfg.emb_dim))
-    new_vars = nn.meta.unbox(new.init(jax.random.PRNGKey(8), x, deterministic=True))
-    old_vars = old.init(jax.random.PRNGKey(8), x, deterministic=True)
-    chex.assert_trees_all_equal(new_vars, old_vars)  # same names, shapes and values from the same key
-    for kw in ({"deterministic": True}, {"deterministic": False, "rngs": {"dropout": jax.random.PRNGKey(1)}}):
-        out_new, state_new = new.apply(new_vars, x, mutable=["intermediates"], **kw)
-        out_old, state_old = old.apply(old_vars, x, mutable=["intermediates"], **kw)
-        np.testing.assert_allclose(out_new, out_old, atol=1e-6)
-        chex.assert_trees_all_close(state_new, state_old, atol=1e-6)
-        chex.assert_shape(state_new["intermediates"]["attention_weights"][0], (B, H, cfg.max_len, cfg.max_len))
-    # without collecting the weights the fused path runs: the same output
-    np.testing.assert_allclose(new.apply(new_vars, x, deterministic=True),
-                               old.apply(old_vars, x, deterministic=True), atol=1e-6)
-    # the decode path: a cache, a prefill of 3 positions, then one position at a time
-    cache_new = new.init(jax.random.PRNGKey(0), x, deterministic=True, decode=True)["cache"]
-    cache_old = old.init(jax.random.PRNGKey(0), x, deterministic=True, decode=True)["cache"]
-    chex.assert_trees_all_equal(cache_new, cache_old)
-    for chunk in (x[:, :3], x[:, 3:4], x[:, 4:5]):
-        y_new, m_new = new.apply({**new_vars, "cache": cache_new}, chunk, deterministic=True, decode=True,
-                                 mutable=["cache"])
-        y_old, m_old = old.apply({**old_vars, "cache": cache_old}, chunk, deterministic=True, decode=True,
-                                 mutable=["cache"])
-        np.testing.assert_allclose(y_new, y_old, atol=1e-6)
-        cache_new, cache_old = m_new["cache"], m_old["cache"]
-        chex.assert_trees_all_close(cache_new, cache_old, atol=1e-6)
+    chex.assert_trees_all_equal_shapes_and_dtypes(  # the same names and shapes
+        jax.eval_shape(lambda: nn.meta.unbox(new.init(jax.random.PRNGKey(8), x, deterministic=True))),
+        jax.eval_shape(lambda: old.init(jax.random.PRNGKey(8), x, deterministic=True)))
+    new_vars = old_vars = _random_variables(old, x, deterministic=True)
+    def outputs(module, variables):  # with and without dropout (sowing the weights), then without sowing
+        apply = functools.partial(module.apply, variables, x, mutable=["intermediates"])
+        return (apply(deterministic=True), apply(deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)}),
+                module.apply(variables, x, deterministic=True))
+
+    ours, former = jax.jit(outputs, static_argnums=0)(new, new_vars), jax.jit(outputs, static_argnums=0)(old, old_vars)
+    chex.assert_trees_all_close(ours, former, atol=1e-6)  # outputs, sown weights; the fused path's output
+    chex.assert_shape(ours[0][1]["intermediates"]["attention_weights"][0], (B, H, cfg.max_len, cfg.max_len))
+
+    def decode(module, variables):  # a cache, a prefill of 3 positions, then one position at a time
+        cache = module.init(jax.random.PRNGKey(0), x, deterministic=True, decode=True)["cache"]
+        caches, ys = [cache], []
+        for chunk in (x[:, :3], x[:, 3:4], x[:, 4:5]):
+            y, mutated = module.apply({**variables, "cache": caches[-1]}, chunk, deterministic=True, decode=True,
+                                      mutable=["cache"])
+            ys.append(y)
+            caches.append(mutated["cache"])
+        return ys, caches
+
+    chex.assert_trees_all_close(jax.jit(decode, static_argnums=0)(new, new_vars),
+                                jax.jit(decode, static_argnums=0)(old, old_vars), atol=1e-6)
 
 
 def _lm_loss(model, params, tokens):
@@ -197,22 +222,30 @@ def _lm_loss(model, params, tokens):
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], -1))
 
 
-@pytest.mark.parametrize("scan_layers", [False, True])
+@pytest.mark.parametrize("scan_layers", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_rows_and_general_projections_are_the_same_model(scan_layers):
-    """A checkpoint moves between backends: the same parameters (names, shapes, values from the same key) and
-    the same logits, loss, gradients and sown attention either way."""
+    """A checkpoint moves between backends: the same parameters (names, shapes, logical axes; the values from a
+    key are the same too, as Dense and DenseGeneral draw the same values: tests/test_dense.py) and the same loss
+    and sown attention from the same parameters either way."""
     rows, general = (Transformer(_cfg(dense_impl=d, scan_layers=scan_layers)) for d in ("rows", "general"))
     tokens = jax.random.randint(jax.random.PRNGKey(3), (B, 9), 0, 11)
-    p_rows = nn.meta.unbox(rows.init(jax.random.PRNGKey(0), tokens[:, :8]))["params"]
-    p_general = nn.meta.unbox(general.init(jax.random.PRNGKey(0), tokens[:, :8]))["params"]
-    chex.assert_trees_all_equal(p_rows, p_general)
-    (loss_r, grads_r), (loss_g, grads_g) = (jax.value_and_grad(lambda p, m=m: _lm_loss(m, p, tokens))(p_rows)
-                                            for m in (rows, general))
+    boxed_rows, boxed_general = (jax.eval_shape(m.init, jax.random.PRNGKey(0), tokens[:, :8]) for m in (rows, general))
+    chex.assert_trees_all_equal_structs(boxed_rows, boxed_general)
+    chex.assert_trees_all_equal_shapes_and_dtypes(boxed_rows, boxed_general)
+    names = lambda tree: [getattr(x, "names", None) for x in jax.tree.leaves(tree, is_leaf=nn.meta.is_axis_metadata)]  # noqa: E731
+    assert names(boxed_rows) == names(boxed_general)
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype),
+                          nn.meta.unbox(boxed_rows)["params"])
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def measure(model, params):
+        return _lm_loss(model, params, tokens), model.apply({"params": params}, tokens[:, :8],
+                                                            mutable=["intermediates"])[1]
+
+    (loss_r, sown_r), (loss_g, sown_g) = measure(rows, params), measure(general, params)
     np.testing.assert_allclose(loss_r, loss_g, rtol=1e-6)
-    chex.assert_trees_all_close(grads_r, grads_g, atol=1e-6)
-    _, s_r = rows.apply({"params": p_rows}, tokens[:, :8], mutable=["intermediates"])
-    _, s_g = general.apply({"params": p_rows}, tokens[:, :8], mutable=["intermediates"])
-    chex.assert_trees_all_close(s_r, s_g, atol=1e-6)
+    chex.assert_trees_all_close(sown_r, sown_g, atol=1e-6)
 
 
 def test_dense_impl_auto_follows_the_backend_and_bad_values_are_refused():

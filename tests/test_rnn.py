@@ -1,6 +1,8 @@
 """models.rnn: each cell equals a NumPy reference of its equations, the LSTM and GRU equal flax's cells with
 the same weights, and padding never changes a result."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -52,9 +54,15 @@ def numpy_reference(kind: str, cell_params: dict, x_BTD: np.ndarray):
     return hs, hs, h
 
 
+@functools.lru_cache(maxsize=None)
+def _variables(kind):
+    layer = Recurrent(make_cell(kind, H, bias_init=nn.initializers.normal(0.5)))  # non-zero biases
+    return layer.init(jax.random.PRNGKey(1), jnp.zeros((B, T, D)))
+
+
 def _init(kind, x, **kw):
-    layer = Recurrent(make_cell(kind, H, bias_init=nn.initializers.normal(0.5)), **kw)  # non-zero biases
-    return layer, layer.init(jax.random.PRNGKey(1), x)
+    """A layer of ``kind`` (with ``kw``, e.g. ``reverse``) and its variables (the same for every ``kw``)."""
+    return Recurrent(make_cell(kind, H), **kw), _variables(kind)
 
 
 def _x(seed=0, shape=(B, T, D)):
@@ -221,3 +229,143 @@ def test_a_mask_of_the_wrong_shape_is_refused():
     layer, variables = _init("rnn", x)
     with pytest.raises(ValueError, match="does not match the inputs"):
         layer.apply(variables, x, jnp.ones((B, T + 1), bool))
+
+
+# --- chapter 8: the memory task, the seed sweep, the measurements, the experiment -------------------------------
+
+from conftest import load_experiment  # noqa: E402
+from p2t_jax.chapters import recurrent_memory as rm  # noqa: E402
+from p2t_jax.configuration import ConfigError, apply_overrides, load_config  # noqa: E402
+from p2t_jax.data import memory  # noqa: E402
+from p2t_jax.tasks import memory as memory_task  # noqa: E402
+from p2t_jax.training import sweep  # noqa: E402
+from p2t_jax.training.loop import create_state  # noqa: E402
+from p2t_jax.training.steps import make_train_step  # noqa: E402
+
+
+def test_memory_sentences_are_subject_fillers_verb_name():
+    batches = memory.MemoryBatches(seed=3, batch_size=64, train_fillers=(2, 5), max_len=12)
+    batch = batches.train_batch(7)
+    chex.assert_trees_all_equal(batch, memory.MemoryBatches(3, 64, (2, 5), 12).train_batch(7))  # (seed, step)
+    assert batch["tokens"].shape == (64, 8) and set(np.unique(batch["fillers"])) == {2, 3, 4, 5}
+    for row, label, n in zip(batch["tokens"], batch["label"], batch["fillers"]):
+        words = memory.VOCAB.decode(row).split()
+        assert len(words) == n + 3 and words[0] == memory.SUBJECTS[label]
+        assert all(w in memory.FILLERS for w in words[1:n + 1])
+        assert words[n + 1] in memory.VERBS and words[n + 2] in memory.SUBJECTS  # the object is a name too
+        assert np.all(row[n + 3:] == memory.PAD)
+    held = batches.eval_set(9, 16)
+    assert held["tokens"].shape == (16, 12) and np.all(held["fillers"] == 9)
+    chex.assert_trees_all_equal(held, batches.eval_set(9, 16))
+    with pytest.raises(ValueError, match="more than the maximum of 12"):
+        batches.eval_set(10, 4)
+
+
+def _memory_config(*overrides):
+    config = load_config("configs/rnn_memory.py:smoke")
+    apply_overrides(config, list(overrides))
+    return config
+
+
+def test_the_seed_sweep_is_the_one_seed_step_vmapped():
+    """Seed s of train_seeds starts as create_state starts it for seed s and follows the loop's own step."""
+    config = _memory_config("train.num_steps=3", "train.log_every=1", "model.cell=rnn")
+    with config.unlocked():
+        del config["experiment"]
+    build = lambda c: memory_task.build(c)[0]  # noqa: E731
+    seeds = [4, 9]
+    first = sweep.initial_states(build(config), config, seeds)
+    singles = []
+    for i, seed in enumerate(seeds):
+        c = sweep.seed_config(config, seed)
+        task = build(c)
+        singles.append((task, create_state(task.apply_fn, task.init_variables, c)))
+        chex.assert_trees_all_equal(sweep.unstack(first, i).checkpoint_items(), singles[-1][1].checkpoint_items())
+    states, summary = sweep.train_seeds(build, config, seeds, log=None, states=first)
+    assert summary["steps"] == [1, 2, 3] and np.asarray(summary["loss"]).shape == (3, 2)
+    step = jax.jit(make_train_step(build(config).loss_fn))  # the same model for every seed: one compile
+    for i, (task, state) in enumerate(singles):
+        for n in range(3):
+            state, _ = step(state, task.train_batch(n))
+        chex.assert_trees_all_close(sweep.unstack(states, i).params, state.params, atol=1e-5)
+        assert int(sweep.unstack(states, i).step) == 3
+
+
+def test_geometric_slope_and_first_below():
+    distance = np.arange(2, 20)
+    slope, r2 = rm.geometric_slope(distance, 3.0 * 0.5 ** distance)
+    np.testing.assert_allclose(slope, np.log10(0.5), rtol=1e-9)
+    assert r2 == pytest.approx(1.0)
+    assert rm.first_below([0, 5, 6, 7, 8], [0.2, 1.0, 0.6, 0.4, 0.7], 0.5, after=5) == 7
+    assert rm.first_below([0, 5, 6], [0.2, 1.0, 0.6], 0.5, after=5) is None
+
+
+def test_first_input_gradient_is_jax_grad_of_the_loss():
+    """The norm per sentence equals jax.grad of that one sentence's loss with respect to its first embedding."""
+    config = _memory_config()
+    model = memory_task.make_model(config)
+    batch = memory_task.make_batches(config).eval_set(3, 4)
+    shapes = jax.eval_shape(memory_task.build(config)[0].init_variables, jax.random.PRNGKey(0))["params"]
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes)
+    norms = rm.first_input_gradients(model, jax.tree.map(lambda p: p[None], params), batch)[0]
+
+    @jax.jit
+    @jax.vmap
+    def one_sentence(tokens_L, label):
+        x_LE = model.apply({"params": params}, tokens_L[None], method=lambda m, t: m.embed(t))[0]
+
+        def loss(x0_E):
+            logits = model.apply({"params": params}, x_LE.at[0].set(x0_E)[None], tokens_L[None] != 0,
+                                 method=model.from_embeddings)
+            return -jax.nn.log_softmax(logits)[0, label]
+
+        return jnp.linalg.norm(jax.grad(loss)(x_LE[0]))
+
+    np.testing.assert_allclose(norms, one_sentence(batch["tokens"], batch["label"]), rtol=1e-4)
+    assert float(np.min(norms)) > 0
+
+
+@pytest.mark.parametrize("override, match", [
+    ("data.test_fillers=(0, 14)", "sentences of 17 words, longer than model.max_len = 16"),
+    ("data.train_fillers=(5, 2)", "must be \\(lo, hi\\) with 0 <= lo <= hi"),
+    ("model.cell=transformer", "config key 'model.cell' must be one of rnn, lstm, gru"),
+    ("experiment.cells=('rnn', 'tcn')", "allowed cells are rnn, lstm, gru"),
+    ("experiment.examples=('alice saw dog',)", "holds 'dog', not in the vocabulary"),
+    ("experiment.examples=(' ',)", "is empty; give at least one word"),
+    ("experiment.examples=('alice' + ' very' * 16,)", "has 17 words, more than the configured maximum of 16"),
+])
+def test_bad_input_is_one_sentence(override, match):
+    if "+" in override:  # built here: the override parser takes literals only
+        config = _memory_config()
+        config.experiment.examples = ("alice" + " very" * 16,)
+    else:
+        config = _memory_config(override)
+    with pytest.raises(ConfigError, match=match):
+        load_experiment("08_rnn.py").validate(config)
+
+
+def test_experiment_refuses_bad_input_with_exit_status_2(tmp_path, capsys):
+    workdir = tmp_path / "w"
+    status = load_experiment("08_rnn.py").cli(["--workdir", str(workdir), "--config", "configs/rnn_memory.py:smoke",
+                                               "--config.model.cell=gpt"])
+    err = capsys.readouterr().err
+    assert status == 2 and "'gpt'" in err and len(err.strip().splitlines()) == 1 and not workdir.exists()
+
+
+@pytest.mark.slow
+def test_experiment_smoke_run(tmp_path, capsys):
+    """The experiment runs end to end on a tiny budget and writes its figures and results (its claims need the
+    full budget: at smoke size they are measured, not expected to hold)."""
+    import json
+
+    status = load_experiment("08_rnn.py").cli(["--workdir", str(tmp_path), "--config", "configs/rnn_memory.py:smoke"])
+    assert status in (0, 1), capsys.readouterr().err
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["claims"]) == {"rnn_falls_toward_chance", "gated_cells_hold", "gradient_vanishes_for_rnn"}
+    assert set(results["figures"]) == {"accuracy_by_fillers.png", "gradient_by_distance.png"}
+    for name in results["figures"]:
+        assert (tmp_path / name).stat().st_size > 0
+    acc = np.asarray(results["cells"]["rnn"]["accuracy"])
+    assert acc.shape == (13, 2) and np.all((acc >= 0) & (acc <= 1))
+    assert len(results["cells"]["lstm"]["gradient_trained"]["slopes"]) == 2

@@ -1,10 +1,11 @@
 """Chapter 8's memory task: "who was the subject?" after a run of filler words.
 
 A sentence is ``SUBJECT filler_1 ... filler_n VERB OBJECT``, e.g. ``carol very quietly
-often saw fox`` (three fillers). The model
-reads it word by word and, after the last word, names the subject: one of
-:data:`SUBJECTS`, so chance is 1/6. The number of fillers ``n`` sets how far back the
-answer lies: the subject is ``n + 2`` steps before the question.
+often saw dave`` (three fillers). The model reads it word by word and, after the last
+word, names the subject: one of :data:`SUBJECTS`, so chance is 1/6. The object is a name
+too, so the answer cannot be read off the last name seen: the first one must be held.
+The number of fillers ``n`` sets how far back the answer lies: the subject is ``n + 2``
+steps before the question.
 
 Batches are ``{"tokens": int32[B, L], "label": int32[B], "fillers": int32[B]}``, words
 first and ``<pad>`` (id 0) after them. Batch ``step`` is drawn from
@@ -24,8 +25,7 @@ FILLERS = ("very", "quite", "really", "rather", "old", "young", "tall", "small",
            "slowly", "often", "still", "then", "also", "today", "again", "always", "never", "surely", "perhaps",
            "gladly", "rarely")
 VERBS = ("saw", "met", "found", "helped", "called", "followed", "paid", "thanked")
-OBJECTS = ("dog", "cat", "horse", "bird", "fox", "cow", "goat", "mouse")
-VOCAB = WordVocab(SUBJECTS + FILLERS + VERBS + OBJECTS)
+VOCAB = WordVocab(SUBJECTS + FILLERS + VERBS)
 NUM_CLASSES = len(SUBJECTS)
 EXTRA_WORDS = 3  # subject, verb, object: a sentence with n fillers has n + 3 words
 EVAL_STREAM = 2**31 - 1  # the seed stream of evaluation sets, apart from every training step's
@@ -33,7 +33,6 @@ EVAL_STREAM = 2**31 - 1  # the seed stream of evaluation sets, apart from every 
 _SUBJECT_IDS = np.asarray([VOCAB.ids[w] for w in SUBJECTS], np.int32)
 _FILLER_IDS = np.asarray([VOCAB.ids[w] for w in FILLERS], np.int32)
 _VERB_IDS = np.asarray([VOCAB.ids[w] for w in VERBS], np.int32)
-_OBJECT_IDS = np.asarray([VOCAB.ids[w] for w in OBJECTS], np.int32)
 
 
 def sentence_length(fillers: int) -> int:

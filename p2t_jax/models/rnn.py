@@ -35,7 +35,7 @@ Carry = Any  # an array [B, H], or a tuple of them (the LSTM's (c, h))
 
 
 def per_gate(init: Callable, gates: int) -> Callable:
-    """An initializer for a ``[..., G*H]`` kernel that draws each gate block ``[..., H]`` with ``init`` on its own key."""
+    """An initializer for a ``[..., G*H]`` kernel drawing each gate block ``[..., H]`` with ``init`` on its own key."""
 
     def initializer(key, shape, dtype=jnp.float32):
         *lead, width = shape
@@ -51,9 +51,11 @@ def orthogonal_blocks(gates: int) -> Callable:
     """An initializer for a ``[R, G*H]`` kernel whose every gate block ``[R, H]`` is orthogonal (orthonormal
     columns, or rows when R < H), as flax's cells initialise each recurrent matrix.
 
-    The G blocks come from one batched QR decomposition of Gaussian matrices (signs fixed by
-    ``R``'s diagonal, so the distribution is uniform over orthogonal matrices): one QR in the
-    compiled program, not G.
+    Each block is the Q of a QR decomposition of a Gaussian matrix (signs fixed by R's
+    diagonal, so the distribution is uniform over orthogonal matrices), one 2-D QR per block
+    on its own key. Not one batched QR: jaxlib spreads a batched LAPACK call over XLA's
+    thread pool and waits inside it, and two such calls running at once (the two directions
+    of a bidirectional layer, on a 2-core machine) deadlock.
     """
 
     def initializer(key, shape, dtype=jnp.float32):
@@ -61,11 +63,13 @@ def orthogonal_blocks(gates: int) -> Callable:
         if width % gates:
             raise ValueError(f"a kernel of {width} columns does not split into {gates} gate blocks.")
         cols = width // gates
-        a_GNM = jax.random.normal(key, (gates, max(rows, cols), min(rows, cols)), jnp.float32)
-        q_GNM, r_GMM = jnp.linalg.qr(a_GNM)
-        q_GNM = q_GNM * jnp.sign(jnp.diagonal(r_GMM, axis1=-2, axis2=-1))[:, None, :]
-        blocks = q_GNM if rows >= cols else jnp.swapaxes(q_GNM, -1, -2)  # [G, rows, cols]
-        return jnp.concatenate(list(blocks), axis=-1).astype(dtype)
+        blocks = []
+        for k in jax.random.split(key, gates):
+            a_NM = jax.random.normal(k, (max(rows, cols), min(rows, cols)), jnp.float32)
+            q_NM, r_MM = jnp.linalg.qr(a_NM)
+            q_NM = q_NM * jnp.sign(jnp.diagonal(r_MM))[None, :]
+            blocks.append(q_NM if rows >= cols else q_NM.T)  # [rows, cols]
+        return jnp.concatenate(blocks, axis=-1).astype(dtype)
 
     return initializer
 

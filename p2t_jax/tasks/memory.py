@@ -10,6 +10,8 @@ batches. The loop evaluates on every filler count of ``data.test_fillers``
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -109,6 +111,12 @@ def make_loss_fn(model: RecurrentClassifier):
     return loss_fn
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def init_variables(model: RecurrentClassifier, length: int, rng: jax.Array) -> dict:
+    """``{"params": ...}`` for rows of ``length`` words (compiled once per model and length)."""
+    return model.init(rng, jnp.zeros((1, length), jnp.int32))
+
+
 def make_batches(config: ml_collections.ConfigDict) -> memory.MemoryBatches:
     return memory.MemoryBatches(config.seed, config.train.batch_size, tuple(config.data.train_fillers),
                                 config.model.max_len)
@@ -121,10 +129,8 @@ def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.Confi
     batches = make_batches(config)
     lo, hi = config.data.test_fillers
 
-    def init_variables(rng: jax.Array) -> dict:
-        return model.init(rng, jnp.zeros((1, batches.train_length), jnp.int32))
-
-    task = Task(apply_fn=model.apply, init_variables=init_variables, loss_fn=make_loss_fn(model),
+    task = Task(apply_fn=model.apply, init_variables=functools.partial(init_variables, model, batches.train_length),
+                loss_fn=make_loss_fn(model),
                 train_batch=batches.train_batch,
                 eval_batches=lambda: (batches.eval_set(n, config.train.eval_size) for n in range(lo, hi + 1)),
                 items_per_batch=config.train.batch_size, items_name="sentences",

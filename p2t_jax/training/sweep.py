@@ -20,10 +20,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax.core import meta
 
 from p2t_jax.optim.chains import make_optimizer
-from p2t_jax.training.loop import Task
+from p2t_jax.training.loop import Task, create_state
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import make_train_step
 
@@ -47,26 +46,20 @@ def seed_tasks(build: Callable[[ml_collections.ConfigDict], Task], config: ml_co
 
 
 def initial_states(task: Task, config: ml_collections.ConfigDict, seeds: Sequence[int]) -> TrainState:
-    """For each seed, the state :func:`~p2t_jax.training.loop.create_state` makes for ``config.seed = seed``
-    (the same keys, initial parameters and optimiser state; tested), stacked ``[S, ...]``.
+    """For each seed, the loop's :func:`~p2t_jax.training.loop.create_state` for ``config.seed = seed``,
+    stacked ``[S, ...]`` (static fields from the first seed's state).
 
-    One jitted initialisation serves every seed (the seed is an argument). It is called once
-    per seed rather than ``vmap``-ed: XLA-CPU compiles a vmapped PRNG several times slower.
+    One state per seed, not a ``vmap`` over seeds: XLA-CPU compiles a vmapped PRNG several
+    times slower, and a task whose ``init_variables`` is jitted compiles it once for all seeds.
     """
-    tx, _ = make_optimizer(config.optim, config.train.num_steps)
-
-    @jax.jit
-    def one(seed):
-        init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
-        variables = meta.unbox(task.init_variables(init_rng))
-        return TrainState.create(apply_fn=task.apply_fn, variables=variables, tx=tx, rng=state_rng)
-
-    states = [one(jnp.uint32(s)) for s in seeds]
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    states = [create_state(task.apply_fn, task.init_variables, seed_config(config, int(s))) for s in seeds]
+    treedef = jax.tree.structure(states[0])
+    return jax.tree.unflatten(treedef, [jnp.stack(leaves) for leaves in zip(*map(jax.tree.leaves, states))])
 
 
 def train_seeds(build: Callable[[ml_collections.ConfigDict], Task], config: ml_collections.ConfigDict,
-                seeds: Sequence[int], *, log: Callable[[str], None] | None = print) -> tuple[TrainState, dict]:
+                seeds: Sequence[int], *, log: Callable[[str], None] | None = print,
+                states: TrainState | None = None) -> tuple[TrainState, dict]:
     """Trains the task of ``config`` for every seed in ``seeds`` at once, ``config.train.num_steps`` steps.
 
     Args:
@@ -75,6 +68,7 @@ def train_seeds(build: Callable[[ml_collections.ConfigDict], Task], config: ml_c
       config: the run's config (``optim.*``, ``train.num_steps``, ``train.log_every``).
       seeds: S seeds.
       log: a line every ``train.log_every`` steps (None: silent).
+      states: stacked states to start from (donated); default :func:`initial_states`.
 
     Returns:
       ``(states, summary)``: the final TrainState with every leaf stacked ``[S, ...]``, and
@@ -83,7 +77,7 @@ def train_seeds(build: Callable[[ml_collections.ConfigDict], Task], config: ml_c
     """
     seeds = [int(s) for s in seeds]
     tasks = seed_tasks(build, config, seeds)
-    states = initial_states(tasks[0], config, seeds)
+    states = initial_states(tasks[0], config, seeds) if states is None else states
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
     step_fn = jax.jit(jax.vmap(make_train_step(tasks[0].loss_fn, schedule)), donate_argnums=0)
 

@@ -69,3 +69,76 @@ def gradient_by_distance(distance: np.ndarray, panels: Mapping[str, Mapping[str,
             ax.legend(fontsize=7, loc="lower left")
         axes[0].set_ylabel("||dLoss / dx_0|| (geometric mean)")
     return fig
+
+
+def attention_heatmaps(panels: Sequence[Mapping]) -> Figure:
+    """One heat map per sentence: the decoder's attention over the source words at every output word.
+
+    Args:
+      panels: each ``{"source": [S] words, "output": [T] words, "weights": [T, S], "title": str}``.
+    """
+    with figure_style():
+        widths = [max(len(p["source"]), 3) for p in panels]
+        fig, axes = new_figure(1, len(panels), width=max(widths) * 0.42 + 1.2, height=max(widths) * 0.42 + 1.4)
+        axes = np.atleast_1d(axes)
+        for ax, p in zip(axes, panels):
+            w = np.asarray(p["weights"], float)
+            image = ax.imshow(w, cmap="Blues", vmin=0, vmax=1, aspect="equal")
+            ax.set_xticks(range(len(p["source"])), p["source"], rotation=60, ha="right", fontsize=7)
+            ax.set_yticks(range(len(p["output"])), p["output"], fontsize=7)
+            ax.grid(False)
+            ax.set_xlabel("source (verb-final)")
+            ax.set_title(p.get("title", ""), fontsize=8)
+        axes[0].set_ylabel("output (verb-second)")
+        fig.colorbar(image, ax=list(axes), shrink=0.6, label="attention weight")
+    return fig
+
+
+def exact_match_by_length(lengths: Sequence[int], curves: Mapping[str, np.ndarray]) -> Figure:
+    """Exact-match accuracy on held-out sentences against their length: the mean over seeds, min-max band.
+
+    Args:
+      lengths: ``[N]`` sentence lengths in words.
+      curves: model name -> ``[N, S]`` exact match per length and seed.
+    """
+    with figure_style():
+        fig, ax = new_figure(width=5.2, height=3.4)
+        for i, (name, values) in enumerate(curves.items()):
+            values = np.asarray(values, float)
+            color = PALETTE[i % len(PALETTE)]
+            ax.plot(lengths, 100 * values.mean(1), color=color, marker="o", ms=3,
+                    label=f"{name} ({values.shape[1]} seeds)")
+            ax.fill_between(lengths, 100 * values.min(1), 100 * values.max(1), color=color, alpha=0.15, lw=0)
+        ax.set_ylim(0, 102)
+        ax.set_xlabel("sentence length (words)")
+        ax.set_ylabel("exact match, held-out sentences (%)")
+        ax.set_title("Greedy translations, word for word right")
+        ax.legend(loc="lower left")
+    return fig
+
+
+def softmax_saturation(result: Mapping[str, np.ndarray], num_keys: int) -> Figure:
+    """Max weight and entropy of ``softmax(q . k)`` for random queries and keys against their width d.
+
+    Args:
+      result: :func:`p2t_jax.chapters.reordering.softmax_saturation`'s output.
+      num_keys: the keys per query (the entropy's ceiling is ``log(num_keys)``).
+    """
+    with figure_style():
+        fig, (ax_max, ax_ent) = new_figure(1, 2, width=3.8, height=3.2)
+        d = np.asarray(result["dims"])
+        for i, (name, label) in enumerate((("scaled", "q.k / sqrt(d)"), ("unscaled", "q.k"))):
+            color = PALETTE[i]
+            ax_max.plot(d, result[f"max_weight_{name}"], color=color, marker="o", ms=3, label=label)
+            ax_ent.plot(d, result[f"entropy_{name}"], color=color, marker="o", ms=3, label=label)
+        ax_max.axhline(1 / num_keys, color="0.5", ls=":", lw=1, label=f"uniform (1/{num_keys})")
+        ax_ent.axhline(np.log(num_keys), color="0.5", ls=":", lw=1, label=f"uniform (log {num_keys})")
+        for ax in (ax_max, ax_ent):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("query/key width d")
+        ax_max.set_ylabel("largest weight (mean over queries)")
+        ax_ent.set_ylabel("entropy of the weights (nats)")
+        ax_max.set_title(f"softmax over {num_keys} random keys")
+        ax_ent.set_title("with 1/sqrt(d) it stays spread")
+        ax_max.legend(fontsize=7, loc="center left")
+    return fig
