@@ -104,6 +104,20 @@ def assemble(problem: str, elements: Sequence[np.ndarray], num_elements: int | N
     return batch
 
 
+def pad(problem: str, batch: dict[str, np.ndarray], num_elements: int) -> dict[str, np.ndarray]:
+    """``batch`` padded to ``num_elements`` elements (and their output steps): the same instances, the
+    same answers, another shape (so instances of several lengths can share one compiled program)."""
+    B, N, D = batch["inputs"].shape
+    if num_elements < N:
+        raise ValueError(f"cannot pad a batch of {N} elements to {num_elements}.")
+    out = dict(batch)
+    out["inputs"] = np.concatenate([batch["inputs"], np.zeros((B, num_elements - N, D), np.float32)], axis=1)
+    out["mask"] = np.concatenate([batch["mask"], np.zeros((B, num_elements - N), bool)], axis=1)
+    T = output_steps(problem, num_elements) - batch["targets"].shape[1]
+    out["targets"] = np.concatenate([batch["targets"], np.full((B, T), PAD, np.int32)], axis=1)
+    return out
+
+
 def draw(problem: str, rng: np.random.Generator, lengths_B: np.ndarray, num_elements: int) -> dict[str, np.ndarray]:
     """A batch of random instances with n = ``lengths_B[b]`` elements each, padded to ``num_elements``."""
     D = ELEMENT_WIDTH[problem]
@@ -132,12 +146,14 @@ def instances(problem: str, values: Sequence, max_length: int) -> dict[str, np.n
                 f"got an array of shape {e.shape}.")
         check_lengths(problem, [len(e)], max_length, f"{problem} instance {i}")
         if problem == "sort":
-            require(((e >= 0) & (e < 1)).all(), f"sort instance {i} holds {e[(e < 0) | (e >= 1)][0]:g}; "
-                                                f"the model was trained on numbers in [0, 1).")
+            bad = e[(e < 0) | (e >= 1)]
+            if bad.size:
+                raise ConfigError(f"sort instance {i} holds {bad[0]:g}; the model sorts numbers in [0, 1).")
         else:
-            outside = (e < 0) | (e > 1)
-            require(not outside.any(), f"{problem} instance {i} has a point outside the unit square "
-                                       f"({tuple(e[outside.any(1)][0])}); coordinates must lie in [0, 1].")
+            outside = ((e < 0) | (e > 1)).any(1)
+            if outside.any():
+                raise ConfigError(f"{problem} instance {i} has the point {tuple(float(v) for v in e[outside][0])} "
+                                  f"outside the unit square; coordinates must lie in [0, 1].")
         if problem == "hull":
             try:
                 geometry.convex_hull(e)
