@@ -369,3 +369,22 @@ def test_experiment_smoke_run(tmp_path, capsys):
     acc = np.asarray(results["cells"]["rnn"]["accuracy"])
     assert acc.shape == (13, 2) and np.all((acc >= 0) & (acc <= 1))
     assert len(results["cells"]["lstm"]["gradient_trained"]["slopes"]) == 2
+
+
+def test_lstm_gates_are_the_cell_equations_on_the_filler_steps():
+    config = _memory_config("model.cell=lstm")
+    model = memory_task.make_model(config)
+    batch = memory_task.make_batches(config).eval_set(4, 3)
+    shapes = jax.eval_shape(memory_task.build(config)[0].init_variables, jax.random.PRNGKey(0))["params"]
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes)
+    gates = rm.lstm_gates_on_fillers(model, jax.tree.map(lambda p: p[None], params), batch)
+    x = np.asarray(params["embed"]["embedding"])[batch["tokens"]]  # [N, L, E]
+    _, (cs, hs), _ = numpy_reference("lstm", params["rnn"]["cell"], x)
+    h_prev = np.concatenate([np.zeros_like(hs[:, :1]), hs[:, :-1]], axis=1)
+    cell = params["rnn"]["cell"]
+    z = x @ np.asarray(cell["input"]["kernel"]) + np.asarray(cell["input"]["bias"]) + h_prev @ np.asarray(
+        cell["recurrent"]["kernel"])
+    f = _sigmoid(np.split(z, 4, axis=-1)[1])[:, 1:5]  # the four filler steps
+    np.testing.assert_allclose(gates["forget_mean"][0], f.mean(), atol=1e-5)
+    np.testing.assert_allclose(gates["forget_above_095"][0], (f > 0.95).mean(), atol=1e-6)
