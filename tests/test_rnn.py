@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from p2t_jax.models.rnn import (CELLS, Bidirectional, GRUCell, LSTMCell, Recurrent, make_cell,
-                                orthogonal_blocks, per_gate)
+from p2t_jax.models.rnn import CELLS, Bidirectional, GRUCell, LSTMCell, Recurrent, make_cell, orthogonal_blocks, per_gate
 
 B, T, D, H = 3, 7, 5, 4
 
@@ -54,7 +53,7 @@ def numpy_reference(kind: str, cell_params: dict, x_BTD: np.ndarray):
     return hs, hs, h
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _variables(kind):
     layer = Recurrent(make_cell(kind, H, bias_init=nn.initializers.normal(0.5)))  # non-zero biases
     return layer.init(jax.random.PRNGKey(1), jnp.zeros((B, T, D)))
@@ -168,7 +167,7 @@ def test_padding_never_changes_a_result(kind, reverse):
             seq = np.asarray(x[row:row + 1, :n])
             h_ref, _, final_ref = numpy_reference(kind, variables["params"]["cell"], seq[:, ::-1] if reverse else seq)
             np.testing.assert_allclose(padded.outputs[row, :n], (h_ref[:, ::-1] if reverse else h_ref)[0], atol=1e-6)
-            chex.assert_trees_all_close(jax.tree.map(lambda a: a[row], padded.final),
+            chex.assert_trees_all_close(jax.tree.map(lambda a, r=row: a[r], padded.final),
                                         jax.tree.map(lambda a: a[0], final_ref), atol=1e-6)
             assert float(jnp.abs(padded.outputs[row, n:]).max(initial=0.0)) == 0.0
 
@@ -234,6 +233,7 @@ def test_a_mask_of_the_wrong_shape_is_refused():
 # --- chapter 8: the memory task, the seed sweep, the measurements, the experiment -------------------------------
 
 from conftest import load_experiment  # noqa: E402
+
 from p2t_jax.chapters import recurrent_memory as rm  # noqa: E402
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config  # noqa: E402
 from p2t_jax.data import memory  # noqa: E402
@@ -279,7 +279,7 @@ def test_the_seed_sweep_is_the_one_seed_step_vmapped():
     for i, seed in enumerate(seeds):
         c = sweep.seed_config(config, seed)
         task = build(c)
-        singles.append((task, create_state(task.apply_fn, task.init_variables, c)))
+        singles.append((task, create_state(task.init_variables, c)))
         chex.assert_trees_all_equal(sweep.unstack(first, i).checkpoint_items(), singles[-1][1].checkpoint_items())
     states, summary = sweep.train_seeds(build, config, seeds, log=None, states=first)
     assert summary["steps"] == [1, 2, 3] and np.asarray(summary["loss"]).shape == (3, 2)

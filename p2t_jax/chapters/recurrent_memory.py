@@ -15,7 +15,7 @@ returns them), N sentences, L words per padded row, E embedding width, K classes
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -34,7 +34,6 @@ from flax import linen as nn
 from p2t_jax.models.attention import AdditiveAttention
 from p2t_jax.models.rnn import Bidirectional, make_cell
 
-
 BRIDGES = ("backward", "both")
 
 
