@@ -13,8 +13,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -23,6 +24,50 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from p2t_jax.configuration import apply_overrides, load_config  # noqa: E402
+
+
+def cpu_facts() -> dict:
+    """The CPU this runs on, from ``/proc/cpuinfo`` (Linux; empty elsewhere): model name,
+    vendor family/model, the ISA extensions that matter for XLA-CPU and PyTorch kernels,
+    and the cores this process may use."""
+    import os
+
+    facts = {"cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return facts
+    first = text.split("\n\n")[0]
+    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    isa = [name for name, flag in (("AVX2", "avx2"), ("FMA", "fma"), ("AVX-512F", "avx512f"),
+                                   ("AVX-512 BF16", "avx512_bf16"), ("AVX-512 VNNI", "avx512_vnni"),
+                                   ("AMX-BF16", "amx_bf16"), ("AMX-TILE", "amx_tile")) if flag in flags]
+    facts.update(model_name=fields.get("model name", "?"), family=fields.get("cpu family", "?"),
+                 model=fields.get("model", "?"), isa=isa)
+    return facts
+
+
+def machine_line() -> str:
+    """One line saying where a benchmark ran: CPU (model name, family/model, ISA), cores,
+    jax/jaxlib (and torch, if installed) versions and the XLA flags in force. Imports JAX."""
+    import importlib.metadata
+    import os
+
+    import jax
+
+    cpu = cpu_facts()
+    versions = [f"jax {jax.__version__}", f"jaxlib {importlib.metadata.version('jaxlib')}"]
+    try:
+        versions.append(f"torch {importlib.metadata.version('torch')}")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    devices = jax.devices()
+    device = (f"{len(devices)} x {devices[0].device_kind}" if devices[0].platform != "cpu" else "CPU backend")
+    return (f"machine: {cpu.get('model_name', '?')} (family {cpu.get('family', '?')}, model {cpu.get('model', '?')}; "
+            f"{', '.join(cpu.get('isa', [])) or 'no AVX2'}), {cpu['cores']} cores; {device}; {', '.join(versions)}; "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(none)'}")
 
 
 def config_overrides(rest: list[str]) -> list[str]:
@@ -45,7 +90,7 @@ def lm_train_step(config: ml_collections.ConfigDict, model: Any = None) -> tuple
     from p2t_jax.training.steps import make_train_step
 
     model = language_model.make_model(config) if model is None else model
-    state = create_state(model.apply, lambda r: language_model.init_params(model, r), config)
+    state = create_state(lambda r: language_model.init_params(model, r), config)
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
     return jax.jit(make_train_step(language_model.make_loss_fn(model), schedule), donate_argnums=0), state
 

@@ -15,27 +15,12 @@ Prints each median ms/step, the ratio, and the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or the platform's) and the cores this process may use."""
-    name = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {len(os.sched_getaffinity(0))} cores"
 
 
 def jax_contender(width: int, length: int, batch: int, unroll: int) -> tuple:
@@ -53,7 +38,7 @@ def jax_contender(width: int, length: int, batch: int, unroll: int) -> tuple:
     x = rng.standard_normal((batch, length, width), np.float32)
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
     tx = optax.adam(1e-3)
-    state = TrainState.create(apply_fn=model.apply, variables=variables, tx=tx, rng=jax.random.PRNGKey(1))
+    state = TrainState.create(variables=variables, tx=tx, rng=jax.random.PRNGKey(1))
 
     def loss_fn(params, model_state, b, step_rng, train):
         outputs = model.apply({"params": params}, b["x"]).outputs
@@ -139,7 +124,7 @@ def main() -> None:
               "--unroll", str(args.unroll)]
     facts, times, cpu = harness.alternate({k: ([sys.executable, __file__, "--worker", k, *common], {}) for k in kinds},
                                           args.rounds, args.steps)
-    print(f"machine: {cpu_model()}")
+    print(harness.machine_line())
     print(f"LSTM training step: width {args.width}, length {args.length}, batch {args.batch}; "
           f"{args.rounds} alternating rounds of {args.steps} steps")
     medians = {k: statistics.median(times[k]) for k in kinds}

@@ -104,6 +104,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
             slopes[title][cell] = float(np.median([f[0] for f in fits]))
             r[f"gradient_{title.replace(' ', '_')}"] = {"norms": g, "slopes": [f[0] for f in fits],
                                                         "r2": [f[1] for f in fits]}
+        if cell == "lstm":  # how it holds the subject: a kept cell (forget gates near 1) or a refreshed one?
+            gates = rm.lstm_gates_on_fillers(model, states.params, batches.eval_set(min(20, hi), e.gradient_size))
+            r["lstm_gates_on_fillers"] = gates
+            print(f"  lstm: gates over the fillers (mean over seeds): forget {gates['forget_mean'].mean():.2f} "
+                  f"({100 * gates['forget_above_095'].mean():.0f}% of units x steps above 0.95), input "
+                  f"{gates['input_mean'].mean():.2f}")
         accuracy[cell] = acc
         mean = acc.mean(1)
         r["first_below_half"] = rm.first_below(fillers, mean, 0.5, train_hi)

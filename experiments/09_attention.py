@@ -10,7 +10,7 @@ one vmapped step (:mod:`p2t_jax.training.sweep`). Both then translate held-out s
 
 Claims checked: with attention, when the decoder emits the verb (output word 1), at least
 ``experiment.verb_attention`` of its attention sits on the source verb (the last source
-word), on average over held-out sentences; with attention, exact match stays at or above
+word), on average over held-out sentences, for every seed; with attention, exact match stays at or above
 ``experiment.high_exact_match`` at every length, while without attention it falls by at
 least ``experiment.degradation`` from the shortest sentences to the longest; and for random
 unit-variance queries and keys, the softmax of ``q . k`` saturates as the width d grows
@@ -137,12 +137,11 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
             saturation["dims"], saturation["max_weight_scaled"], saturation["entropy_scaled"],
             saturation["max_weight_unscaled"], saturation["entropy_unscaled"])))
 
-    verb = results["models"]["with attention"]["verb_attention"]
-    claims.check("attention_finds_the_verb", float(verb.mean()) >= e.verb_attention,
+    verb = results["models"]["with attention"]["verb_attention"]  # [lengths, S]
+    claims.check("attention_finds_the_verb", float(verb.mean(0).min()) >= e.verb_attention,
                  f"when the decoder emits the verb, >= {e.verb_attention:.0%} of its attention is on the source verb "
-                 f"(mean over held-out sentences of every length and seeds)",
-                 {"mean": float(verb.mean()), "per_seed": verb.mean(0), "shortest": verb[0].mean(),
-                  "longest": verb[-1].mean()})
+                 f"(every seed; mean over held-out sentences of every length)",
+                 {"per_seed": verb.mean(0), "shortest_per_seed": verb[0], "longest_per_seed": verb[-1]})
     att, plain = exact["with attention"].mean(1), exact["without attention"].mean(1)
     claims.check("attention_holds_with_length", float(att.min()) >= e.high_exact_match
                  and float(plain[0] - plain[-1]) >= e.degradation,

@@ -11,8 +11,14 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from p2t_jax.models.attention import (AdditiveAttention, MultiHeadAttention, attend, attention_weights, causal_mask,
-                                      dot_product_attention)
+from p2t_jax.models.attention import (
+    AdditiveAttention,
+    MultiHeadAttention,
+    attend,
+    attention_weights,
+    causal_mask,
+    dot_product_attention,
+)
 from p2t_jax.models.dense import Dense
 from p2t_jax.models.transformer import CausalSelfAttention, Transformer, TransformerConfig
 

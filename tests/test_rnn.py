@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from p2t_jax.models.rnn import (CELLS, Bidirectional, GRUCell, LSTMCell, Recurrent, make_cell,
-                                orthogonal_blocks, per_gate)
+from p2t_jax.models.rnn import CELLS, Bidirectional, GRUCell, LSTMCell, Recurrent, make_cell, orthogonal_blocks, per_gate
 
 B, T, D, H = 3, 7, 5, 4
 
@@ -54,7 +53,7 @@ def numpy_reference(kind: str, cell_params: dict, x_BTD: np.ndarray):
     return hs, hs, h
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _variables(kind):
     layer = Recurrent(make_cell(kind, H, bias_init=nn.initializers.normal(0.5)))  # non-zero biases
     return layer.init(jax.random.PRNGKey(1), jnp.zeros((B, T, D)))
@@ -168,7 +167,7 @@ def test_padding_never_changes_a_result(kind, reverse):
             seq = np.asarray(x[row:row + 1, :n])
             h_ref, _, final_ref = numpy_reference(kind, variables["params"]["cell"], seq[:, ::-1] if reverse else seq)
             np.testing.assert_allclose(padded.outputs[row, :n], (h_ref[:, ::-1] if reverse else h_ref)[0], atol=1e-6)
-            chex.assert_trees_all_close(jax.tree.map(lambda a: a[row], padded.final),
+            chex.assert_trees_all_close(jax.tree.map(lambda a, r=row: a[r], padded.final),
                                         jax.tree.map(lambda a: a[0], final_ref), atol=1e-6)
             assert float(jnp.abs(padded.outputs[row, n:]).max(initial=0.0)) == 0.0
 
@@ -234,6 +233,7 @@ def test_a_mask_of_the_wrong_shape_is_refused():
 # --- chapter 8: the memory task, the seed sweep, the measurements, the experiment -------------------------------
 
 from conftest import load_experiment  # noqa: E402
+
 from p2t_jax.chapters import recurrent_memory as rm  # noqa: E402
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config  # noqa: E402
 from p2t_jax.data import memory  # noqa: E402
@@ -279,7 +279,7 @@ def test_the_seed_sweep_is_the_one_seed_step_vmapped():
     for i, seed in enumerate(seeds):
         c = sweep.seed_config(config, seed)
         task = build(c)
-        singles.append((task, create_state(task.apply_fn, task.init_variables, c)))
+        singles.append((task, create_state(task.init_variables, c)))
         chex.assert_trees_all_equal(sweep.unstack(first, i).checkpoint_items(), singles[-1][1].checkpoint_items())
     states, summary = sweep.train_seeds(build, config, seeds, log=None, states=first)
     assert summary["steps"] == [1, 2, 3] and np.asarray(summary["loss"]).shape == (3, 2)
@@ -369,3 +369,22 @@ def test_experiment_smoke_run(tmp_path, capsys):
     acc = np.asarray(results["cells"]["rnn"]["accuracy"])
     assert acc.shape == (13, 2) and np.all((acc >= 0) & (acc <= 1))
     assert len(results["cells"]["lstm"]["gradient_trained"]["slopes"]) == 2
+
+
+def test_lstm_gates_are_the_cell_equations_on_the_filler_steps():
+    config = _memory_config("model.cell=lstm")
+    model = memory_task.make_model(config)
+    batch = memory_task.make_batches(config).eval_set(4, 3)
+    shapes = jax.eval_shape(memory_task.build(config)[0].init_variables, jax.random.PRNGKey(0))["params"]
+    rng = np.random.default_rng(1)
+    params = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes)
+    gates = rm.lstm_gates_on_fillers(model, jax.tree.map(lambda p: p[None], params), batch)
+    x = np.asarray(params["embed"]["embedding"])[batch["tokens"]]  # [N, L, E]
+    _, (cs, hs), _ = numpy_reference("lstm", params["rnn"]["cell"], x)
+    h_prev = np.concatenate([np.zeros_like(hs[:, :1]), hs[:, :-1]], axis=1)
+    cell = params["rnn"]["cell"]
+    z = x @ np.asarray(cell["input"]["kernel"]) + np.asarray(cell["input"]["bias"]) + h_prev @ np.asarray(
+        cell["recurrent"]["kernel"])
+    f = _sigmoid(np.split(z, 4, axis=-1)[1])[:, 1:5]  # the four filler steps
+    np.testing.assert_allclose(gates["forget_mean"][0], f.mean(), atol=1e-5)
+    np.testing.assert_allclose(gates["forget_above_095"][0], (f > 0.95).mean(), atol=1e-6)

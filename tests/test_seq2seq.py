@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import load_experiment
+
 from p2t_jax.chapters import reordering
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config
 from p2t_jax.data import reorder
@@ -137,7 +137,7 @@ def test_a_tiny_run_through_the_loop_learns(tmp_path):
         del config["experiment"]
     apply_overrides(config, ["train.num_steps=30", "train.eval_every=30", "train.checkpoint_every=30"])
     task, config = reorder_task.build(config)
-    summary = train_and_evaluate(task, config, tmp_path / "run", progress=False)
+    _, summary = train_and_evaluate(task, config, tmp_path / "run", progress=False)
     assert summary["final_step"] == 30 and summary["train"]["loss"] < 0.9 * np.log(len(reorder.TARGET_VOCAB))
     assert {"loss", "token_accuracy", "exact_match"} <= set(summary["eval"])
 

@@ -15,7 +15,7 @@ returns them), N sentences, L words per padded row, E embedding width, K classes
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -53,6 +53,35 @@ def _first_input_gradients_SN(model: RecurrentClassifier, params_S, batch: dict)
         return jnp.linalg.norm(jax.grad(loss)(x_NLE)[:, 0], axis=-1)
 
     return jax.vmap(norms)(params_S)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _lstm_gates_S(model: RecurrentClassifier, params_S, tokens_NL: jax.Array):
+    def gates(module, tokens):
+        x = module.embed(tokens)
+        _, h = module.rnn(x, tokens != memory.PAD, return_states=True).states
+        h_prev = jnp.concatenate([jnp.zeros_like(h[:, :1]), h[:, :-1]], axis=1)
+        i, f, _, _ = jnp.split(module.rnn.cell.project(x) + module.rnn.cell.recurrent(h_prev), 4, axis=-1)
+        return jax.nn.sigmoid(f), jax.nn.sigmoid(i)
+
+    return jax.vmap(lambda p: model.apply({"params": p}, tokens_NL, method=gates))(params_S)
+
+
+def lstm_gates_on_fillers(model: RecurrentClassifier, params_S, batch: dict) -> dict[str, np.ndarray]:
+    """An LSTM's forget and input gates while it reads the filler words of ``batch`` (positions 1..n).
+
+    Returns ``{"forget_mean", "input_mean", "forget_above_095"}``, each ``[S]``: the mean gate
+    activation over sentences, filler positions and units, and the share of (unit, step)
+    pairs whose forget gate is above 0.95 (a cell that keeps its content nearly unchanged).
+    """
+    if model.cell_type != "lstm":
+        raise ValueError(f"gates are read from an LSTM, not a {model.cell_type!r} cell.")
+    f_SNLH, i_SNLH = (np.asarray(a) for a in _lstm_gates_S(model, params_S, jnp.asarray(batch["tokens"])))
+    position = np.arange(f_SNLH.shape[2])[None, :]
+    filler_NL = (position >= 1) & (position <= np.asarray(batch["fillers"])[:, None])
+    pick = lambda a: a[:, filler_NL]  # noqa: E731  [S, fillers, H]
+    return {"forget_mean": pick(f_SNLH).mean((1, 2)), "input_mean": pick(i_SNLH).mean((1, 2)),
+            "forget_above_095": (pick(f_SNLH) > 0.95).mean((1, 2))}
 
 
 def accuracy_by_fillers(model: RecurrentClassifier, params_S, batches: memory.MemoryBatches,

@@ -7,7 +7,7 @@ Shapes: S seeds (parameters stacked along a leading axis), N sentences, L source
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -7,7 +7,7 @@ are ``int32[B, L]`` with the words first and ``<pad>`` after them, so a mask is
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

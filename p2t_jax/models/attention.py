@@ -23,7 +23,8 @@ variance K, so without the scaling the softmax saturates onto one key as K grows
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

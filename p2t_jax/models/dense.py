@@ -19,7 +19,8 @@ a CPU kernel choice) and ``nn.DenseGeneral`` on ``[B, T, D]`` (for GPUs and TPUs
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -25,7 +25,8 @@ bidirectional encoder) starts each sequence at its own last real step.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

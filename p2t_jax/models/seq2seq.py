@@ -10,7 +10,11 @@ A attention width, V target vocabulary.
   state over the annotations (:class:`p2t_jax.models.attention.AdditiveAttention`) gives
   the weights ``[B, S]`` and the context ``[B, 2H]``; the cell reads the previous word's
   embedding with the context; the logits come from ``[new state, context, previous word]``.
-  Its first state is ``tanh(W [last forward state; first backward state])``.
+  Its first state is ``tanh(W h)`` of the backward encoder's state at the first word
+  (``bridge="backward"``, as Bahdanau et al.), or of both final states
+  ``[last forward; first backward]`` (``bridge="both"``). With a verb-final source the last
+  forward state has just read the verb, so ``both`` hands the decoder the verb without
+  attention (measured: docs/chapters_08_09.md).
 * **Without attention** (``use_attention=False``) the context is the same at every step: the
   encoder's final states ``[last forward; first backward]``, all the decoder ever sees of
   the source (the encoder-decoder of Cho et al. 2014).
@@ -29,6 +33,8 @@ from flax import linen as nn
 
 from p2t_jax.models.attention import AdditiveAttention
 from p2t_jax.models.rnn import Bidirectional, make_cell
+
+BRIDGES = ("backward", "both")
 
 
 def _final_h(carry):
@@ -91,6 +97,7 @@ class Seq2Seq(nn.Module):
       attention_features: A. cell_type: ``rnn``, ``lstm`` or ``gru``.
       use_attention: additive attention over the annotations (False: a fixed context).
       bos_id: the token the decoder reads first.
+      bridge: the decoder's first state from the ``backward`` encoder's first state, or ``both`` final states.
     """
 
     source_vocab: int
@@ -101,11 +108,12 @@ class Seq2Seq(nn.Module):
     cell_type: str = "gru"
     use_attention: bool = True
     bos_id: int = 1
+    bridge: str = "backward"
 
     def setup(self):
         self.source_embed = nn.Embed(self.source_vocab, self.embed_dim)
         self.encoder = Bidirectional(self.cell_type, self.features)
-        self.bridge = nn.Dense(self.features)
+        self.bridge_dense = nn.Dense(self.features, name="bridge")
         self.decoder = DecoderStep(self.target_vocab, self.embed_dim, self.cell_type, self.features,
                                    self.attention_features, self.use_attention)
 
@@ -114,7 +122,9 @@ class Seq2Seq(nn.Module):
         mask_BS = source_BS != 0
         annotations_BSK, (fwd, bwd) = self.encoder(self.source_embed(source_BS), mask_BS)
         summary_BK = jnp.concatenate([_final_h(fwd), _final_h(bwd)], axis=-1)
-        h0_BH = jnp.tanh(self.bridge(summary_BK))
+        if self.bridge not in BRIDGES:
+            raise ValueError(f"bridge must be one of {', '.join(BRIDGES)}, got {self.bridge!r}.")
+        h0_BH = jnp.tanh(self.bridge_dense(summary_BK if self.bridge == "both" else _final_h(bwd)))
         state = self.decoder.cell.initialize_carry(None, h0_BH.shape)
         state = (state[0], h0_BH) if isinstance(state, tuple) else h0_BH
         keys_BSA = self.decoder.project_keys(annotations_BSK) if self.use_attention else None

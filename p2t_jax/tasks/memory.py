@@ -129,7 +129,7 @@ def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.Confi
     batches = make_batches(config)
     lo, hi = config.data.test_fillers
 
-    task = Task(apply_fn=model.apply, init_variables=functools.partial(init_variables, model, batches.train_length),
+    task = Task(init_variables=functools.partial(init_variables, model, batches.train_length),
                 loss_fn=make_loss_fn(model),
                 train_batch=batches.train_batch,
                 eval_batches=lambda: (batches.eval_set(n, config.train.eval_size) for n in range(lo, hi + 1)),

@@ -21,7 +21,7 @@ from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data import reorder
 from p2t_jax.data.words import PAD
 from p2t_jax.models.rnn import CELLS
-from p2t_jax.models.seq2seq import Seq2Seq
+from p2t_jax.models.seq2seq import BRIDGES, Seq2Seq
 from p2t_jax.optim import chains
 from p2t_jax.training.loop import Task
 
@@ -43,6 +43,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.features = 64  # recurrent width H (each encoder direction, and the decoder)
     c.model.attention_features = 64  # width A of the additive attention's hidden layer
     c.model.use_attention = True  # False: the decoder sees only the encoder's final states
+    c.model.bridge = "backward"  # the decoder's first state from: backward (Bahdanau et al.) or both final states
     c.model.max_len = 16  # the longest sentence in words; longer ones are refused
 
     c.optim = ml_collections.ConfigDict()
@@ -76,6 +77,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a reordering config before anything compiles (ConfigError, one sentence)."""
     m, o = config.model, config.optim
     require_choice(config, "model.cell", tuple(CELLS))
+    require_choice(config, "model.bridge", BRIDGES)
     require_positive(config, "model.embed_dim", "model.features", "model.attention_features", "model.max_len",
                      "optim.learning_rate", "train.batch_size", "train.num_steps", "train.log_every",
                      "train.eval_every", "train.eval_size", "train.checkpoint_every", "train.keep_checkpoints")
@@ -102,7 +104,7 @@ def make_model(config: ml_collections.ConfigDict) -> Seq2Seq:
     m = config.model
     return Seq2Seq(source_vocab=len(reorder.SOURCE_VOCAB), target_vocab=len(reorder.TARGET_VOCAB),
                    embed_dim=m.embed_dim, features=m.features, attention_features=m.attention_features,
-                   cell_type=m.cell, use_attention=m.use_attention, bos_id=reorder.BOS)
+                   cell_type=m.cell, use_attention=m.use_attention, bos_id=reorder.BOS, bridge=m.bridge)
 
 
 def make_batches(config: ml_collections.ConfigDict) -> reorder.ReorderBatches:
@@ -140,7 +142,7 @@ def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.Confi
     batches = make_batches(config)
     lo, hi = config.data.lengths
 
-    task = Task(apply_fn=model.apply, init_variables=functools.partial(init_variables, model, config.model.max_len),
+    task = Task(init_variables=functools.partial(init_variables, model, config.model.max_len),
                 loss_fn=make_loss_fn(model),
                 train_batch=batches.train_batch,
                 eval_batches=lambda: (batches.eval_set(n, config.train.eval_size) for n in range(lo, hi + 1)),

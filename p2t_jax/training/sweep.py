@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,7 +52,7 @@ def initial_states(task: Task, config: ml_collections.ConfigDict, seeds: Sequenc
     One state per seed, not a ``vmap`` over seeds: XLA-CPU compiles a vmapped PRNG several
     times slower, and a task whose ``init_variables`` is jitted compiles it once for all seeds.
     """
-    states = [create_state(task.apply_fn, task.init_variables, seed_config(config, int(s))) for s in seeds]
+    states = [create_state(task.init_variables, seed_config(config, int(s))) for s in seeds]
     treedef = jax.tree.structure(states[0])
     return jax.tree.unflatten(treedef, [jnp.stack(leaves) for leaves in zip(*map(jax.tree.leaves, states))])
 

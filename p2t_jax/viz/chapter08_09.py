@@ -6,7 +6,7 @@ with :func:`p2t_jax.viz.style.save_figure`. ``[N, S]`` arrays hold one value per
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
