@@ -89,7 +89,7 @@ def canonical_tour(points_N2: np.ndarray, tour: np.ndarray) -> np.ndarray:
     return tour
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _subsets_by_size(m: int) -> tuple[np.ndarray, ...]:
     """For each size k = 1..m, the bit masks over m items holding k of them (index k - 1)."""
     masks = np.arange(1 << m)
