@@ -52,6 +52,8 @@ class Task:
       save_assets: ``workdir -> None``, writes what sampling or evaluation needs later
         (e.g. the tokenizer).
       meta: JSON-ready facts saved with each checkpoint (data source, ...).
+      grad_metrics: ``grads -> {name: scalar}``, measured by the train step and logged with
+        the training metrics (e.g. each layer's gradient norm); None: none.
     """
 
     apply_fn: Callable
@@ -64,6 +66,7 @@ class Task:
     batch_rows: bool = False
     save_assets: Callable[[pathlib.Path], None] | None = None
     meta: dict = dataclasses.field(default_factory=dict)
+    grad_metrics: Callable[[Any], dict] | None = None
 
 
 def create_state(apply_fn: Callable, init_variables: Callable, config: ml_collections.ConfigDict) -> TrainState:
@@ -152,11 +155,13 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     start = int(state.step)
 
     if partitioner is None:
-        train_step = jax.jit(make_train_step(task.loss_fn, schedule), donate_argnums=0)
+        train_step = jax.jit(make_train_step(task.loss_fn, schedule, grad_metrics=task.grad_metrics),
+                             donate_argnums=0)
         eval_step = jax.jit(make_eval_step(task.loss_fn))
         train_batch, eval_batches = task.train_batch, task.eval_batches
     else:  # the same steps, with explicit shardings on the mesh
-        train_step = partitioner.jit_train_step(make_train_step(task.loss_fn, schedule), state)
+        train_step = partitioner.jit_train_step(make_train_step(task.loss_fn, schedule,
+                                                                grad_metrics=task.grad_metrics), state)
         eval_step = partitioner.jit_eval_step(make_eval_step(task.loss_fn), state)
         train_batch, eval_batches = partitioner.batch_readers(task)
     writer = MetricsWriter(workdir)
