@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from p2t_jax.chapters import optimisers as surfaces  # noqa: E402
 from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
 from p2t_jax.configuration import require, require_choice, require_names, require_positive  # noqa: E402
-from p2t_jax.data import mnist  # noqa: E402
+from p2t_jax.data import image_datasets  # noqa: E402
 from p2t_jax.optim import chains, scratch  # noqa: E402
 from p2t_jax.tasks import image_classification as ic  # noqa: E402
 from p2t_jax.viz import chapter04_05 as figures  # noqa: E402
@@ -91,7 +91,8 @@ def surface_figure(config: ml_collections.ConfigDict) -> tuple[object, dict]:
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims) -> dict:
     e = config.experiment
-    splits, source = mnist.load_splits(config.data.source, config.data.name, config.data.tfds_data_dir or None)
+    splits, source = image_datasets.load_splits(config.data.source, config.data.name,
+                                                config.data.tfds_data_dir or None)
     results: dict = {"data_source": source, "runs": {}}
     trained: dict[str, dict] = {}
     print(f"data: {source}; model hidden {tuple(config.model.hidden)}, batch {config.train.batch_size}, "

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
 from p2t_jax.configuration import require, require_names  # noqa: E402
-from p2t_jax.data import mnist  # noqa: E402
+from p2t_jax.data import image_datasets  # noqa: E402
 from p2t_jax.optim import chains  # noqa: E402
 from p2t_jax.tasks import image_classification as ic  # noqa: E402
 from p2t_jax.viz import chapter04_05 as figures  # noqa: E402
@@ -103,7 +103,8 @@ def row_of(name: str, seed: int, r: dict) -> dict:
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims) -> dict:
     e = config.experiment
-    splits, source = mnist.load_splits(config.data.source, config.data.name, config.data.tfds_data_dir or None)
+    splits, source = image_datasets.load_splits(config.data.source, config.data.name,
+                                                config.data.tfds_data_dir or None)
     carved = ic.carve(splits, config.data.train_size, config.data.validation_size, config.seed)
     print(f"data: {source}; train {len(carved['train'])}, validation {len(carved.get('validation', []))}, "
           f"test {len(carved['test'])}; model hidden {tuple(config.model.hidden)}, {config.optim.name} "
