@@ -44,12 +44,12 @@ def get_config(arg=None):
         c.train.batch_size = 128
     elif variant == "smoke":
         c.data.source = "embedded"
-        c.data.train_size = 256
-        c.model.conv_features = (4, 8)
-        c.train.batch_size, c.train.num_epochs, c.train.eval_batch_size = 32, 2, 250
+        c.data.train_size = 512
+        c.model.conv_features = (8, 16)
+        c.train.batch_size, c.train.num_epochs, c.train.eval_batch_size = 32, 4, 250
+        c.train.eval_every = c.train.checkpoint_every = 64
         c.experiment.mlp_hidden = (16,)
-        c.experiment.seeds = 3
-        c.experiment.cnn_sizes = ((2, 4),)
+        c.experiment.cnn_sizes = ((4, 8),)
         c.experiment.mlp_sizes = ()
     else:
         raise ValueError(f"unknown variant '{variant}'; choose embedded, full or smoke")

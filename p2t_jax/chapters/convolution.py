@@ -41,9 +41,11 @@ def feature_maps(model: nn.Module, variables: dict, image_HWC: np.ndarray) -> di
       ``{"relu_0": [H, W, F_0], "pool_0": [H/2, W/2, F_0], "relu_1": ..., ...}`` (each conv's
       ReLU output and the pooled maps).
     """
-    _, state = model.apply(variables, np.asarray(image_HWC, np.float32)[None], mutable=["intermediates"])
+    apply = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))
+    _, state = apply(variables, np.asarray(image_HWC, np.float32)[None])
     sown: Any = state["intermediates"]
-    return {name: np.asarray(value[0][0]) for name, value in sown.items()}
+    order = sorted(sown, key=lambda name: (int(name.rsplit("_", 1)[1]), name.startswith("pool")))  # relu_0, pool_0, ...
+    return {name: np.asarray(sown[name][0][0]) for name in order}
 
 
 def summarise_seeds(values: list[float]) -> dict[str, float]:
