@@ -5,11 +5,12 @@
 
 The JAX contender is the library's own ``train_step`` on the config's CNN (Adam, cross-entropy,
 random batches of the dataset's image shape); the PyTorch one is
-``bench/torch_cnn_reference.py``: the same network, batch and optimiser in PyTorch's usual
-NCHW layout. As in ``bench/step.py``, each contender runs in its own worker process and the
+``bench/torch_cnn_reference.py``: the same network, batch and optimiser in PyTorch, timed twice:
+in PyTorch's usual NCHW layout, and with model and batches in ``channels_last`` (NHWC, the
+layout PyTorch recommends for convolutions on CPU). As in ``bench/step.py``, each contender runs in its own worker process and the
 rounds alternate between them, so both see the same machine; compare the ratio, not the
 absolute times. Prints the machine (CPU model, cores), each contender's median ms/step,
-examples/s and CPU time per step, and the ratio JAX / PyTorch.
+examples/s and CPU time per step, and the ratios JAX / PyTorch.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def jax_contender(config) -> tuple:
     return run, {"version": f"jax {jax.__version__}", "compile_s": compile_s, "parameters": int(params)}
 
 
-def torch_contender(config) -> tuple:
+def torch_contender(config, channels_last: bool = False) -> tuple:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,16 +81,24 @@ def torch_contender(config) -> tuple:
     side, _, channels = IMAGE_SHAPES[config.data.name]
     torch.manual_seed(0)
     model = ref.CNN(channels, tuple(m.conv_features), m.num_classes, m.kernel_size, side)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     step = ref.make_step(model, lr=config.optim.learning_rate)
     B = config.train.batch_size
-    ref.time_steps(step, ref.random_batches(10, B, channels, side, m.num_classes), warmup=10)
+
+    def batches(n: int, seed: int = 0) -> list:
+        return [(x.to(memory_format=layout), y)
+                for x, y in ref.random_batches(n, B, channels, side, m.num_classes, seed=seed)]
+
+    ref.time_steps(step, batches(10), warmup=10)
     seed = [1]
 
     def run(n: int) -> list[float]:
         seed[0] += 1
-        return ref.time_steps(step, ref.random_batches(n, B, channels, side, m.num_classes, seed=seed[0]), warmup=0)
+        return ref.time_steps(step, batches(n, seed[0]), warmup=0)
 
-    return run, {"version": f"torch {torch.__version__} ({torch.get_num_threads()} threads)",
+    return run, {"version": f"torch {torch.__version__} ({torch.get_num_threads()} threads"
+                            f"{', channels_last' if channels_last else ''})",
                  "parameters": sum(p.numel() for p in model.parameters())}
 
 
@@ -102,7 +111,7 @@ def worker(kind: str, config_arg: str, rest: list[str]) -> None:
     config = harness.load(config_arg, harness.config_overrides(rest))
     if config.model.name != "cnn" or tuple(config.model.hidden):
         sys.exit("error: bench/cnn_step.py times chapter 6's CNN: model.name must be cnn with model.hidden=().")
-    run, facts = (jax_contender if kind == "jax" else torch_contender)(config)
+    run, facts = jax_contender(config) if kind == "jax" else torch_contender(config, kind == "torch_channels_last")
     harness.serve(run, facts)
 
 
@@ -112,7 +121,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--no-torch", action="store_true")
-    parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("jax", "torch", "torch_channels_last"), help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.worker:
         return worker(args.worker, args.config, rest)
@@ -122,7 +131,7 @@ def main() -> None:
     if not args.no_torch:
         try:
             import torch  # noqa: F401
-            kinds.append("torch")
+            kinds += ["torch", "torch_channels_last"]
         except ImportError:
             print("torch not installed (pip install -e '.[bench]'): JAX only")
     workers = {k: ([sys.executable, __file__, "--worker", k, "--config", args.config, *rest], {}) for k in kinds}
@@ -139,8 +148,8 @@ def main() -> None:
         extra = f", compile {f['compile_s']:.2f} s" if "compile_s" in f else ""
         print(f"{k} [{f['version']}, {f['parameters']:,} parameters{extra}]: median {medians[k]:.2f} ms/step, "
               f"{1000 * B / medians[k]:,.0f} examples/s; CPU time per step {user:.1f} ms user + {sys_:.1f} ms sys")
-    if "torch" in medians:
-        print(f"ratio jax / torch: {medians['jax'] / medians['torch']:.2f}")
+    for k in kinds[1:]:
+        print(f"ratio jax / {k}: {medians['jax'] / medians[k]:.2f}")
 
 
 if __name__ == "__main__":

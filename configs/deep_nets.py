@@ -41,7 +41,8 @@ def get_config(arg=None):
     c.experiment.gradient_ratio = 100.0  # claim: the plain net's layer-1 gradient is this many times smaller
     c.experiment.bn_mean_tolerance = 0.25  # claim: with BN every layer's pre-activation |mean| stays below this
     c.experiment.bn_std_range = (0.75, 1.33)  # ... and its std inside this range, at every logged step
-    c.experiment.degradation_factor = 2.0  # a depth "trains worse" when its loss is this many times the shallowest's
+    c.experiment.degradation_factor = 2.0  # claim: the deepest plain net's loss is >= this many times the shallowest's
+    c.experiment.residual_rise_fraction = 0.1  # claim: residual losses rise by <= this fraction of the plain nets' rise
     c.experiment.compare_adam = True  # also train the claim-depth nets without BN with Adam (no claim: a note)
     c.experiment.adam_learning_rate = 1e-3
 

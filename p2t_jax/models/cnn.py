@@ -24,6 +24,22 @@ import jax
 from flax import linen as nn
 
 
+def max_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
+    """2x2 max-pooling with stride 2: ``[B, H, W, C] -> [B, H // 2, W // 2, C]`` (an odd last row or
+    column is dropped, as ``nn.max_pool`` with ``VALID`` padding does).
+
+    Written as a reshape and a max over the two window axes, not as ``nn.max_pool``'s
+    ``reduce_window``: the same values, but the backward pass is an elementwise mask instead of
+    XLA's ``select_and_scatter``, which makes the whole training step of chapter 6's CNN about
+    1.6x faster on CPU (``bench/cnn_step.py``). Where a window holds several equal maxima the
+    gradient is shared equally between them (``reduce_window`` gives it all to one); after a
+    ReLU such ties are zeros, whose gradient the ReLU stops anyway.
+    """
+    B, H, W, C = x_BHWC.shape
+    x = x_BHWC[:, :H // 2 * 2, :W // 2 * 2, :]
+    return x.reshape(B, H // 2, 2, W // 2, 2, C).max(axis=(2, 4))
+
+
 def pooled_size(size: int, stages: int) -> int:
     """Height (or width) after ``stages`` 2x2 max-pools of stride 2 (each rounds down)."""
     for _ in range(stages):
@@ -59,7 +75,7 @@ class CNN(nn.Module):
             x = nn.Conv(width, (self.kernel_size, self.kernel_size), padding="SAME", name=f"conv_{i}")(x)
             x = nn.relu(x)
             self.sow("intermediates", f"relu_{i}", x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
             self.sow("intermediates", f"pool_{i}", x)
         x = x.reshape(x.shape[0], -1)
         for i, width in enumerate(tuple(self.hidden) + (self.num_classes,)):
