@@ -14,7 +14,9 @@ from p2t_jax.configuration import ConfigError, apply_overrides, load_config
 from p2t_jax.data import image_datasets
 from p2t_jax.data.cache import DataUnavailableError
 from p2t_jax.data.images import ImageBatches, ImageRecords, augment
-from p2t_jax.models.cnn import CNN, pooled_size
+from flax import linen as nn
+
+from p2t_jax.models.cnn import CNN, max_pool_2x2, pooled_size
 from p2t_jax.tasks import image_classification as ic
 
 
@@ -70,6 +72,19 @@ def test_cnn_forward_equals_numpy_convolution_relu_pool_dense():
     maps = convolution.feature_maps(model, variables, np.asarray(x[0]))
     assert list(maps) == ["relu_0", "pool_0", "relu_1", "pool_1"]
     assert maps["relu_0"].shape == (7, 9, 3) and maps["pool_0"].shape == (3, 4, 3) and maps["pool_1"].shape == (1, 2, 4)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 6, 3), (2, 7, 9, 2)])
+def test_max_pool_equals_flax_max_pool_values_and_gradients(shape):
+    x = jax.random.normal(jax.random.PRNGKey(3), shape)  # continuous values: no ties inside a window
+    cotangent = jax.random.normal(jax.random.PRNGKey(4), (shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
+
+    def pooled(pool):
+        return jax.jit(lambda x: jax.vjp(pool, x))(x)
+
+    (ours, back), (flax_ref, flax_back) = pooled(max_pool_2x2), pooled(lambda x: nn.max_pool(x, (2, 2), (2, 2)))
+    chex.assert_trees_all_equal(ours, flax_ref)
+    chex.assert_trees_all_equal(jax.jit(back)(cotangent), jax.jit(flax_back)(cotangent))
 
 
 def test_cifar10_through_tfds_mock_data_and_the_task():

@@ -100,6 +100,7 @@ def accuracy_vs_parameters(families: Mapping[str, Sequence[Mapping]]) -> Figure:
                 ax.annotate(f"{p['label']}\n1st layer {p['first_layer_weights']:,}", (xi, yi), fontsize=6,
                             textcoords="offset points", xytext=(4, -14))
         ax.set_xscale("log")
+        ax.margins(x=0.2)
         ax.set_xlabel("parameters")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title("same digits, same training budget: accuracy vs parameters")
