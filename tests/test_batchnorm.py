@@ -136,23 +136,32 @@ def test_pmap_averages_the_running_statistics_over_devices(digits):
                            atol=1e-6)
 
 
+@pytest.fixture(scope="module")
+def sharded_runs(digits):
+    """``run(mesh_shape) -> (losses, checkpoint items)`` after 4 steps of the sharded jit step, each computed once."""
+    cache = {}
+
+    def run(shape):
+        if shape not in cache:
+            task, _, config = ic.build(_config("model.residual=true", mesh=shape), splits=digits)
+            partitioner = make_partitioner(config, task.init_variables)
+            state = partitioner.init_state(lambda: create_state(task.apply_fn, task.init_variables, config))
+            step = partitioner.jit_train_step(make_train_step(task.loss_fn, grad_metrics=task.grad_metrics), state)
+            read = partitioner.batch_readers(task)[0]
+            losses = []
+            for i in range(4):
+                state, metrics = step(state, read(i))
+                losses.append(float(metrics["loss"]))
+            cache[shape] = losses, jax.device_get(state.checkpoint_items())
+        return cache[shape]
+
+    return run
+
+
 @pytest.mark.parametrize("mesh", [(8, 1, 1), (1, 8, 1)])
-def test_sharded_step_uses_the_global_batch_statistics(digits, mesh):
+def test_sharded_step_uses_the_global_batch_statistics(sharded_runs, mesh):
     """1 device vs 8 (data or fsdp): the same batch_stats, loss and parameters within 1e-5 over 4 steps."""
-    results = {}
-    for shape in [(1, 1, 1), mesh]:
-        config = _config("model.residual=true", mesh=shape)
-        task, _, config = ic.build(config, splits=digits)
-        partitioner = make_partitioner(config, task.init_variables)
-        state = partitioner.init_state(lambda: create_state(task.apply_fn, task.init_variables, config))
-        step = partitioner.jit_train_step(make_train_step(task.loss_fn, grad_metrics=task.grad_metrics), state)
-        read = partitioner.batch_readers(task)[0]
-        losses = []
-        for i in range(4):
-            state, metrics = step(state, read(i))
-            losses.append(float(metrics["loss"]))
-        results[shape] = losses, jax.device_get(state.checkpoint_items())
-    (ref_losses, ref), (losses, items) = results[(1, 1, 1)], results[mesh]
+    (ref_losses, ref), (losses, items) = sharded_runs((1, 1, 1)), sharded_runs(mesh)
     np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=1e-5)
     chex.assert_trees_all_close(items["model_state"], ref["model_state"], atol=1e-5)
     chex.assert_trees_all_close(items["params"], ref["params"], atol=1e-5)
