@@ -5,19 +5,18 @@
 
 The JAX contender is the library's own ``train_step`` on the config's CNN (Adam, cross-entropy,
 random batches of the dataset's image shape); the PyTorch one is
-``bench/torch_cnn_reference.py``: the same network, batch and optimiser in PyTorch, timed twice:
-in PyTorch's usual NCHW layout, and with model and batches in ``channels_last`` (NHWC, the
-layout PyTorch recommends for convolutions on CPU). As in ``bench/step.py``, each contender runs in its own worker process and the
-rounds alternate between them, so both see the same machine; compare the ratio, not the
-absolute times. Prints the machine (CPU model, cores), each contender's median ms/step,
-examples/s and CPU time per step, and the ratios JAX / PyTorch.
+``bench/torch_cnn_reference.py``: the same network, batch and optimiser in PyTorch, timed
+twice: in PyTorch's usual NCHW layout, and with model and batches in ``channels_last`` (NHWC,
+the layout PyTorch recommends for convolutions on CPU). As in ``bench/step.py``, each
+contender runs in its own worker process and the rounds alternate between them, so all see
+the same machine; compare the ratio, not the
+absolute times. Prints the machine (CPU, cores, versions: ``harness.machine_line``), each
+contender's median ms/step, examples/s and CPU time per step, and the ratios JAX / PyTorch.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -27,25 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def machine() -> str:
-    """``"<CPU model>, <n> cores"`` from /proc/cpuinfo (platform's name elsewhere)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def jax_contender(config) -> tuple:
     """(run(n) -> ms per step, facts) for the library's jitted train step on random image batches."""
+    import harness
     import jax
     import numpy as np
-
-    import harness
 
     step, state = harness.image_train_step(config)
     rng = np.random.default_rng(0)
@@ -139,7 +124,7 @@ def main() -> None:
 
     config = harness.load(args.config, harness.config_overrides(rest))
     B = config.train.batch_size
-    print(f"machine: {machine()}")
+    print(harness.machine_line())
     print(f"config {args.config} {' '.join(rest)}: batch {B}; {args.rounds} alternating rounds of {args.steps} steps")
     medians = {k: statistics.median(times[k]) for k in kinds}
     for k in kinds:

@@ -77,10 +77,9 @@ def main() -> None:
         from p2t_jax.host_memory import keep_freed_host_memory
 
         keep_freed_host_memory()
+    import harness
     import jax
     import numpy as np
-
-    import harness
 
     config = harness.load(args.config, harness.config_overrides(rest))
     step, state, batch = harness.train_step_and_batch(config, np.random.default_rng(0))

@@ -24,19 +24,17 @@ import copy
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import ml_collections
+import numpy as np
 
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from p2t_jax.chapters import convolution  # noqa: E402
-from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import require  # noqa: E402
-from p2t_jax.data import image_datasets  # noqa: E402
-from p2t_jax.tasks import image_classification as ic  # noqa: E402
-from p2t_jax.training.loop import restore_state  # noqa: E402
-from p2t_jax.viz import chapter06_07 as figures  # noqa: E402
-from p2t_jax.viz.style import save_figure  # noqa: E402
+from p2t_jax.chapters import convolution
+from p2t_jax.chapters.experiment import Claims, main
+from p2t_jax.configuration import require
+from p2t_jax.data import image_datasets
+from p2t_jax.tasks import image_classification as ic
+from p2t_jax.training.loop import restore_state
+from p2t_jax.viz import chapter06_07 as figures
+from p2t_jax.viz.style import save_figure
 
 FIRST_LAYER_RATIO = 100  # the CNN's first layer must hold at least this many times fewer weights
 
@@ -148,8 +146,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
         kernel, f"learned first-layer filters ({kernel.shape[0]}x{kernel.shape[1]}, {kernel.shape[-1]} channels)"),
         workdir / "filters.png").name)
     run_cfg = ic.run_config(cnn_config(config, config.model.conv_features, config.seed))
-    task, batches, resolved = ic.build(run_cfg, splits=splits, source=source)
-    state, _ = restore_state(task.apply_fn, task.init_variables, resolved, main_cnn)
+    task, batches, resolved = ic.build_with_batches(run_cfg, splits=splits, source=source)
+    state, _ = restore_state(task.init_variables, resolved, main_cnn)
     test = batches.splits["test"]
     digit = min(e.digit, len(test) - 1)
     image = test.images[digit].astype(np.float32) / 255.0

@@ -39,19 +39,17 @@ import copy
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import ml_collections
+import numpy as np
 
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from p2t_jax.chapters import deep_nets  # noqa: E402
-from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import require  # noqa: E402
-from p2t_jax.data import image_datasets  # noqa: E402
-from p2t_jax.tasks import image_classification as ic  # noqa: E402
-from p2t_jax.training.metrics import read_metrics  # noqa: E402
-from p2t_jax.viz import chapter06_07 as figures  # noqa: E402
-from p2t_jax.viz.style import save_figure  # noqa: E402
+from p2t_jax.chapters import deep_nets
+from p2t_jax.chapters.experiment import Claims, main
+from p2t_jax.configuration import require
+from p2t_jax.data import image_datasets
+from p2t_jax.tasks import image_classification as ic
+from p2t_jax.training.metrics import read_metrics
+from p2t_jax.viz import chapter06_07 as figures
+from p2t_jax.viz.style import save_figure
 
 NETS = {"plain": (False, False), "residual": (True, False), "plain+BN": (False, True), "residual+BN": (True, True)}
 
@@ -91,7 +89,7 @@ def net_config(config, net: str, depth: int, seed: int, **changes) -> ml_collect
 def measure(config, folder: pathlib.Path, splits, source) -> dict:
     """Trains (or reads back) one net; adds its logged training records and its first-step metrics."""
     r = ic.train_or_reuse(config, folder, splits, source)
-    task, _, resolved = ic.build(ic.run_config(config), splits=splits, source=source)
+    task, _, resolved = ic.build_with_batches(config, splits=splits, source=source)
     r["records"] = read_metrics(folder, "train")
     r["records"] = list({rec["step"]: rec for rec in r["records"]}.values())  # the last record per step wins
     r["init"] = deep_nets.first_step_metrics(task, resolved)
@@ -210,7 +208,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
     # not claims: the residual net at the plain net's initial scale, and Adam
     notes = {}
     c = net_config(config, "residual", D, config.seed, model__scale_residual_init=False)
-    task, _, resolved = ic.build(ic.run_config(c), splits=splits, source=source)
+    task, _, resolved = ic.build_with_batches(c, splits=splits, source=source)
     first = deep_nets.first_step_metrics(task, resolved)
     last_std = f"preact_std/{deep_nets.layer_names(first, 'preact_std')[-1]}"
     notes["residual_unscaled_init"] = {"loss": first["loss"], "layer1_grad_norm": first[g1],

@@ -51,8 +51,8 @@ def digits():
 
 
 def test_the_train_step_updates_running_statistics_and_eval_uses_them(digits):
-    task, batches, config = ic.build(_config(), splits=digits)
-    state = create_state(task.apply_fn, task.init_variables, config)
+    task, batches, config = ic.build_with_batches(_config(), splits=digits)
+    state = create_state(task.init_variables, config)
     stats = state.model_state["batch_stats"]
     assert set(stats) == {"bn_01", "bn_02", "bn_03"}
     chex.assert_trees_all_equal(stats["bn_01"], {"mean": jnp.zeros(16), "var": jnp.ones(16)})
@@ -90,8 +90,8 @@ def test_the_train_step_updates_running_statistics_and_eval_uses_them(digits):
 
 
 def test_batch_stats_are_checkpointed_and_resume_is_bit_for_bit(digits, tmp_path):
-    task, _, config = ic.build(_config("model.residual=true"), splits=digits)
-    straight = train_and_evaluate(task, config, tmp_path / "straight", progress=False)["state"]
+    task, _, config = ic.build_with_batches(_config("model.residual=true"), splits=digits)
+    straight, _ = train_and_evaluate(task, config, tmp_path / "straight", progress=False)
 
     original = task.train_batch
 
@@ -104,27 +104,27 @@ def test_batch_stats_are_checkpointed_and_resume_is_bit_for_bit(digits, tmp_path
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(task, config, tmp_path / "split", progress=False)
     task.train_batch = original
-    saved, _ = restore_state(task.apply_fn, task.init_variables, config, tmp_path / "split")
+    saved, _ = restore_state(task.init_variables, config, tmp_path / "split")
     assert int(saved.step) == 5
     assert not np.allclose(saved.model_state["batch_stats"]["bn_02"]["mean"], 0.0)  # the running stats were saved
-    resumed = train_and_evaluate(task, config, tmp_path / "split", progress=False)
-    assert resumed["resumed_from"] == 5
+    resumed, summary = train_and_evaluate(task, config, tmp_path / "split", progress=False)
+    assert summary["resumed_from"] == 5
     chex.assert_trees_all_equal(jax.device_get(straight.checkpoint_items()),
-                                jax.device_get(resumed["state"].checkpoint_items()))
-    restored, _ = restore_state(task.apply_fn, task.init_variables, config, tmp_path / "split")
+                                jax.device_get(resumed.checkpoint_items()))
+    restored, _ = restore_state(task.init_variables, config, tmp_path / "split")
     chex.assert_trees_all_equal(restored.model_state, jax.device_get(straight.model_state))
 
 
 def test_pmap_averages_the_running_statistics_over_devices(digits):
-    task, batches, config = ic.build(_config(), splits=digits)
+    task, batches, config = ic.build_with_batches(_config(), splits=digits)
     n = jax.local_device_count()
     assert n == 8
-    state = create_state(task.apply_fn, task.init_variables, config)
+    state = create_state(task.init_variables, config)
     batch = batches.train_batch(0)
     shards = pmap_step.split_batch(batch, n)
     new, metrics = pmap_step.make_pmap_train_step(task.loss_fn)(pmap_step.replicate(state), shards)
     stats = jax.device_get(new.model_state)
-    chex.assert_trees_all_equal(*[jax.tree.map(lambda x: x[i], stats) for i in range(n)])  # every copy the same
+    chex.assert_trees_all_equal(*[jax.tree.map(lambda x, i=i: x[i], stats) for i in range(n)])  # every copy the same
     # Reference: each device's own step on its rows alone, then the mean of their running statistics.
     step = jax.jit(make_train_step(task.loss_fn))
     own = [step(state, {k: v[i] for k, v in shards.items()})[0].model_state for i in range(n)]
@@ -143,9 +143,9 @@ def sharded_runs(digits):
 
     def run(shape):
         if shape not in cache:
-            task, _, config = ic.build(_config("model.residual=true", mesh=shape), splits=digits)
+            task, _, config = ic.build_with_batches(_config("model.residual=true", mesh=shape), splits=digits)
             partitioner = make_partitioner(config, task.init_variables)
-            state = partitioner.init_state(lambda: create_state(task.apply_fn, task.init_variables, config))
+            state = partitioner.init_state(lambda: create_state(task.init_variables, config))
             step = partitioner.jit_train_step(make_train_step(task.loss_fn, grad_metrics=task.grad_metrics), state)
             read = partitioner.batch_readers(task)[0]
             losses = []

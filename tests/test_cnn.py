@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from conftest import load_experiment, run_experiment_smoke
+from flax import linen as nn
 
 from p2t_jax.chapters import convolution
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config
 from p2t_jax.data import image_datasets
 from p2t_jax.data.cache import DataUnavailableError
 from p2t_jax.data.images import ImageBatches, ImageRecords, augment
-from flax import linen as nn
-
 from p2t_jax.models.cnn import CNN, max_pool_2x2, pooled_size
 from p2t_jax.tasks import image_classification as ic
 
@@ -91,7 +90,7 @@ def test_cifar10_through_tfds_mock_data_and_the_task():
     with tfds.testing.mock_data(num_examples=80):
         splits, source = image_datasets.load_splits("tfds", "cifar10")
         config = load_config("configs/cifar10_resnet.py:smoke")
-        task, batches, config = ic.build(config)
+        task, batches, config = ic.build_with_batches(config)
     assert source == "tfds:cifar10" and task.meta["data_source"] == "tfds:cifar10"
     chex.assert_shape(splits["train"].images, (80, 32, 32, 3))
     assert splits["test"].labels.min() >= 0 and splits["test"].labels.max() < 10
@@ -125,7 +124,7 @@ def test_bad_images_and_labels_get_one_sentence(splits, message):
     config = load_config("configs/mnist_cnn.py:smoke")
     apply_overrides(config, ["data.train_size=0"])
     with pytest.raises(ConfigError, match=message):
-        ic.build(config, splits=splits)
+        ic.build_with_batches(config, splits=splits)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -174,8 +173,8 @@ def test_experiment_smoke(tmp_path, capsys):
     assert cnn["first_layer_weights"] == 3 * 3 * 8 and mlp["first_layer_weights"] == 784 * 16
     assert cnn["test_accuracy"]["n"] == mlp["test_accuracy"]["n"] == 3
     assert len(results["rows"]) == 6 + 1
-    out = capsys.readouterr().out
-    assert "PASS  same digits and budget" in out and "(72 vs 12,544)" in out
+    claims = results["claims"]
+    assert claims["cnn_beats_mlp"]["passed"] and "(72 vs 12,544)" in claims["far_fewer_first_layer_weights"]["statement"]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -2,7 +2,6 @@
 scale, the CIFAR ResNet, per-layer gradient norms and ReLU-input statistics as metrics, bad
 configs, and the experiment end to end."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,8 +49,8 @@ def _numpy_deep_mlp(params, x, depth, residual, batch_norm):
         return h @ params[name]["kernel"] + params[name]["bias"]
 
     h = dense(x.reshape(x.shape[0], -1), "dense_01")
-    for l in range(2, depth + 1):
-        branch = dense(np.maximum(bn(h, l - 1), 0), f"dense_{l:02d}")
+    for layer in range(2, depth + 1):
+        branch = dense(np.maximum(bn(h, layer - 1), 0), f"dense_{layer:02d}")
         h = h + branch if residual else branch
     return dense(np.maximum(bn(h, depth), 0), "head")
 
@@ -120,7 +119,7 @@ def _config(*overrides):
 
 
 def test_per_layer_metrics_equal_jax_grad_and_the_forward_pass(tmp_path):
-    task, batches, config = ic.build(_config("model.batch_norm=true"), splits=_digits())
+    task, batches, config = ic.build_with_batches(_config("model.batch_norm=true"), splits=_digits())
     assert task.grad_metrics is image_models.kernel_grad_norms
     metrics = deep_nets.first_step_metrics(task, config)
     # the logged first step is that very step
@@ -135,7 +134,7 @@ def test_per_layer_metrics_equal_jax_grad_and_the_forward_pass(tmp_path):
 
     from p2t_jax.training.loop import create_state
 
-    state = create_state(task.apply_fn, task.init_variables, config)
+    state = create_state(task.init_variables, config)
     batch = batches.train_batch(0)
     step_rng = jax.random.fold_in(state.rng, 0)
     grads = jax.jit(jax.grad(lambda p: task.loss_fn(p, state.model_state, batch, step_rng, True)[0]))(state.params)
@@ -167,7 +166,7 @@ def test_resnet_trains_a_step_with_batch_stats_on_tiny_images():
     rng = np.random.default_rng(0)
     splits = {s: ImageRecords(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 16))
               for s in ("train", "test")}
-    task, batches, config = ic.build(config, splits=splits)
+    task, batches, config = ic.build_with_batches(config, splits=splits)
     metrics = deep_nets.first_step_metrics(task, config)
     assert np.isfinite(metrics["loss"]) and metrics["l2_penalty"] > 0
     names = deep_nets.layer_names(metrics, "grad_norm")

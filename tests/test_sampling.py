@@ -1,10 +1,10 @@
 """Sampling: deterministic for a seed, top-k respected, greedy, sliding window past the context."""
 
 import chex
-import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import linen as nn
 
 from p2t_jax.models.transformer import Transformer, TransformerConfig

@@ -8,7 +8,7 @@ and measure the very first step (the gradients at initialisation) with the loop'
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -36,7 +36,7 @@ def first_step_metrics(task: Task, config: ml_collections.ConfigDict) -> dict[st
     """The metrics of the loop's first training step: the loop's own step, on the state a fresh
     run starts from (``config.seed``) and training batch 0. Its gradients are those at
     initialisation. (Pass the step-resolved config :func:`image_classification.build` returns.)"""
-    state = create_state(task.apply_fn, task.init_variables, config)
+    state = create_state(task.init_variables, config)
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
     step = jax.jit(make_train_step(task.loss_fn, schedule, grad_metrics=task.grad_metrics))
     _, metrics = step(state, task.train_batch(0))

@@ -13,7 +13,7 @@ Two classic test functions of a point ``xy = [x, y]``:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

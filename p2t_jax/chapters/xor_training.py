@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -103,7 +104,7 @@ def make_sweep(features: Sequence[int], activation: str, loss: str, num_steps: i
     return _make_run(tuple(features), activation, loss, num_steps, True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _make_run(features: tuple[int, ...], activation: str, loss: str, num_steps: int, over_seeds: bool) -> Callable:
     x, y = xor_data()
 

@@ -10,7 +10,7 @@ images (shape :data:`IMAGE_SHAPES`) and ``int32[N]`` labels in ``0 .. NUM_CLASSE
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 

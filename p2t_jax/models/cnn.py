@@ -18,7 +18,7 @@ the pooling), for drawing feature maps.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 from flax import linen as nn
@@ -31,8 +31,8 @@ def max_pool_2x2(x_BHWC: jax.Array) -> jax.Array:
     Written as a reshape and a max over the two window axes, not as ``nn.max_pool``'s
     ``reduce_window``: the same values, but the backward pass is an elementwise mask instead of
     XLA's ``select_and_scatter``, which makes the whole training step of chapter 6's CNN about
-    1.45x faster on CPU (``bench/cnn_step.py --no-torch``: 38 vs 26 ms/step on 2 cores). Where a window holds several equal maxima the
-    gradient is shared equally between them (``reduce_window`` gives it all to one); after a
+    1.45x faster on CPU (``bench/cnn_step.py --no-torch``: 38 vs 26 ms/step on 2 cores). Where a
+    window holds several equal maxima the gradient is shared equally between them (``reduce_window`` gives it all to one); after a
     ReLU such ties are zeros, whose gradient the ReLU stops anyway.
     """
     B, H, W, C = x_BHWC.shape

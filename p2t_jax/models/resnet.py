@@ -76,17 +76,17 @@ class DeepMLP(nn.Module):
         branch_init = nn.initializers.lecun_normal()
         if self.residual and self.scale_residual_init:
             branch_init = nn.initializers.variance_scaling(1.0 / self.depth, "fan_in", "truncated_normal")
-        for l in range(1, self.depth + 1):
-            z_BW = self._pre_activation(x_BW, l, train)
-            if l == self.depth:
+        for layer in range(1, self.depth + 1):
+            z_BW = self._pre_activation(x_BW, layer, train)
+            if layer == self.depth:
                 return nn.Dense(self.num_classes, name="head")(nn.relu(z_BW))
             h_BW = nn.Dense(self.width, kernel_init=branch_init,
-                            name=f"dense_{layer_index(l + 1, self.depth)}")(nn.relu(z_BW))
+                            name=f"dense_{layer_index(layer + 1, self.depth)}")(nn.relu(z_BW))
             x_BW = x_BW + h_BW if self.residual else h_BW
 
-    def _pre_activation(self, x_BW: jax.Array, l: int, train: bool) -> jax.Array:
-        """What the ReLU after layer ``l`` sees: ``BN(x)`` or ``x``; sown as ``relu_<l>``."""
-        index = layer_index(l, self.depth)
+    def _pre_activation(self, x_BW: jax.Array, layer: int, train: bool) -> jax.Array:
+        """What the ReLU after ``layer`` sees: ``BN(x)`` or ``x``; sown as ``relu_<layer>``."""
+        index = layer_index(layer, self.depth)
         if self.batch_norm:
             x_BW = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, name=f"bn_{index}")(x_BW)
         self.sow("intermediates", f"relu_{index}", x_BW)

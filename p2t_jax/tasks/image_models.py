@@ -13,7 +13,8 @@ gives ``grad_norm/<layer>`` for every kernel.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp

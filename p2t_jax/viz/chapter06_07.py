@@ -7,7 +7,7 @@ Every function takes plain numbers (NumPy arrays, dicts of them) and returns a
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib import colormaps
