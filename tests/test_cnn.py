@@ -191,3 +191,23 @@ def test_experiment_bad_input_is_one_sentence_exit_2_and_writes_nothing(argv, me
     err = capsys.readouterr().err
     assert status == 2 and message in err and err.count("\n") == 1
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("config, overrides, message", [
+    ("cifar10_resnet.py", ["--config.data.tfds_data_dir=TMP"], "TFDS cifar10 is not prepared"),
+    ("deep_nets.py:smoke", ["--config.model.depth=0"], "'model.depth' must be an integer >= 1"),
+    ("cifar10_resnet.py", ["--config.model.depth=21"], "must be 6n + 2"),
+    ("mnist_cnn.py:smoke", ["--config.model.num_classes=5"], "holds label 9, outside 0 .. 4"),
+    ("mnist_cnn.py:smoke", ["--config.model.conv_features=(4, 4, 4, 4, 4)"], "shrink 28x28 images to nothing"),
+])
+def test_p2t_train_bad_input_is_one_sentence_exit_2_and_writes_nothing(config, overrides, message, repo_root,
+                                                                        tmp_path, capsys):
+    from p2t_jax.cli import main
+
+    workdir = tmp_path / "run"
+    overrides = [o.replace("TMP", str(tmp_path / "no_tfds")) for o in overrides]
+    code = main(["train", "--config", f"{repo_root}/configs/{config}", "--workdir", str(workdir), "--no-progress"]
+                + overrides)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not workdir.exists()
