@@ -8,8 +8,8 @@ Every problem reads n elements and outputs positions of them (Vinyals et al. 201
   vertices counter-clockwise from the one of lowest index, then the end
   (:func:`p2t_jax.data.geometry.convex_hull`).
 * ``tsp``: n <= :data:`TSP_MAX_LENGTH` cities drawn uniformly from the unit square;
-  output: the exact shortest closed tour from city 0, in the direction whose second city
-  has the lower index (Held-Karp dynamic programming, :func:`p2t_jax.data.geometry.held_karp`).
+  output: the exact shortest closed tour from city 0, counter-clockwise (the hull's
+  convention; Held-Karp dynamic programming, :func:`p2t_jax.data.geometry.held_karp`).
 
 A batch is a dict of NumPy arrays, padded to N elements and T output steps::
 
