@@ -284,7 +284,7 @@ def draw(config: ml_collections.ConfigDict, tested_all: dict, workdir: pathlib.P
             row, target_row = ex["measured"][f"{decoder}_positions"][i], ex["batch"]["targets"][i]
             right = "right" if np.array_equal(row, target_row) else "wrong"
             metric = (f"area {100 * ex['measured'][f'{decoder}_area_coverage'][i]:.0f}%" if problem == "hull"
-                      else f"+{100 * ex['measured'][f'{decoder}_tour_excess'][i]:.1f}% vs optimal")
+                      else f"{max(100 * ex['measured'][f'{decoder}_tour_excess'][i], 0.0) + 0.0:+.1f}% vs optimal")
             drawn.append({"points": ex["batch"]["inputs"][i, :n], "predicted": [int(p) - 1 for p in row if p >= 1],
                           "target": [int(p) - 1 for p in target_row if p >= 1], "kind": problem,
                           "title": f"{problem}, n={n} ({decoder}): {right}, {metric}"})

@@ -76,16 +76,20 @@ def _draw_order(ax, points: np.ndarray, order: Sequence[int], color: str, label:
         ax.annotate("", xy=(a + 0.6 * (b - a)), xytext=a, arrowprops={"arrowstyle": "->", "color": color, "lw": 1.4})
 
 
-def hulls_and_tours(examples: Sequence[Mapping]) -> Figure:
-    """A row of panels: the points, the true answer (dashed) and the network's output in its order.
+def hulls_and_tours(examples: Sequence[Mapping], per_row: int = 4) -> Figure:
+    """Panels (at most ``per_row`` to a row): the points, the true answer (dashed) and the network's output in its order.
 
     Args:
       examples: each ``{"points": [n, 2], "predicted": [k] element indices (0-based), "target": [m], "kind":
         "hull" or "tsp", "title": str}``; the first element pointed at is ringed.
     """
     with figure_style():
-        fig, axes = new_figure(1, len(examples), width=2.9, height=3.1)
-        axes = np.atleast_1d(axes)
+        cols = min(per_row, len(examples))
+        rows = -(-len(examples) // cols)
+        fig, axes = new_figure(rows, cols, width=2.9, height=3.1)
+        axes = np.atleast_1d(axes).ravel()
+        for ax in axes[len(examples):]:
+            ax.axis("off")
         for ax, ex in zip(axes, examples):
             points = np.asarray(ex["points"], float)
             ax.scatter(points[:, 0], points[:, 1], s=10, color="0.25", zorder=4)
