@@ -393,12 +393,14 @@ def test_p2t_train_resumes_to_the_straight_run_and_evaluates(capsys, repo_root, 
     from p2t_jax.training.loop import restore_state
 
     config = f"{repo_root}/{SMOKE}"
+    fixed = "--config.optim.decay_steps=30"  # the schedule of a 30-step run, also while the first call stops at 15
     split, straight = tmp_path / "split", tmp_path / "straight"
-    assert main(["train", "--config", config, "--workdir", str(split), "--no-progress", "--config.train.num_steps=15"]) == 0
-    assert main(["train", "--config", config, "--workdir", str(split), "--no-progress"]) == 0
+    assert main(["train", "--config", config, "--workdir", str(split), "--no-progress", fixed,
+                 "--config.train.num_steps=15"]) == 0
+    assert main(["train", "--config", config, "--workdir", str(split), "--no-progress", fixed]) == 0
     assert "steps 15 -> 30" in capsys.readouterr().out
-    assert main(["train", "--config", config, "--workdir", str(straight), "--no-progress"]) == 0
-    task, cfg = pointer_task.build(load_config(config))
+    assert main(["train", "--config", config, "--workdir", str(straight), "--no-progress", fixed]) == 0
+    task, cfg = pointer_task.build(apply_overrides(load_config(config), ["optim.decay_steps=30"]))
     a, _ = restore_state(task.init_variables, cfg, split)
     b, _ = restore_state(task.init_variables, cfg, straight)
     assert int(a.step) == int(b.step) == 30
