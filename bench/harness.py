@@ -7,11 +7,16 @@ Importing it does not import JAX (so a script can set up malloc first, see
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
@@ -23,8 +28,6 @@ def cpu_facts() -> dict:
     """The CPU this runs on, from ``/proc/cpuinfo`` (Linux; empty elsewhere): model name,
     vendor family/model, the ISA extensions that matter for XLA-CPU and PyTorch kernels,
     and the cores this process may use."""
-    import os
-
     facts = {"cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -46,7 +49,6 @@ def machine_line() -> str:
     """One line saying where a benchmark ran: CPU (model name, family/model, ISA), cores,
     jax/jaxlib (and torch, if installed) versions and the XLA flags in force. Imports JAX."""
     import importlib.metadata
-    import os
 
     import jax
 
@@ -93,3 +95,64 @@ def random_lm_batch(config: ml_collections.ConfigDict, rng: np.random.Generator)
     B, T = config.train.batch_size, config.model.max_len
     d = rng.integers(0, config.model.vocab_size, (B, T + 1)).astype(np.int32)
     return {"inputs": d[:, :-1], "targets": d[:, 1:]}
+
+
+# --- contenders in their own processes ------------------------------------------------------
+# Two thread pools in one process steal each other's cores (bench/NOTES.md, change 6), so a
+# bench runs each contender in a worker process of its own and alternates requests between
+# them: the worker prints its facts as one JSON line, then answers each request line with
+# one JSON line; the parent (``Worker``) sends the requests.
+
+
+def serve(answer: Callable[[str], dict], facts: dict) -> None:
+    """The worker's side: prints ``facts`` as a JSON line, then answers each line of stdin
+    with ``answer(line)`` as a JSON line, until stdin closes or a line reads ``quit``."""
+    print(json.dumps(facts), flush=True)
+    for line in sys.stdin:
+        line = line.strip()
+        if not line or line == "quit":
+            break
+        print(json.dumps(answer(line)), flush=True)
+
+
+def cpu_timed(run: Callable[[int], list[float]], n: int) -> dict:
+    """``{"ms": run(n), "user_ms", "sys_ms"}``: the n step times and the whole process's user
+    (computing) and sys (kernel: page faults, ...) CPU milliseconds per step while they ran."""
+    before = os.times()
+    times = run(n)
+    after = os.times()
+    return {"ms": times, "user_ms": 1000 * (after.user - before.user) / n,
+            "sys_ms": 1000 * (after.system - before.system) / n}
+
+
+class Worker:
+    """The parent's side: one contender in its own process, started with ``cmd``.
+
+    Waits for the worker's facts line (``self.facts``); :meth:`ask` sends one request and
+    returns the answer. Exits with one sentence if the worker dies (its own error has
+    gone to stderr above).
+    """
+
+    def __init__(self, name: str, cmd: list[str], env: dict | None = None, cwd: Path | None = None):
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     cwd=cwd or ROOT, env=dict(os.environ, **(env or {})))
+        self.facts = self._read("start")
+
+    def _read(self, doing: str) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            sys.exit(f"error: the {self.name} worker failed to {doing} (exit {self.proc.returncode}; "
+                     "its error is printed above).")
+        return json.loads(line)
+
+    def ask(self, request: str) -> dict:
+        self.proc.stdin.write(request + "\n")
+        self.proc.stdin.flush()
+        return self._read(f"answer '{request}'")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait()

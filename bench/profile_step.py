@@ -79,6 +79,7 @@ def main() -> None:
     import jax
     import numpy as np
 
+    print(harness.machine_line())
     config = harness.load(args.config, harness.config_overrides(rest))
     step, state = harness.lm_train_step(config)
     batch = harness.random_lm_batch(config, np.random.default_rng(0))
