@@ -1,8 +1,9 @@
 """What the benchmark scripts share: the config from their command line, the library's jitted
-language-model train step, and random batches for it.
+train steps (language model, image classifier) and random batches for them, and the
+alternating rounds of contenders in their own worker processes.
 
 Importing it does not import JAX (so a script can set up malloc first, see
-:mod:`p2t_jax.host_memory`); :func:`lm_train_step` does.
+:mod:`p2t_jax.host_memory`); the train-step functions do.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,6 +99,56 @@ def random_lm_batch(config: ml_collections.ConfigDict, rng: np.random.Generator)
     return {"inputs": d[:, :-1], "targets": d[:, 1:]}
 
 
+def image_train_step(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
+    """(the library's train step for the config's image classifier, jitted with the state donated; its state).
+
+    The image shape is the dataset's (``data.name``); nothing is loaded.
+    """
+    import copy
+
+    import jax
+
+    from p2t_jax.data.image_datasets import IMAGE_SHAPES
+    from p2t_jax.optim.chains import make_optimizer
+    from p2t_jax.tasks import image_classification as ic
+    from p2t_jax.training.loop import create_state
+    from p2t_jax.training.steps import make_train_step
+
+    config = copy.deepcopy(config)
+    config.train.num_steps = config.train.num_steps or 1000  # epochs need the data; a schedule needs a length
+    model = ic.make_model(config)
+    shape = IMAGE_SHAPES[config.data.name]
+    state = create_state(lambda r: ic.init_variables(model, shape, r), config)
+    _, schedule = make_optimizer(config.optim, config.train.num_steps)
+    loss_fn = ic.make_loss_fn(model, config.loss.label_smoothing, config.loss.l2)
+    return jax.jit(make_train_step(loss_fn, schedule), donate_argnums=0), state
+
+
+def random_image_batch(config: ml_collections.ConfigDict, rng: np.random.Generator) -> dict:
+    """``{"image": float32[B, H, W, C] in [0, 1), "label": int32[B]}`` of the config's dataset shape."""
+    from p2t_jax.data.image_datasets import IMAGE_SHAPES
+
+    B = config.train.batch_size
+    return {"image": rng.random((B,) + IMAGE_SHAPES[config.data.name], np.float32),
+            "label": rng.integers(0, config.model.num_classes, B).astype(np.int32)}
+
+
+def is_image_config(config: ml_collections.ConfigDict) -> bool:
+    """True for an image-classification config, False for a language model."""
+    from p2t_jax.tasks import task_name
+
+    return task_name(config) == "image_classification"
+
+
+def train_step_and_batch(config: ml_collections.ConfigDict, rng: np.random.Generator) -> tuple[Any, Any, dict]:
+    """(jitted train step, state, one random batch) for the config's task."""
+    if is_image_config(config):
+        step, state = image_train_step(config)
+        return step, state, random_image_batch(config, rng)
+    step, state = lm_train_step(config)
+    return step, state, random_lm_batch(config, rng)
+
+
 # --- contenders in their own processes ------------------------------------------------------
 # Two thread pools in one process steal each other's cores (bench/NOTES.md, change 6), so a
 # bench runs each contender in a worker process of its own and alternates requests between
@@ -156,3 +208,40 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.stdin.close()
             self.proc.wait()
+
+
+def serve_steps(run: Callable[[int], list[float]], facts: dict, warmup: int = 10) -> None:
+    """A step-timing worker: warms up with ``run(warmup)``, then :func:`serve` answering each
+    ``run N`` request with :func:`cpu_timed` (``run(N)``'s step times and CPU ms per step)."""
+    run(warmup)
+    serve(lambda request: cpu_timed(run, int(request.split()[1])), facts)
+
+
+def alternate(contenders: dict[str, tuple[list[str], dict]], rounds: int, steps: int,
+              cwd: Path = ROOT, pause: float = 0.5) -> tuple[dict, dict, dict]:
+    """Times step-timing workers (:func:`serve_steps`) in alternating rounds.
+
+    Each contender is started one at a time (so each builds and compiles alone); each round asks
+    every worker in turn for ``steps`` steps, pausing before each so the others' threads go idle.
+
+    Args:
+      contenders: name -> (the worker's command line, extra environment variables).
+
+    Returns:
+      ``(facts, times, cpu)``: per name, the worker's facts, every step's ms, and per round
+      its (user, sys) CPU ms per step.
+    """
+    workers = {name: Worker(name, cmd, env, cwd) for name, (cmd, env) in contenders.items()}
+    times = {name: [] for name in workers}
+    cpu = {name: [] for name in workers}
+    try:
+        for _ in range(rounds):
+            for name, w in workers.items():
+                time.sleep(pause)
+                answer = w.ask(f"run {steps}")
+                times[name] += answer["ms"]
+                cpu[name].append((answer["user_ms"], answer["sys_ms"]))
+    finally:
+        for w in workers.values():
+            w.close()
+    return {name: w.facts for name, w in workers.items()}, times, cpu
