@@ -1,6 +1,6 @@
 """The Streamlit script of the playground: ``streamlit run app.py -- --runs DIR`` (``p2t playground`` runs it).
 
-It only sets up the navigation; every page is a module of :mod:`p2t_jax.playground.pages`
+It only sets up the navigation; every page is a module of :mod:`p2t_jax.playground.views`
 rendered through :func:`p2t_jax.playground.ui.show_page`.
 """
 
@@ -14,7 +14,7 @@ import sys
 import streamlit as st
 
 from p2t_jax.host_memory import keep_freed_host_memory
-from p2t_jax.playground import pages, ui
+from p2t_jax.playground import ui, views
 
 
 def parse_settings(argv: list[str]) -> ui.Settings:
@@ -29,12 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     keep_freed_host_memory()  # the pages run compiled code over and over
     settings = parse_settings(sys.argv[1:] if argv is None else argv)
     st.set_page_config(page_title="p2t playground", page_icon=":material/neurology:", layout="wide")
-    modules = {name: pages.load(name) for name in pages.PAGES}
+    modules = {name: views.load(name) for name in views.PAGES}
     links: dict = {}
     settings = ui.Settings(runs_dir=settings.runs_dir, links=links)
     for name, module in modules.items():
         links[name] = st.Page(functools.partial(ui.show_page, module.render, settings), title=module.TITLE,
-                              icon=module.ICON, url_path=module.URL, default=name == pages.PAGES[0])
+                              icon=module.ICON, url_path=module.URL, default=name == views.PAGES[0])
     st.navigation(list(links.values())).run()
 
 

@@ -3,7 +3,8 @@
 A page is a module here with ``TITLE`` (menu entry), ``ICON`` (a Streamlit icon),
 ``URL`` (its address, ``/URL``) and ``render(settings: ui.Settings)``, which draws the page
 by calling the package. Adding a chapter's page is one module plus its name in
-:data:`PAGES`.
+:data:`PAGES`. (The folder is not called ``pages``: Streamlit would serve a ``pages/``
+folder beside ``app.py`` as scripts of its own, past the navigation.)
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from p2t_jax.playground import ui
-from p2t_jax.playground.pages import optimisers, regularisation, transformer
+from p2t_jax.playground.views import optimisers, regularisation, transformer
 
 TITLE = "Overview"
 ICON = ":material/home:"
@@ -25,14 +25,14 @@ CHAPTERS = (
 
 
 def render(settings: ui.Settings) -> None:
-    from p2t_jax.playground import pages
+    from p2t_jax.playground import views
 
     st.title("p2t playground")
     st.markdown("From a single perceptron to a Transformer, live. Every page calls the library's own functions "
                 "(the chapters' compiled training and sampling code, the run folders `p2t train` and the "
                 "experiments write), so what moves here is what the tests and experiments measure.")
     for name, blurb in CHAPTERS:
-        page = pages.load(name)
+        page = views.load(name)
         if name in settings.links:  # served by the app: a link to the page
             st.page_link(settings.links[name], label=page.TITLE, icon=page.ICON)
         else:
