@@ -6,13 +6,11 @@ folders the pages read are trained here, tiny, with the same code the CLI and th
 experiments use.
 """
 
-import json
 import os
 import pathlib
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 

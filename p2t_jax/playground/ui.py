@@ -62,6 +62,13 @@ def show_page(render: Callable[[Settings], None], settings: Settings) -> None:
                  icon=":material/bug_report:")
 
 
+def layout(title: str, intro: str, widths: tuple[int, int] = (1, 3)):
+    """The page's title and introduction, then two columns: ``(controls, output)``."""
+    st.title(title)
+    st.markdown(intro)
+    return st.columns(list(widths), gap="large")
+
+
 def number(label: str, value: float, *, low: float, high: float, integer: bool = False, key: str | None = None,
            help: str | None = None, container=None, low_inclusive: bool = True) -> float | int:
     """A number input whose value must lie in ``[low, high]`` (``(low, high]`` if not ``low_inclusive``).

@@ -64,7 +64,8 @@ def decision_lines(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, e
             ax.contourf(gx, gy, fires.astype(float), levels=[0.5, 1.5], colors=[PALETTE[0]], alpha=0.12)
         for e in range(epochs):
             last = e == epochs - 1
-            draw_line(ax, w[e], b[e], color=cmap(norm(first_epoch + e)), lw=2.5 if last else 1.2, alpha=1.0 if last else 0.8)
+            draw_line(ax, w[e], b[e], color=cmap(norm(first_epoch + e)), lw=2.5 if last else 1.2,
+                      alpha=1.0 if last else 0.8)
         draw_points(ax, x, y)
         _square(ax)
         ax.set_title(f"{title}\nerrors after each epoch: {' '.join(str(int(v)) for v in errors)}", fontsize=8)

@@ -49,12 +49,12 @@ def surface_grid(surface: str, size: int = 300) -> tuple[np.ndarray, np.ndarray,
 
 def render(settings: ui.Settings) -> None:
     e = experiment_config()
-    st.title("Optimisers: a race across a loss surface")
-    st.markdown("The seven optimisers of `p2t_jax/optim/scratch.py`, each an `optax.GradientTransformation` "
-                "written by hand, start from the same point. Rosenbrock's curved valley punishes plain SGD; "
-                "the quadratic punishes any step above 2 / curvature. Each path is one compiled `lax.scan` "
-                "(`optimisers.make_trajectory`); a new learning rate reuses it.")
-    controls, plots = st.columns([1, 3], gap="large")
+    controls, plots = ui.layout(
+        "Optimisers: a race across a loss surface",
+        "The seven optimisers of `p2t_jax/optim/scratch.py`, each an `optax.GradientTransformation` "
+        "written by hand, start from the same point. Rosenbrock's curved valley punishes plain SGD; "
+        "the quadratic punishes any step above 2 / curvature. Each path is one compiled `lax.scan` "
+        "(`optimisers.make_trajectory`); a new learning rate reuses it.")
     with controls:
         surface = st.selectbox("Surface", tuple(surfaces.SURFACES), key="opt_surface")
         names = st.multiselect("Optimisers", tuple(scratch.OPTIMIZERS), default=tuple(scratch.OPTIMIZERS),

@@ -31,12 +31,12 @@ def seed_keys() -> np.ndarray:
 
 
 def render(settings: ui.Settings) -> None:
-    st.title("The perceptron: which gates can one line learn?")
-    st.markdown("Rosenblatt's rule moves the line only when an example is misclassified. AND, OR and NAND "
-                "settle after a few epochs; XOR and XNOR never do, because no line separates them. "
-                f"Each setting runs {NUM_SEEDS} seeds x {EPOCHS} epochs in one compiled call of "
-                "`perceptron_rule.train_many`.")
-    controls, plots = st.columns([1, 3], gap="large")
+    controls, plots = ui.layout(
+        "The perceptron: which gates can one line learn?",
+        "Rosenblatt's rule moves the line only when an example is misclassified. AND, OR and NAND "
+        "settle after a few epochs; XOR and XNOR never do, because no line separates them. "
+        f"Each setting runs {NUM_SEEDS} seeds x {EPOCHS} epochs in one compiled call of "
+        "`perceptron_rule.train_many`.")
     with controls:
         gate = st.selectbox("Gate", tuple(GATES), index=tuple(GATES).index("XOR"), key="pc_gate")
         lr = ui.number("Learning rate", 1.0, low=0.0, high=100.0, low_inclusive=False, key="pc_lr")

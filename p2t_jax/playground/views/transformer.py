@@ -136,11 +136,12 @@ def choose_folder(settings: ui.Settings) -> pathlib.Path | None:
 
 
 def render(settings: ui.Settings) -> None:
-    st.title("The Transformer: continue a prompt")
-    st.markdown("A character-level Transformer trained by `p2t train`, sampled with the key/value cache. "
-                "The text appears as the compiled loop draws it; every request after the first reuses the same "
-                "compilation (`sampling.generate_cached_padded`).")
-    controls, output = st.columns([1, 2], gap="large")
+    controls, output = ui.layout(
+        "The Transformer: continue a prompt",
+        "A character-level Transformer trained by `p2t train`, sampled with the key/value cache. "
+        "The text appears as the compiled loop draws it; every request after the first reuses the same "
+        "compilation (`sampling.generate_cached_padded`).",
+        (1, 2))
     with controls:
         folder = choose_folder(settings)
         if folder is None:

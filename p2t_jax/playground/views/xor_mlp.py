@@ -44,12 +44,12 @@ def bucket(n: int) -> int:
 
 
 def render(settings: ui.Settings) -> None:
-    st.title("An MLP learns XOR: width, activation, learning rate, seeds")
-    st.markdown("A 2-H-1 network trained by full-batch gradient descent with the hand-written backward pass "
-                "of chapter 3. All seeds train at once in one `vmap`-ped, compiled call "
-                "(`xor_training.make_sweep_with_params`); a new learning rate or seed count reuses it. "
-                "With 2 hidden units some seeds get stuck; with 4 almost none do.")
-    controls, plots = st.columns([1, 3], gap="large")
+    controls, plots = ui.layout(
+        "An MLP learns XOR: width, activation, learning rate, seeds",
+        "A 2-H-1 network trained by full-batch gradient descent with the hand-written backward pass "
+        "of chapter 3. All seeds train at once in one `vmap`-ped, compiled call "
+        "(`xor_training.make_sweep_with_params`); a new learning rate or seed count reuses it. "
+        "With 2 hidden units some seeds get stuck; with 4 almost none do.")
     with controls:
         width = st.slider("Hidden units", 1, 16, 2, key="mlp_width")
         activation = st.selectbox("Activation", tuple(DERIVATIVES), key="mlp_activation")
@@ -71,7 +71,8 @@ def render(settings: ui.Settings) -> None:
 
     with controls:
         st.metric("Seeds solving XOR", f"{solved} / {num_seeds}", f"{solved / num_seeds:.1%}", delta_color="off")
-        st.metric(f"Seed {shown}: outputs for 00 01 10 11", " ".join(f"{p:.2f}" for p in trace.final_probs[shown]))
+        st.markdown(f"Seed {shown}'s outputs for 00, 01, 10, 11: **"
+                    + " ".join(f"{p:.2f}" for p in trace.final_probs[shown]) + "**")
         st.caption(f"Median share of steps that raised the loss: {np.median(rise):.1%} "
                    "(chapter 3: the loss starts rising near lr 4 for 2-4-1 sigmoid, 2 / the Hessian's top eigenvalue).")
 
@@ -85,4 +86,5 @@ def render(settings: ui.Settings) -> None:
                                    title=f"{arch} {activation}, seed {shown}: output and hidden lines"), left)
     ui.figure(backprop_figures.success_by_arch({arch: final}), right)
     ui.figure(backprop_figures.loss_by_lr({lr: trace.loss[:num_seeds]}, {lr: float(np.median(rise))}, points=200,
-                                          band=(0.1, 0.9), architecture=f"{arch} {activation}"), plots)
+                                          band=(0.1, 0.9), architecture=f"{arch} {activation}"),
+              plots.columns([2, 1])[0])
