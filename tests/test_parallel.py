@@ -73,6 +73,23 @@ def _train_steps(config, mesh_shape):
     return losses, state
 
 
+def assert_params_match(params, ref_params, atol=1e-5):
+    """Parameters equal to ``atol``, except the key bias, whose exact gradient is zero.
+
+    A bias added to every key shifts each query's logits by a constant, which softmax
+    ignores: its gradient is rounding noise, which differs with the reduction order of each
+    mesh and which Adam scales up to a full step of size ~lr. So it is held only to the
+    bound of Adam's steps (at most lr per step).
+    """
+    params, ref_params = jax.device_get(params), jax.device_get(ref_params)
+    key_bias = lambda p: p["block_0"]["attn"]["qkv"]["bias"][1]  # noqa: E731  [H, K]; 0 q, 1 k, 2 v
+    np.testing.assert_allclose(key_bias(params), key_bias(ref_params), rtol=0,
+                               atol=STEPS * tiny_config().optim.learning_rate)
+    for tree in (params, ref_params):
+        tree["block_0"]["attn"]["qkv"]["bias"] = tree["block_0"]["attn"]["qkv"]["bias"][[0, 2]]
+    chex.assert_trees_all_close(params, ref_params, atol=atol)
+
+
 def _shard_shape(x):
     return x.addressable_shards[0].data.shape
 
@@ -95,7 +112,7 @@ def test_strategy_matches_one_device_and_shards_as_declared(runs, strategy):
     losses, state = runs(mesh_shape)
     np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=1e-5)
     assert losses[-1] < losses[0]
-    chex.assert_trees_all_close(jax.device_get(state.params), jax.device_get(ref_state.params), atol=1e-5)
+    assert_params_match(state.params, ref_state.params)
 
     data, fsdp, tensor = mesh_shape
     p = state.params
@@ -142,8 +159,7 @@ def test_pmap_step_equals_the_jit_data_parallel_step(runs, tiny_corpus):
         state, metrics = step(state, pmap_step.split_batch(task.train_batch(i), jax.local_device_count()))
         losses.append(float(metrics["loss"][0]))
     np.testing.assert_allclose(losses, jit_losses, rtol=0, atol=1e-5)
-    chex.assert_trees_all_close(jax.device_get(pmap_step.unreplicate(state).params),
-                                jax.device_get(jit_state.params), atol=1e-5)
+    assert_params_match(pmap_step.unreplicate(state).params, jit_state.params)
 
 
 def test_pmap_devices_draw_their_own_step_keys():
@@ -186,7 +202,7 @@ def test_checkpoint_saved_on_fsdp_resumes_on_data_x_tensor_and_restores_on_one_d
     assert state.params["block_0"]["mlp"]["fc"]["kernel"].sharding.mesh.shape == {"data": 2, "fsdp": 1, "tensor": 4}
     losses = [r["loss"] for r in read_metrics(tmp_path, "train")]
     np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=1e-5)
-    chex.assert_trees_all_close(jax.device_get(state.params), jax.device_get(ref_state.params), atol=1e-5)
+    assert_params_match(state.params, ref_state.params)
 
     model = language_model.make_model(config)
     one, _ = restore_state(model.apply, lambda rng: language_model.init_params(model, rng), config, tmp_path)
