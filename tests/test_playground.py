@@ -224,6 +224,24 @@ def test_the_app_opens_on_the_overview(runs):
     assert str(runs / "smoke") in " ".join(m.value for m in at.markdown)
 
 
+def test_errors_become_one_message_on_the_page(capfd):
+    script = """
+import pathlib
+from p2t_jax.configuration import ConfigError
+from p2t_jax.playground import ui
+def render(settings):
+    raise {error}
+ui.show_page(render, ui.Settings(runs_dir=pathlib.Path(".")))
+"""
+    for error, message in (("ConfigError('config key x must be positive.')", "config key x must be positive."),
+                           ("ui.InputError('Seeds must be in [1, 1024], got 0.')", "Seeds must be in [1, 1024], got 0."),
+                           ("RuntimeError('a defect')", "This page failed (RuntimeError: a defect); the traceback is "
+                                                        "in the server's log.")):
+        at = AppTest.from_string(script.format(error=error), default_timeout=TIMEOUT_S).run()
+        assert not at.exception and errors(at) == [message]
+    assert "RuntimeError: a defect" in capfd.readouterr().err  # the defect's traceback, for the server's log
+
+
 # --- a real browser ----------------------------------------------------------------------
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)

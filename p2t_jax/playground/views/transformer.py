@@ -60,8 +60,8 @@ def load_run(workdir: str, best: bool, stamp: float) -> dict:
 
 class TokenStream:
     """The sampler's ``stream_fn``: one object for the life of the server (a static argument of
-    the compiled sampler, so it must not change), handing each new token to the request in
-    progress. Requests take turns (``lock``)."""
+    the compiled sampler, so it must not change), handing each new token to the queue of the
+    generation in progress. Generations take turns (``lock``)."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -88,35 +88,36 @@ def generate(run: dict, prompt: str, *, num_new: int, temperature: float, top_k:
     ids = tokenizer.encode(prompt)
     padded = np.zeros((1, MAX_PROMPT), np.int32)
     padded[0, :len(ids)] = ids
-    stream, done = token_stream(), {}
+    stream, done, tokens = token_stream(), {}, queue.Queue()
 
     def work():
-        try:
-            out = generate_cached_padded(run["model"], run["params"], padded, len(ids), jax.random.PRNGKey(seed),
-                                         num_new, temperature, top_k, top_p, max_new_tokens=MAX_NEW,
-                                         stream_fn=stream)
-            done["tokens"] = np.asarray(out)[0, :len(ids) + num_new]
-            jax.effects_barrier()  # every token has been handed over
-        except Exception as e:  # noqa: BLE001 - raised again in the page's thread below
-            done["error"] = e
-        finally:
-            stream.queue.put(None)
+        # The worker, not the page, holds the stream: a page interrupted by a rerun lets its
+        # generation finish here before the next one starts, so tokens never cross requests.
+        with stream.lock:
+            stream.queue = tokens
+            try:
+                out = generate_cached_padded(run["model"], run["params"], padded, len(ids), jax.random.PRNGKey(seed),
+                                             num_new, temperature, top_k, top_p, max_new_tokens=MAX_NEW,
+                                             stream_fn=stream)
+                done["tokens"] = np.asarray(out)[0, :len(ids) + num_new]
+                jax.effects_barrier()  # every token has been handed over
+            except Exception as e:  # noqa: BLE001 - raised again in the page's thread below
+                done["error"] = e
+            finally:
+                stream.queue = None
+                tokens.put(None)
 
-    with stream.lock:
-        stream.queue = queue.Queue()
-        start = time.perf_counter()
-        threading.Thread(target=work, daemon=True).start()
-        text, count, drawn = prompt, 0, 0.0
-        progress.progress(0.0, text="waiting for the first character (a model's first request compiles the "
-                                    "sampler) ...")
-        while (token := stream.queue.get()) is not None:
-            text += tokenizer.decode([token])
-            count += 1
-            if time.perf_counter() - drawn > REDRAW_S:
-                text_area.code(text, language=None, wrap_lines=True)
-                progress.progress(count / num_new, text=f"{count} / {num_new} characters")
-                drawn = time.perf_counter()
-        stream.queue = None
+    start = time.perf_counter()
+    threading.Thread(target=work, daemon=True).start()
+    progress.progress(0.0, text="waiting for the first character (a model's first request compiles the sampler) ...")
+    text, count, drawn = prompt, 0, 0.0
+    while (token := tokens.get()) is not None:
+        text += tokenizer.decode([token])
+        count += 1
+        if time.perf_counter() - drawn > REDRAW_S:
+            text_area.code(text, language=None, wrap_lines=True)
+            progress.progress(count / num_new, text=f"{count} / {num_new} characters")
+            drawn = time.perf_counter()
     if "error" in done:
         raise done["error"]
     return tokenizer.decode(done["tokens"]), time.perf_counter() - start
