@@ -234,7 +234,7 @@ def render(settings):
 ui.show_page(render, ui.Settings(runs_dir=pathlib.Path(".")))
 """
     for error, message in (("ConfigError('config key x must be positive.')", "config key x must be positive."),
-                           ("ui.InputError('Seeds must be in [1, 1024], got 0.')", "Seeds must be in [1, 1024], got 0."),
+                           ("ui.InputError('Seeds must be in [1, 9], got 0.')", "Seeds must be in [1, 9], got 0."),
                            ("RuntimeError('a defect')", "This page failed (RuntimeError: a defect); the traceback is "
                                                         "in the server's log.")):
         at = AppTest.from_string(script.format(error=error), default_timeout=TIMEOUT_S).run()
