@@ -206,6 +206,16 @@ def test_transformer_page_streams_what_p2t_sample_prints(runs, capsys):
         (at.text_area if key == "tf_prompt" else at.number_input)(key=key).set_value(
             {"tf_prompt": "ROMEO:", "tf_length": 40, "tf_top_p": 1.0}[key])
         assert not errors(rerun(at))
+    heads = images(at)
+    assert len(heads) == 1  # the attention figure of the last layer
+    with CompileCounter() as compiled:  # another text and layer: the one padded compilation
+        at.text_area(key="tf_attention_text").set_value("JULIET:\nO")
+        at.slider(key="tf_attention_layer").set_value(1)
+        rerun(at)
+    assert compiled.count == 0 and images(at) != heads and not errors(at)
+    at.text_area(key="tf_attention_text").set_value("x" * 17)
+    rerun(at)
+    assert errors(at) == ["The attention text has 17 characters; the model reads at most 16."]
     at.text_input(key="tf_typed").set_value(str(runs / "04_optimisers"))  # a run, but not a language model
     rerun(at)
     assert any(c.value.startswith("p2t train --config configs/shakespeare.py:small --workdir") for c in at.code)

@@ -1,9 +1,11 @@
-"""Chapter 10: type a prompt, and a trained Transformer continues it, streamed as it is generated.
+"""Chapter 10: type a prompt, and a trained Transformer continues it, streamed as it is generated;
+type a text, and see where each of its attention heads looks.
 
 Loads a run folder with ``p2t sample``'s own code (:func:`restore`) and
 generates with :func:`p2t_jax.sampling.generate_cached_padded`: the key/value cache, one
 compilation for every prompt, length, temperature, top-k and top-p, each new character
-handed to the page by the sampler's ``stream_fn`` as it is drawn.
+handed to the page by the sampler's ``stream_fn`` as it is drawn. The attention weights come
+from :func:`p2t_jax.chapters.transformer_attention.attention_maps` (one compilation per model).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import numpy as np
 import streamlit as st
 
 from p2t_jax import cli
+from p2t_jax.chapters.transformer_attention import attention_maps
 from p2t_jax.playground import ui
 from p2t_jax.sampling import generate_cached_padded
 from p2t_jax.tasks import language_model
+from p2t_jax.viz.transformer_figures import attention_heads
 
 TITLE = "10 · Transformer"
 ICON = ":material/chat:"
@@ -32,6 +36,7 @@ MAX_PROMPT = 256  # prompt characters (the padded prompt's fixed size)
 MAX_NEW = 1000  # most characters one request generates (a fixed size of the compiled sampler)
 TRAIN = "p2t train --config configs/shakespeare.py:small --workdir {folder}"
 REDRAW_S = 0.05  # the streamed text is redrawn at most this often
+ATTENTION_TEXT = "ROMEO:\nBut soft, what light"
 
 
 def language_model_runs(runs_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -182,3 +187,28 @@ def render(settings: ui.Settings) -> None:
         text_area.code(text, language=None, wrap_lines=True)
         progress.caption(f"{num_new} characters in {seconds:.2f} s ({num_new / seconds:,.0f} per second, "
                          "the first request includes compiling).")
+    attention_section(run)
+
+
+def attention_section(run: dict) -> None:
+    """The attention weights of every head of one layer, for a text typed on the page."""
+    tokenizer, context, layers = run["tokenizer"], run["config"].model.max_len, run["config"].model.num_layers
+    st.subheader("Where the model looks")
+    text_col, plot_col = st.columns([1, 2], gap="large")
+    with text_col:
+        text = st.text_area(f"Text (at most the context, {context} characters)", value=ATTENTION_TEXT[:context],
+                            key="tf_attention_text")
+        layer = st.slider("Layer", 1, layers, layers, key="tf_attention_layer") if layers > 1 else 1
+        st.caption("Row t: how the character at t spreads its attention over itself and the characters before "
+                   "it (the causal mask hides the rest).")
+    if not text:
+        raise ui.InputError("The attention text is empty; type at least one character.")
+    if len(text) > context:
+        raise ui.InputError(f"The attention text has {len(text)} characters; the model reads at most {context}.")
+    bad = tokenizer.unknown_chars(text)
+    if bad:
+        raise ui.InputError(f"The attention text holds {''.join(bad)!r}, which is not in the model's "
+                            f"{tokenizer.vocab_size}-character vocabulary.")
+    maps = attention_maps(run["model"], run["params"], tokenizer.encode(text))
+    ui.figure(attention_heads(maps[layer - 1], list(text), f"layer {layer} of {layers}: attention weights per head"),
+              plot_col)
