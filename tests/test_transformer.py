@@ -149,7 +149,8 @@ def test_attention_maps_are_causal_rows_of_probabilities_and_ignore_the_padding(
     assert compiled.count == 0  # every text length runs through the one padded compilation
     # Scanned layers sow one stacked array; the result has the same layout.
     scanned = Transformer(TransformerConfig(**{**model.cfg.__dict__, "scan_layers": True}))
-    scanned_params = nn.meta.unbox(jax.jit(scanned.init)(jax.random.PRNGKey(1), jnp.zeros((1, 12), jnp.int32)))["params"]
+    init = jax.jit(scanned.init)
+    scanned_params = nn.meta.unbox(init(jax.random.PRNGKey(1), jnp.zeros((1, 12), jnp.int32)))["params"]
     chex.assert_shape(attention_maps(scanned, scanned_params, tokens), (2, 2, 7, 7))
     with pytest.raises(ValueError, match="between 1 and 12 tokens"):
         attention_maps(model, params, np.zeros(13, np.int32))
