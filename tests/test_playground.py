@@ -319,6 +319,14 @@ class Browser:
         return [e.text.splitlines()[-1] for e in self.find('[data-testid="stException"], '
                                                            '[data-testid="stAlertContentError"]')]
 
+    def screenshot(self, path: pathlib.Path, width: int = 1500, most: int = 3200) -> None:
+        """The whole page (up to ``most`` pixels tall) as a PNG."""
+        height = self.driver.execute_script('return document.querySelector(\'[data-testid="stMain"]\').scrollHeight')
+        self.driver.set_window_size(width, min(most, max(1300, int(height) + 150)))
+        time.sleep(1.0)  # the layout settles; resizing does not rerun the page
+        self.driver.save_screenshot(str(path))
+        self.driver.set_window_size(width, 1300)
+
     def text(self) -> str:
         return self.find('[data-testid="stMain"]')[0].text
 
@@ -376,7 +384,7 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         def check(name: str, must_show: str) -> None:
             assert not browser.errors(), (name, browser.errors())
             assert must_show in browser.text(), (name, must_show)
-            browser.driver.save_screenshot(str(shots / f"playground_{name}.png"))
+            browser.screenshot(shots / f"playground_{name}.png")
 
         browser.open("")
         check("overview", "Runs in")

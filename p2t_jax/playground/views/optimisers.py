@@ -94,11 +94,12 @@ def render(settings: ui.Settings) -> None:
         c = r["curves"]
         curves[name] = {"epoch": np.asarray(c["eval_epoch"]), "test_accuracy": np.asarray(c["eval_accuracy"]),
                         "train_loss": np.asarray(c["train_loss"])}
-        epoch1 = c["eval_accuracy"][c["eval_epoch"].index(1.0)] if 1.0 in c["eval_epoch"] else None
+        epoch1 = c["eval_accuracy"][c["eval_epoch"].index(1.0)] if 1.0 in c["eval_epoch"] else float("nan")
         table.append({"optimiser": name, "learning rate": r["config"]["optim"]["learning_rate"],
-                      "test acc. after epoch 1": epoch1, "epochs": r["epochs"], "final test acc.": r["test_accuracy"],
-                      "final train acc.": r["splits"]["train"]["accuracy"]})
-    left, right = st.columns([3, 2])
+                      "test acc. after epoch 1 (%)": round(100 * epoch1, 1), "epochs": r["epochs"],
+                      "final test acc. (%)": round(100 * r["test_accuracy"], 1),
+                      "final train acc. (%)": round(100 * r["splits"]["train"]["accuracy"], 1)})
+    left, _ = st.columns([3, 1])
     ui.figure(figures.optimizer_curves(curves), left)
-    right.dataframe(table, hide_index=True)
-    right.caption(f"Read from `{folder}`: {r['data_source']}, batch {r['batch_size']}.")
+    left.dataframe(table, hide_index=True)
+    left.caption(f"Read from `{folder}`: {r['data_source']}, batch {r['batch_size']}.")

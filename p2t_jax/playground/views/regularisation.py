@@ -85,6 +85,6 @@ def render(settings: ui.Settings) -> None:
     ui.figure(figures.train_test_curves(shown, ncols=2), plots)
 
     st.subheader(f"Every run in `{folder}`")
-    st.dataframe([{"run": n, **settings_of[n], "train acc.": r["splits"]["train"]["accuracy"],
-                   "test acc.": r["splits"]["test"]["accuracy"], "gap (points)": round(gap(r), 2),
+    st.dataframe([{"run": n, **settings_of[n], "train acc. (%)": round(100 * r["splits"]["train"]["accuracy"], 2),
+                   "test acc. (%)": round(100 * r["splits"]["test"]["accuracy"], 2), "gap (points)": round(gap(r), 2),
                    "epochs": r["epochs"]} for n, r in results.items()], hide_index=True)
