@@ -35,7 +35,7 @@ ui.show_page(page.render, ui.Settings(runs_dir=pathlib.Path({runs!r})))
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A runs folder as the commands leave it: a Transformer run (`p2t train`, smoke config on a
-    tiny corpus), two optimiser runs and three regularisation runs (the experiments' own configs
+    tiny corpus), an optimiser run and two regularisation runs (the experiments' own configs
     and folder layout, smoke variants)."""
     from p2t_jax.cli import main
     from p2t_jax.configuration import load_config
@@ -52,13 +52,12 @@ def runs(tmp_path_factory):
     optimisers = load_experiment("04_optimisers.py")
     config = load_config(f"{REPO}/configs/mnist_optimizers.py:smoke")
     config.train.num_epochs = 1
-    for name in ("sgd", "adam"):
-        ic.train_or_reuse(optimisers.optimizer_config(config, name), root / "04_optimisers" / name, splits, source,
-                          log=lambda *_: None)
+    ic.train_or_reuse(optimisers.optimizer_config(config, "adam"), root / "04_optimisers" / "adam", splits, source,
+                      log=lambda *_: None)
     regularisation = load_experiment("05_regularisation.py")
     config = load_config(f"{REPO}/configs/mnist_regularisation.py:smoke")
     config.train.num_epochs = 2
-    for name in ("baseline", "dropout", "dropout+decay"):
+    for name in ("baseline", "dropout+decay"):
         ic.train_or_reuse(regularisation.run_config(config, name, config.seed),
                           root / "05_regularisation" / name.replace("+", "_and_"), splits, source, log=lambda *_: None)
     return root
@@ -137,7 +136,7 @@ def test_optimisers_page(runs):
     surface = at.dataframe[0].value
     assert list(surface["optimiser"]) == ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "lion"]
     mnist = at.dataframe[1].value
-    assert list(mnist["optimiser"]) == ["adam", "sgd"] and len(images(at)) == 2 and not errors(at)
+    assert list(mnist["optimiser"]) == ["adam"] and len(images(at)) == 2 and not errors(at)
     with CompileCounter() as compiled:  # a new learning rate and a shorter race reuse the compiled paths
         at.number_input(key="opt_lr_adam").set_value(0.2)
         at.slider(key="opt_shown_500").set_value(50)
@@ -164,7 +163,7 @@ def test_regularisation_page(runs):
     rerun(at)
     gap = [m for m in at.metric if m.label == "Gap (points)"][0]
     assert not errors(at) and "vs baseline" in gap.proto.delta and images(at) != first
-    assert len(at.dataframe[0].value) == 3
+    assert len(at.dataframe[0].value) == 2
     at.select_slider(key="reg_dropout").set_value(0.0)  # decay without dropout: not trained here
     rerun(at)
     assert errors(at) and errors(at)[0].startswith("No run in")
@@ -400,6 +399,8 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         check("optimisers", "499")
         browser.open("regularisation")
         _press(browser, "Dropout rate", Keys.ARROW_RIGHT)
+        if browser.errors():  # dropout alone was not trained (the tiny runs): add the decay too
+            _press(browser, "Weight decay (decoupled, AdamW)", Keys.ARROW_RIGHT)
         check("regularisation", "vs baseline")
         browser.open("transformer")
         _type(browser, "Prompt", "JULIET:", tag="textarea", submit=Keys.CONTROL + Keys.ENTER)
