@@ -359,7 +359,7 @@ def test_every_page_in_a_real_browser(request, tmp_path):
 
     from p2t_jax.playground import launch
 
-    runs_dir = pathlib.Path(REAL_RUNS).resolve() if REAL_RUNS else request.getfixturevalue("runs")
+    runs_dir = REAL_RUNS or request.getfixturevalue("runs")  # the server runs in the repository's folder
     shots = pathlib.Path(SCREENSHOTS) if SCREENSHOTS else tmp_path / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     port = _free_port()

@@ -34,7 +34,7 @@ def test_serves_the_app_on_localhost_by_default(started, capsys, tmp_path):
     assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(launch.APP)
     assert argv[argv.index("--server.address") + 1] == "127.0.0.1"
     assert argv[argv.index("--server.port") + 1] == str(port)
-    assert argv[argv.index("--") + 1:] == ["--runs", str(tmp_path.resolve())]
+    assert argv[argv.index("--") + 1:] == ["--runs", str(tmp_path)]
     captured = capsys.readouterr()
     assert f"http://127.0.0.1:{port}" in captured.out and "warning" not in captured.err
 

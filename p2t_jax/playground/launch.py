@@ -62,6 +62,6 @@ def serve(host: str = "127.0.0.1", port: int = 8501, runs: str = "runs") -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"playground: http://{shown}:{port} (runs from {runs}); Ctrl-C stops it", flush=True)
     try:
-        return subprocess.call(command(host, port, str(pathlib.Path(runs).resolve())))
+        return subprocess.call(command(host, port, runs))  # the server runs in this folder: paths stay as typed
     except KeyboardInterrupt:
         return 0

@@ -43,14 +43,11 @@ def render(settings: ui.Settings) -> None:
     found = transformer.language_model_runs(settings.runs_dir)
     rows = [("Transformer (language model) runs", ", ".join(f"`{p}`" for p in found) or "none",
              transformer.TRAIN.format(folder=settings.runs_dir / "small")),
-            ("Optimiser runs", _count(settings.runs_dir / "04_optimisers"),
+            ("Optimiser runs", f"{len(optimisers.optimiser_runs(settings.runs_dir / '04_optimisers'))} runs",
              optimisers.EXPERIMENT.format(folder=settings.runs_dir / "04_optimisers")),
-            ("Regularisation runs", _count(settings.runs_dir / "05_regularisation"),
+            ("Regularisation runs", f"{len(ui.read_results(settings.runs_dir / '05_regularisation'))} runs",
              regularisation.EXPERIMENT.format(folder=settings.runs_dir / "05_regularisation"))]
     for what, status, command in rows:
         st.markdown(f"- **{what}**: {status}" + ("" if status not in ("none", "0 runs") else
                                                  f" — make them with `{command}`"))
 
-
-def _count(folder) -> str:
-    return f"{len(ui.read_results(folder))} runs"

@@ -26,6 +26,11 @@ CONFIG = "configs/mnist_optimizers.py"  # the experiment's config: surface learn
 EXPERIMENT = "python experiments/04_optimisers.py --workdir {folder}"
 
 
+def optimiser_runs(folder) -> dict[str, dict]:
+    """The finished runs the experiment trains one per optimiser (``<optimiser>/result.json``)."""
+    return ui.read_results(folder, tuple(scratch.OPTIMIZERS))
+
+
 @st.cache_resource(show_spinner=False)
 def experiment_config():
     """The chapter's experiment settings (surface learning rates, decoupled decay, steps)."""
@@ -84,7 +89,7 @@ def render(settings: ui.Settings) -> None:
     st.header("On MNIST: the same optimisers training one MLP")
     folder = ui.folder_input("Run folder of experiments/04_optimisers.py", settings.runs_dir / "04_optimisers",
                              key="opt_folder")
-    results = ui.read_results(folder, tuple(scratch.OPTIMIZERS))
+    results = optimiser_runs(folder)
     if not results:
         ui.missing(f"`{folder}` holds no optimiser runs (`<optimiser>/result.json`).",
                    EXPERIMENT.format(folder=folder))
