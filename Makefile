@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= small
 WORKDIR ?= runs/shakespeare_$(CONFIG)
 
-.PHONY: demo test sample clean-venv
+.PHONY: demo test test-slow sample clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,9 +19,14 @@ demo: $(BIN)/.installed
 	$(BIN)/p2t sample --workdir $(WORKDIR) --prompt "ROMEO:" --max-new-tokens 300 \
 		--temperature 0.8 --top-k 40 --seed 0
 
-## Install the test extra and run the whole suite.
+## Install the test extra, lint, and run the suite (tests marked slow are left to `make test-slow`).
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+## The slow tests: many real signals at random moments (tests/test_faults.py), longer training checks.
+test-slow: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m slow
 
 clean-venv:
 	rm -rf $(VENV)

@@ -54,10 +54,10 @@ def main() -> None:
     from p2t_jax.host_memory import keep_freed_host_memory
 
     keep_freed_host_memory()
+    import harness
     import jax
     import numpy as np
 
-    import harness
     from p2t_jax.tasks import language_model
 
     config = harness.load(args.config, harness.config_overrides(rest))

@@ -19,6 +19,50 @@ import numpy as np  # noqa: E402
 from p2t_jax.configuration import apply_overrides, load_config  # noqa: E402
 
 
+def cpu_facts() -> dict:
+    """The CPU this runs on, from ``/proc/cpuinfo`` (Linux; empty elsewhere): model name,
+    vendor family/model, the ISA extensions that matter for XLA-CPU and PyTorch kernels,
+    and the cores this process may use."""
+    import os
+
+    facts = {"cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return facts
+    first = text.split("\n\n")[0]
+    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    isa = [name for name, flag in (("AVX2", "avx2"), ("FMA", "fma"), ("AVX-512F", "avx512f"),
+                                   ("AVX-512 BF16", "avx512_bf16"), ("AVX-512 VNNI", "avx512_vnni"),
+                                   ("AMX-BF16", "amx_bf16"), ("AMX-TILE", "amx_tile")) if flag in flags]
+    facts.update(model_name=fields.get("model name", "?"), family=fields.get("cpu family", "?"),
+                 model=fields.get("model", "?"), isa=isa)
+    return facts
+
+
+def machine_line() -> str:
+    """One line saying where a benchmark ran: CPU (model name, family/model, ISA), cores,
+    jax/jaxlib (and torch, if installed) versions and the XLA flags in force. Imports JAX."""
+    import importlib.metadata
+    import os
+
+    import jax
+
+    cpu = cpu_facts()
+    versions = [f"jax {jax.__version__}", f"jaxlib {importlib.metadata.version('jaxlib')}"]
+    try:
+        versions.append(f"torch {importlib.metadata.version('torch')}")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    devices = jax.devices()
+    device = (f"{len(devices)} x {devices[0].device_kind}" if devices[0].platform != "cpu" else "CPU backend")
+    return (f"machine: {cpu.get('model_name', '?')} (family {cpu.get('family', '?')}, model {cpu.get('model', '?')}; "
+            f"{', '.join(cpu.get('isa', [])) or 'no AVX2'}), {cpu['cores']} cores; {device}; {', '.join(versions)}; "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '') or '(none)'}")
+
+
 def config_overrides(rest: list[str]) -> list[str]:
     """The ``KEY=VALUE`` of each ``--config.KEY=VALUE`` among unparsed command-line arguments."""
     return [a[len("--config."):] for a in rest if a.startswith("--config.")]
@@ -39,7 +83,7 @@ def lm_train_step(config: ml_collections.ConfigDict, model: Any = None) -> tuple
     from p2t_jax.training.steps import make_train_step
 
     model = language_model.make_model(config) if model is None else model
-    state = create_state(model.apply, lambda r: language_model.init_params(model, r), config)
+    state = create_state(lambda r: language_model.init_params(model, r), config)
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
     return jax.jit(make_train_step(language_model.make_loss_fn(model), schedule), donate_argnums=0), state
 

@@ -54,10 +54,9 @@ def matmul_peak_gflops(shapes=((768, 128, 512), (768, 512, 128), (1024, 1024, 10
 
 def jax_contender(config) -> tuple:
     """(run(n) -> ms per step, facts) for the library's jitted train step on random batches."""
+    import harness
     import jax
     import numpy as np
-
-    import harness
 
     peak = matmul_peak_gflops()
     step, state = harness.lm_train_step(config)

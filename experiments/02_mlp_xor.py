@@ -12,21 +12,19 @@ from __future__ import annotations
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from p2t_jax.chapters import hand_mlp, perceptron_rule  # noqa: E402
-from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import require, require_choice, require_positive  # noqa: E402
-from p2t_jax.data.logic import truth_table  # noqa: E402
-from p2t_jax.models.mlp import ACTIVATIONS, MLP  # noqa: E402
-from p2t_jax.models.perceptron import init_params as perceptron_params  # noqa: E402
-from p2t_jax.viz import mlp_figures as figures  # noqa: E402
-from p2t_jax.viz.style import save_figure  # noqa: E402
+from p2t_jax.chapters import hand_mlp, perceptron_rule
+from p2t_jax.chapters.experiment import Claims, main
+from p2t_jax.configuration import require, require_choice, require_positive
+from p2t_jax.data.logic import truth_table
+from p2t_jax.models.mlp import ACTIVATIONS, MLP
+from p2t_jax.models.perceptron import init_params as perceptron_params
+from p2t_jax.viz import mlp_figures as figures
+from p2t_jax.viz.style import save_figure
 
 PLOTTED_ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
 

@@ -12,17 +12,15 @@ from __future__ import annotations
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import jax
+import ml_collections
+import numpy as np
 
-import jax  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from p2t_jax.chapters import backprop, xor_training  # noqa: E402
-from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import require, require_choice, require_positive  # noqa: E402
-from p2t_jax.viz import backprop_figures as figures  # noqa: E402
-from p2t_jax.viz.style import save_figure  # noqa: E402
+from p2t_jax.chapters import backprop, xor_training
+from p2t_jax.chapters.experiment import Claims, main
+from p2t_jax.configuration import require, require_choice, require_positive
+from p2t_jax.viz import backprop_figures as figures
+from p2t_jax.viz.style import save_figure
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

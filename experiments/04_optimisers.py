@@ -6,7 +6,8 @@
 Each optimiser trains the config's MLP through the one training loop (in
 ``WORKDIR/<optimiser>/``); one more run (``WORKDIR/full_batch/``) takes every update on the
 whole training split. Claims checked: after the first epoch Adam's test accuracy is ahead of
-SGD's; on full MNIST from TFDS (``:full``) the best run reaches 98% test accuracy. Writes ``optimizer_curves.png``, ``batch_throughput.png``, ``loss_surface.png`` and
+SGD's; on full MNIST from TFDS (``:full``) the best run reaches 98% test accuracy.
+Writes ``optimizer_curves.png``, ``batch_throughput.png``, ``loss_surface.png`` and
 ``results.json``; exits 1 if the claim fails. A finished run found in its folder (same
 config) is read back instead of trained again; an interrupted one resumes.
 """
@@ -17,20 +18,18 @@ import copy
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from p2t_jax.chapters import optimisers as surfaces  # noqa: E402
-from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import require, require_choice, require_names, require_positive  # noqa: E402
-from p2t_jax.data import mnist  # noqa: E402
-from p2t_jax.optim import chains, scratch  # noqa: E402
-from p2t_jax.tasks import image_classification as ic  # noqa: E402
-from p2t_jax.viz import chapter04_05 as figures  # noqa: E402
-from p2t_jax.viz.style import save_figure  # noqa: E402
+from p2t_jax.chapters import optimisers as surfaces
+from p2t_jax.chapters.experiment import Claims, main
+from p2t_jax.configuration import require, require_choice, require_names, require_positive
+from p2t_jax.data import mnist
+from p2t_jax.optim import chains, scratch
+from p2t_jax.tasks import image_classification as ic
+from p2t_jax.viz import chapter04_05 as figures
+from p2t_jax.viz.style import save_figure
 
 FULL_MNIST_ACCURACY = 0.98  # what an MLP should reach on the full 60,000 / 10,000 split
 
@@ -165,6 +164,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
     return results
 
 
+def cli(argv=None) -> int:
+    """The command line: ``--workdir``, ``--config``, ``--config.KEY=VALUE``; returns the exit status."""
+    return main(run, script=__file__,
+                description="Chapter 4: optimisers", default_workdir="runs/04_optimisers",
+                default_config="configs/mnist_optimizers.py", validate=validate, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(run, script=__file__, description="Chapter 4: optimisers", default_workdir="runs/04_optimisers",
-                  default_config="configs/mnist_optimizers.py", validate=validate))
+    sys.exit(cli())

@@ -29,18 +29,16 @@ import copy
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import ml_collections
+import numpy as np
 
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import require, require_names  # noqa: E402
-from p2t_jax.data import mnist  # noqa: E402
-from p2t_jax.optim import chains  # noqa: E402
-from p2t_jax.tasks import image_classification as ic  # noqa: E402
-from p2t_jax.viz import chapter04_05 as figures  # noqa: E402
-from p2t_jax.viz.style import save_figure  # noqa: E402
+from p2t_jax.chapters.experiment import Claims, main
+from p2t_jax.configuration import require, require_names
+from p2t_jax.data import mnist
+from p2t_jax.optim import chains
+from p2t_jax.tasks import image_classification as ic
+from p2t_jax.viz import chapter04_05 as figures
+from p2t_jax.viz.style import save_figure
 
 RUNS = ("baseline", "dropout", "weight_decay", "dropout+decay", "l2", "label_smoothing", "early_stopping")
 CLAIM_RUNS = ("baseline", "dropout+decay")
@@ -182,7 +180,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
     return results
 
 
+def cli(argv=None) -> int:
+    """The command line: ``--workdir``, ``--config``, ``--config.KEY=VALUE``; returns the exit status."""
+    return main(run, script=__file__,
+                description="Chapter 5: regularisation", default_workdir="runs/05_regularisation",
+                default_config="configs/mnist_regularisation.py", validate=validate, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(run, script=__file__, description="Chapter 5: regularisation",
-                  default_workdir="runs/05_regularisation", default_config="configs/mnist_regularisation.py",
-                  validate=validate))
+    sys.exit(cli())

@@ -13,22 +13,20 @@ from __future__ import annotations
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from p2t_jax.chapters import sample_structure  # noqa: E402
-from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import apply_overrides, load_config, require, require_positive  # noqa: E402
-from p2t_jax.data import shakespeare  # noqa: E402
-from p2t_jax.sampling import generate_cached  # noqa: E402
-from p2t_jax.tasks import language_model  # noqa: E402
-from p2t_jax.training.loop import train_and_evaluate  # noqa: E402
-from p2t_jax.training.metrics import read_metrics  # noqa: E402
-from p2t_jax.viz.style import PALETTE, new_figure, save_figure  # noqa: E402
+from p2t_jax.chapters import sample_structure
+from p2t_jax.chapters.experiment import Claims, main
+from p2t_jax.configuration import apply_overrides, load_config, require, require_positive
+from p2t_jax.data import shakespeare
+from p2t_jax.sampling import generate_cached
+from p2t_jax.tasks import language_model
+from p2t_jax.training.loop import train_and_evaluate
+from p2t_jax.training.metrics import read_metrics
+from p2t_jax.viz.style import PALETTE, new_figure, save_figure
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -55,8 +53,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
     for variant in config.variants:
         c = variant_config(config, variant)
         task = language_model.make_task(c)
-        summary = train_and_evaluate(task, c, workdir / variant)
-        state = summary.pop("state")
+        state, summary = train_and_evaluate(task, c, workdir / variant)
         if words is None:
             words = sample_structure.vocabulary(shakespeare.load_texts(c.data.source)[0]["train"])
         model = language_model.make_model(c)
@@ -104,7 +101,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
     return {"models": results, "samples_first": {v: t[0] for v, t in samples.items()}}
 
 
+def cli(argv=None) -> int:
+    """The command line: ``--workdir``, ``--config``, ``--config.KEY=VALUE``; returns the exit status."""
+    return main(run, script=__file__, description="Chapter 10: the Transformer on Shakespeare",
+                default_workdir="runs/10_transformer", default_config="configs/transformer_compare.py",
+                validate=validate, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(run, script=__file__, description="Chapter 10: the Transformer on Shakespeare",
-                  default_workdir="runs/10_transformer", default_config="configs/transformer_compare.py",
-                  validate=validate))
+    sys.exit(cli())

@@ -19,19 +19,17 @@ import pathlib
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import jax
+import ml_collections
+import numpy as np
 
-import jax  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from p2t_jax.chapters.experiment import Claims, main  # noqa: E402
-from p2t_jax.configuration import ConfigError, apply_overrides, load_config, require, require_positive  # noqa: E402
-from p2t_jax.optim.chains import make_optimizer  # noqa: E402
-from p2t_jax.parallel.partitioning import bytes_per_device, make_partitioner  # noqa: E402
-from p2t_jax.tasks import language_model  # noqa: E402
-from p2t_jax.training.loop import create_state, evaluate  # noqa: E402
-from p2t_jax.training.steps import make_eval_step, make_train_step  # noqa: E402
+from p2t_jax.chapters.experiment import Claims, main
+from p2t_jax.configuration import ConfigError, apply_overrides, load_config, require, require_positive
+from p2t_jax.optim.chains import make_optimizer
+from p2t_jax.parallel.partitioning import bytes_per_device, make_partitioner
+from p2t_jax.tasks import language_model
+from p2t_jax.training.loop import create_state, evaluate
+from p2t_jax.training.steps import make_eval_step, make_train_step
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -55,7 +53,7 @@ def measure(c: ml_collections.ConfigDict, num_steps: int) -> dict:
     task = language_model.make_task(c)
     partitioner = make_partitioner(c, task.init_variables)
     print(f"  mesh: {partitioner.describe()}", flush=True)
-    state = partitioner.init_state(lambda: create_state(task.apply_fn, task.init_variables, c))
+    state = partitioner.init_state(lambda: create_state(task.init_variables, c))
     params_bytes, opt_bytes = bytes_per_device(state.params), bytes_per_device(state.opt_state)
     _, schedule = make_optimizer(c.optim, c.train.num_steps)
     train_step = partitioner.jit_train_step(make_train_step(task.loss_fn, schedule), state)
@@ -127,7 +125,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
             "platform": jax.devices()[0].platform, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
+def cli(argv=None) -> int:
+    """The command line: ``--workdir``, ``--config``, ``--config.KEY=VALUE``; returns the exit status."""
+    return main(run, script=__file__,
+                description="Chapter 10, scaled out: sharding strategies", default_workdir="runs/10_sharded",
+                default_config="configs/transformer_sharded.py", validate=validate, argv=argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(run, script=__file__, description="Chapter 10, scaled out: sharding strategies",
-                  default_workdir="runs/10_sharded", default_config="configs/transformer_sharded.py",
-                  validate=validate))
+    sys.exit(cli())

@@ -8,7 +8,9 @@ Examples::
     p2t playground [--port 8501] [--runs runs] [--host 127.0.0.1]
 
 Bad input (a config value, an argument, a prompt, a path, a checkpoint) is reported in one
-sentence on stderr with exit code 2; nothing on disk is changed by a failed command.
+sentence on stderr with exit code 2; nothing on disk is changed by a failed command. A
+training run that stops early says why in one sentence and exits 3 (diverged), 4 (a save
+failed) or 130 / 143 (SIGINT / SIGTERM, after saving): see p2t_jax.training.stopping.
 """
 
 from __future__ import annotations
@@ -70,21 +72,9 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    rest, overrides = [], []
-    for arg in argv:
-        if arg.startswith("--config."):
-            overrides.append(arg[len("--config."):])
-        else:
-            rest.append(arg)
-    return rest, overrides
-
-
 def _load_run(workdir: str):
-    """The config of an existing run folder."""
-    import ml_collections
-
-    from p2t_jax import configuration
+    """The config of an existing run folder: its task's defaults, overwritten by what the run saved."""
+    from p2t_jax import configuration, tasks
 
     path = pathlib.Path(workdir)
     if not path.is_dir():
@@ -94,56 +84,64 @@ def _load_run(workdir: str):
         raise UsageError(f"workdir '{workdir}' has no config.json, so it holds no run of `p2t train`.")
     try:
         saved = json.loads(config_path.read_text())
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise UsageError(f"workdir '{workdir}' has a config.json that is not valid JSON.") from None
-    try:  # today's defaults for the run's variant, overwritten by what the run saved
-        base = configuration.load_config(f"shakespeare:{saved.get('variant', 'small')}")
-    except configuration.ConfigError:
-        base = ml_collections.ConfigDict()
+    if not isinstance(saved, dict):
+        raise UsageError(f"workdir '{workdir}' has a config.json that does not hold a config.")
+    base = tasks.module(tasks.task_name(saved)).default_config()
     return configuration.overlay(base, saved)
 
 
 def cmd_train(args, overrides) -> int:
-    from p2t_jax import configuration
-    from p2t_jax.tasks import language_model
-    from p2t_jax.training.loop import train_and_evaluate
+    from p2t_jax import configuration, tasks
 
     config = configuration.load_config(args.config)
     configuration.apply_overrides(config, overrides)
-    language_model.validate(config)
+    task_module = tasks.module(tasks.task_name(config))
+    task_module.validate(config)
     if "parallel" in config:  # a multi-process run joins up before anything touches the devices
         from p2t_jax.parallel import distributed
 
         distributed.initialize(config.parallel)
     import jax
 
+    from p2t_jax.training.loop import parameter_count, train_and_evaluate
+
     say = print if jax.process_index() == 0 else (lambda *_: None)  # only process 0 writes logs
-    task = language_model.make_task(config)
-    say(f"data: {task.meta['data_source']} ({task.meta['train_tokens']:,} train / "
-        f"{task.meta['validation_tokens']:,} validation characters)")
-    summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress)
-    state = summary.pop("state")
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    say(f"model: {config.variant}, {n_params:,} parameters; steps {summary['start_step']} -> {summary['final_step']}")
+    task, config = task_module.build(config)
+    if hasattr(task_module, "describe"):
+        say(f"data: {task_module.describe(task)}")
+    state, summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress)
+    say(f"model: {tasks.task_name(config)} ({config.get('variant', 'default')}), "
+        f"{parameter_count(state.params):,} parameters; steps {summary['start_step']} -> {summary['final_step']}")
     if summary.get("eval"):
-        say(f"val loss {summary['eval']['loss']:.4f}  train loss {summary['train'].get('loss', math.nan):.4f}")
+        say(f"eval loss {summary['eval']['loss']:.4f}  train loss {summary['train'].get('loss', math.nan):.4f}")
+    items = f"{task.items_name}_per_s"
     if summary.get("ms_per_step_median"):
-        say(f"median {summary['ms_per_step_median']:.1f} ms/step, {summary['tokens_per_s']:,.0f} tokens/s, "
+        say(f"median {summary['ms_per_step_median']:.1f} ms/step, {summary[items]:,.0f} {task.items_name}/s, "
             f"first-step compile {summary['compile_s']:.2f} s")
     say(f"run folder: {args.workdir}")
     return 0
 
 
-def _restore(args):
-    """(config, model, TrainState) of the run in ``args.workdir`` (latest or ``--best`` checkpoint)."""
+def _restore(args, overrides=()):
+    """(config, Task, TrainState) of the run in ``args.workdir`` (newest readable or ``--best`` checkpoint).
+
+    ``overrides`` may change only what does not change the trained model: ``train.*`` and ``data.*``.
+    """
     config = _load_run(args.workdir)
-    from p2t_jax.tasks import language_model
+    from p2t_jax import configuration, tasks
     from p2t_jax.training.loop import restore_state
 
-    model = language_model.make_model(config)
-    state, _ = restore_state(model.apply, lambda rng: language_model.init_params(model, rng), config, args.workdir,
-                             best=args.best)
-    return config, model, state
+    for item in overrides:
+        group = item.split(".", 1)[0]
+        if group not in ("train", "data"):
+            raise UsageError(f"`p2t {args.command}` uses the run as it was trained; --config.{item.split('=')[0]} "
+                             f"cannot change (only train.* and data.* fields may).")
+    configuration.apply_overrides(config, overrides)
+    task, config = tasks.build(config)
+    state, _ = restore_state(task.init_variables, config, args.workdir, best=args.best)
+    return config, task, state
 
 
 def cmd_sample(args, overrides) -> int:
@@ -163,7 +161,12 @@ def cmd_sample(args, overrides) -> int:
         raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}.")
     if not args.prompt:
         raise UsageError("--prompt must hold at least one character.")
-    config, model, state = _restore(args)
+    from p2t_jax import tasks
+
+    name = tasks.task_name(_load_run(args.workdir))
+    if not tasks.can_sample(name):
+        raise UsageError(f"the run in '{args.workdir}' is of the '{name}' task, which does not generate text; "
+                         f"`p2t eval` evaluates it.")
     from p2t_jax.tasks import language_model
 
     tokenizer = language_model.load_tokenizer(pathlib.Path(args.workdir))
@@ -171,14 +174,30 @@ def cmd_sample(args, overrides) -> int:
     if bad:
         raise UsageError(f"the prompt holds {''.join(bad)!r}, which is not in the model's "
                          f"{tokenizer.vocab_size}-character vocabulary.")
+    config = _load_run(args.workdir)
+    if args.stride >= config.model.max_len:
+        raise UsageError(f"--stride must be below the model's context of {config.model.max_len}, got {args.stride}.")
+    total = len(args.prompt) + args.max_new_tokens
+    if total > 2**31 - 1:
+        raise UsageError(f"--max-new-tokens must be below {2**31 - 1 - len(args.prompt):,}, got {args.max_new_tokens:,}.")
+    from p2t_jax.resources import require_memory
+
+    m = config.model
+    cache_bytes = 2 * 4 * m.num_layers * m.max_len * m.emb_dim  # keys and values, float32, per sample
+    require_memory(args.num_samples * (8 * total + 2 * cache_bytes + 4 * m.max_len * m.vocab_size),
+                   f"sampling {args.num_samples:,} x {args.max_new_tokens:,} tokens",
+                   "lower --num-samples or --max-new-tokens")
+    model = language_model.make_model(config)
+    from p2t_jax.training.loop import restore_state
+
+    state, _ = restore_state(lambda rng: language_model.init_params(model, rng), config, args.workdir,
+                             best=args.best)
 
     import jax
     import jax.numpy as jnp
 
     from p2t_jax.sampling import generate, generate_cached
 
-    if args.stride >= config.model.max_len:
-        raise UsageError(f"--stride must be below the model's context of {config.model.max_len}, got {args.stride}.")
     prompt = jnp.tile(jnp.asarray(tokenizer.encode(args.prompt))[None], (args.num_samples, 1))
     stream = args.num_samples == 1 and sys.stdout.isatty()
     if stream:  # one sample to a terminal: print each character as it is produced
@@ -210,20 +229,18 @@ def cmd_sample(args, overrides) -> int:
 def cmd_eval(args, overrides) -> int:
     if args.batches < 0:
         raise UsageError(f"--batches must be >= 0, got {args.batches}.")
-    config, model, state = _restore(args)
-    from p2t_jax.configuration import apply_overrides
-    from p2t_jax.tasks import language_model
-    from p2t_jax.training.loop import evaluate
-    from p2t_jax.training.steps import make_eval_step
+    config, task, state = _restore(args, overrides)
+    import itertools
 
     import jax
 
-    apply_overrides(config, overrides)
+    from p2t_jax.training.loop import evaluate
+    from p2t_jax.training.steps import make_eval_step
+
+    batches = task.eval_batches()
     if args.batches:
-        config.train.eval_batches = args.batches
-    task = language_model.make_task(config)
-    metrics = evaluate(jax.jit(make_eval_step(task.loss_fn)), state, task.eval_batches())
-    metrics["bits_per_char"] = metrics["loss"] / math.log(2)
+        batches = itertools.islice(batches, args.batches)
+    metrics = evaluate(jax.jit(make_eval_step(task.loss_fn)), state, batches)
     print(json.dumps({"step": int(state.step), **{k: round(v, 5) for k, v in metrics.items()}}))
     return 0
 
@@ -237,14 +254,25 @@ def cmd_playground(args, overrides) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from p2t_jax.configuration import ConfigError
-    from p2t_jax.data.cache import DataUnavailableError
-    from p2t_jax.host_memory import keep_freed_host_memory
-    from p2t_jax.training.checkpoint import CheckpointError
+    """Runs the command; returns its exit status (0, or see p2t_jax.training.stopping)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C before training started (while importing, loading data, compiling)
+        print("\ninterrupted before training started; nothing new was written.", file=sys.stderr)
+        return 130
 
-    keep_freed_host_memory()  # every command runs compiled steps over and over
+
+def _main(argv: list[str] | None) -> int:
+    from p2t_jax.host_memory import keep_freed_host_memory
+
+    keep_freed_host_memory()  # before JAX starts its threads (CPU backend only; see p2t_jax.host_memory)
+    from p2t_jax.configuration import ConfigError, split_overrides
+    from p2t_jax.data.cache import DataUnavailableError
+    from p2t_jax.training.checkpoint import CheckpointError
+    from p2t_jax.training.stopping import RunStopped
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = _split_overrides(argv)
+    rest, overrides = split_overrides(argv)
     try:
         args = _build_parser().parse_args(rest)
         handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
@@ -252,6 +280,15 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, overrides)
     except (UsageError, ConfigError, CheckpointError, DataUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RunStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
+    except Exception as e:  # out of memory inside a compiled computation: still one sentence
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        print(f"error: out of memory ({str(e).splitlines()[0][:160]}); use a smaller batch, model or "
+              f"--num-samples.", file=sys.stderr)
         return EXIT_USAGE
 
 

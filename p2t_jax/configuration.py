@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 import importlib.util
 import pathlib
-from typing import Any, Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -100,6 +101,27 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
         except (ValueError, SyntaxError):
             return text
     return text
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Separates ``--config.KEY=VALUE`` (or ``--config.KEY VALUE``) arguments from the rest.
+
+    Returns:
+      (the other arguments, in order; the overrides as ``KEY=VALUE`` strings, in order).
+    """
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        item = argv[i]
+        if item.startswith("--config."):
+            item = item[len("--config."):]
+            if "=" not in item and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                item, i = f"{item}={argv[i + 1]}", i + 1
+            overrides.append(item)
+        else:
+            rest.append(item)
+        i += 1
+    return rest, overrides
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:

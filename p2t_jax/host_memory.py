@@ -11,15 +11,24 @@ step from ~132 to ~103 ms (``bench/NOTES.md``). Results are unchanged: this is w
 memory waits, not what is computed.
 
 The setting is process-wide and costs up to ``limit_bytes`` of memory the process keeps
-rather than returns to the system. Call it early: the one-arena part applies to threads
-that have not allocated yet. ``train_and_evaluate`` and the ``p2t`` command apply it;
-set ``P2T_KEEP_MALLOC_DEFAULTS=1`` to leave malloc alone. Only glibc (Linux) has these
-knobs; elsewhere it does nothing.
+rather than returns to the system. It belongs to entry points, called first thing, before
+JAX starts its threads (the one-arena part applies to threads that have not allocated yet):
+the ``p2t`` command, the experiment harness and the benches call it; a library function
+never does. It applies only where JAX will run on the CPU (``JAX_PLATFORMS`` names only
+``cpu``, or no accelerator plugin is installed): an accelerator's step does not allocate
+in host memory. Set ``P2T_KEEP_MALLOC_DEFAULTS=1`` to leave malloc alone. Only glibc (Linux)
+has these knobs; elsewhere it does nothing.
+
+The same setting from the shell, for a program that does not call this function::
+
+    MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=1073741824 python my_script.py
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
+import importlib.util
 import os
 import platform
 
@@ -29,14 +38,26 @@ _M_ARENA_MAX = -8
 _applied: int | None = None
 
 
+def cpu_backend_expected() -> bool:
+    """Whether JAX will run on the CPU, judged without starting JAX: ``JAX_PLATFORMS`` names
+    only ``cpu``, or no accelerator plugin (CUDA, ROCm, TPU) is installed."""
+    platforms = [p.strip() for p in os.environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if platforms:
+        return platforms == ["cpu"]
+    if importlib.util.find_spec("libtpu") is not None:
+        return False
+    return not list(importlib.metadata.entry_points(group="jax_plugins"))
+
+
 def keep_freed_host_memory(limit_bytes: int = 1 << 30) -> bool:
     """Lets glibc keep freed blocks below ``limit_bytes`` for reuse, in one arena; returns whether it applied.
 
     Idempotent. Returns False (and changes nothing) when ``P2T_KEEP_MALLOC_DEFAULTS=1``,
-    off glibc, or when glibc refuses the values.
+    when JAX will not run on the CPU (:func:`cpu_backend_expected`), off glibc, or when glibc
+    refuses the values.
     """
     global _applied
-    if os.environ.get("P2T_KEEP_MALLOC_DEFAULTS", "") not in ("", "0"):
+    if os.environ.get("P2T_KEEP_MALLOC_DEFAULTS", "") not in ("", "0") or not cpu_backend_expected():
         return False
     if _applied is not None and _applied >= limit_bytes:
         return True

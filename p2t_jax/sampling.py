@@ -20,7 +20,7 @@ Filtering: ``temperature`` (0: greedy), ``top_k`` (keep the k most likely), ``to
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

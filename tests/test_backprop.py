@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import load_experiment, run_experiment_smoke
+
 from p2t_jax.chapters import backprop, xor_training
 
 RANDOM_SHAPES = [((3, 5, 4, 2), 7), ((6, 1), 1)]

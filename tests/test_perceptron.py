@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import load_experiment, run_experiment_smoke
+
 from p2t_jax.chapters import perceptron_rule
 from p2t_jax.data.logic import separable_points, truth_table
 from p2t_jax.models.perceptron import Perceptron, init_params, predict, step

@@ -18,9 +18,8 @@ import pytest
 
 pytest.importorskip("streamlit", reason="the playground needs the app extra: pip install -e '.[app]'")
 
-from streamlit.testing.v1 import AppTest  # noqa: E402
-
 from conftest import PASSAGE, REPO, CompileCounter, load_experiment  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
 
 TIMEOUT_S = 180  # per script run: the first run of a page compiles its functions (AppTest's default is 3 s)
 

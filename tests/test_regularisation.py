@@ -19,7 +19,6 @@ from p2t_jax.training.loop import create_state, evaluate, train_and_evaluate
 from p2t_jax.training.metrics import read_metrics
 from p2t_jax.training.steps import make_eval_step
 
-
 # --- dropout -------------------------------------------------------------------------------
 
 def _dropout_samples(x, rate, num_keys, fn=reg.dropout):
@@ -155,7 +154,7 @@ def _config(*overrides):
 
 def test_loss_fn_train_and_eval_modes():
     config = _config("model.dropout_rate=0.5", "loss.l2=0.1", "loss.label_smoothing=0.2")
-    task, batches, config = ic.build(config, splits=_prototype_digits(60, 20))
+    task, batches, config = ic.build_with_batches(config, splits=_prototype_digits(60, 20))
     params = task.init_variables(jax.random.PRNGKey(0))["params"]
     batch = batches.train_batch(0)
     eval_loss, (metrics, _) = task.loss_fn(params, {}, batch, jax.random.PRNGKey(1), False)
@@ -171,45 +170,44 @@ def test_loss_fn_train_and_eval_modes():
 
 def test_a_tiny_run_through_the_loop_learns_and_resumes_exactly(tmp_path):
     splits = _prototype_digits()
-    task, batches, config = ic.build(_config("train.num_epochs=4", "optim.name=adam", "optim.learning_rate=3e-3"),
+    task, batches, config = ic.build_with_batches(_config("train.num_epochs=4", "optim.name=adam", "optim.learning_rate=3e-3"),
                                      splits=splits)
     assert (config.train.num_steps, config.train.eval_every) == (40, 10)
-    untrained = evaluate(jax.jit(make_eval_step(task.loss_fn)), create_state(task.apply_fn, task.init_variables,
-                                                                              config), batches.eval_batches())
-    summary = train_and_evaluate(task, config, tmp_path / "straight", progress=False)
+    untrained = evaluate(jax.jit(make_eval_step(task.loss_fn)), create_state(task.init_variables, config), batches.eval_batches())
+    state, summary = train_and_evaluate(task, config, tmp_path / "straight", progress=False)
     assert summary["eval"]["accuracy"] > untrained["accuracy"] + 0.4
     accuracy = [r["accuracy"] for r in read_metrics(tmp_path / "straight", "eval")]
     assert len(accuracy) == 4 and accuracy[-1] > accuracy[0]
 
-    half_task, _, half_config = ic.build(_config("train.num_epochs=2", "optim.name=adam", "optim.learning_rate=3e-3"),
+    half_task, _, half_config = ic.build_with_batches(_config("train.num_epochs=2", "optim.name=adam", "optim.learning_rate=3e-3"),
                                          splits=splits)
     train_and_evaluate(half_task, half_config, tmp_path / "resumed", progress=False)
-    resumed = train_and_evaluate(task, config, tmp_path / "resumed", progress=False)
+    resumed_state, resumed = train_and_evaluate(task, config, tmp_path / "resumed", progress=False)
     assert resumed["start_step"] == 20
-    chex.assert_trees_all_close(resumed["state"].params, summary["state"].params, atol=1e-6)
+    chex.assert_trees_all_close(resumed_state.params, state.params, atol=1e-6)
 
 
 def test_early_stopping_stops_when_the_validation_loss_stalls(tmp_path):
     overrides = ["train.num_epochs=6", "optim.name=sgd", "data.validation_size=60", "data.eval_split=validation",
                  "train.early_stop_patience=2"]
-    task, batches, config = ic.build(_config(*overrides), splits=_prototype_digits())
+    task, batches, config = ic.build_with_batches(_config(*overrides), splits=_prototype_digits())
     assert len(batches.splits["validation"]) == 60 and len(batches.splits["train"]) == 240
     config.optim.learning_rate = 0.0  # nothing moves, so the validation loss never improves after epoch 1
-    summary = train_and_evaluate(task, config, tmp_path / "stalled", progress=False)
+    _, summary = train_and_evaluate(task, config, tmp_path / "stalled", progress=False)
     spe = batches.steps_per_epoch
     assert summary["early_stopped_at"] == 3 * spe and summary["final_step"] == 3 * spe
-    again = train_and_evaluate(task, config, tmp_path / "stalled", progress=False)  # the counters were saved
+    _, again = train_and_evaluate(task, config, tmp_path / "stalled", progress=False)  # the counters were saved
     assert again["start_step"] == 3 * spe and again["final_step"] == 3 * spe and again["early_stopped_at"] == 3 * spe
 
     config.train.early_stop_patience = 0
-    summary = train_and_evaluate(task, config, tmp_path / "no_stop", progress=False)
+    _, summary = train_and_evaluate(task, config, tmp_path / "no_stop", progress=False)
     assert summary["early_stopped_at"] is None and summary["final_step"] == 6 * spe
 
     config.train.early_stop_patience = 2  # a run cut at epoch 2 and resumed stops where the whole run stopped
     config.train.num_steps = 2 * spe
     train_and_evaluate(task, config, tmp_path / "cut", progress=False)
     config.train.num_steps = 6 * spe
-    resumed = train_and_evaluate(task, config, tmp_path / "cut", progress=False)
+    _, resumed = train_and_evaluate(task, config, tmp_path / "cut", progress=False)
     assert resumed["start_step"] == 2 * spe and resumed["early_stopped_at"] == 3 * spe
 
 

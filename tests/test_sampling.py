@@ -1,10 +1,10 @@
 """Sampling: deterministic for a seed, top-k respected, greedy, sliding window past the context."""
 
 import chex
-import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import linen as nn
 
 from p2t_jax.models.transformer import Transformer, TransformerConfig
@@ -158,6 +158,7 @@ def test_streaming_reports_every_token_in_order():
 # --- one compilation for every request (the playground's sampler) ----------------------
 
 from conftest import CompileCounter  # noqa: E402
+
 from p2t_jax.sampling import generate_cached_padded, sample_token, sample_token_traced  # noqa: E402
 
 

@@ -116,3 +116,18 @@ def test_tfds_source_fails_fast_when_not_prepared(tmp_path):
     with pytest.raises(DataUnavailableError, match="not prepared"):
         shakespeare.load_texts("tfds", data_dir=str(tmp_path))
     assert shakespeare.tfds_corpus(str(tmp_path)) is None
+
+
+def test_probing_tfds_leaves_no_temporary_folders(tmp_path, monkeypatch):
+    """TFDS's metadata probe makes a tmp*tfds folder per call; the probe runs inside a folder of its own."""
+    import tempfile
+
+    from p2t_jax.data import tfds_source
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    (tmp_path / "tfds" / "tiny_shakespeare" / "1.0.0").mkdir(parents=True)  # a folder, but nothing prepared in it
+    for _ in range(3):
+        assert tfds_source.prepared_split("tiny_shakespeare", "train", str(tmp_path / "tfds")) is None
+    assert list(scratch.iterdir()) == [] and tempfile.tempdir == str(scratch)

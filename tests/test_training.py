@@ -17,11 +17,12 @@ from p2t_jax.training.metrics import read_metrics
 
 
 def _run(config, workdir, **kw):
+    """``(state, summary)`` of the loop on the language-model task."""
     return train_and_evaluate(language_model.make_task(config), config, workdir, progress=False, **kw)
 
 
 def test_smoke_run_learns_and_writes_its_records(tiny_corpus, smoke_config, tmp_path):
-    summary = _run(smoke_config, tmp_path)
+    _, summary = _run(smoke_config, tmp_path)
     train = read_metrics(tmp_path, "train")
     assert train[-1]["loss"] < 0.75 * train[0]["loss"]
     assert summary["eval"]["loss"] < np.log(65) - 1.0
@@ -30,9 +31,8 @@ def test_smoke_run_learns_and_writes_its_records(tiny_corpus, smoke_config, tmp_
     assert json.loads((tmp_path / "config.json").read_text())["variant"] == "smoke"
     assert (tmp_path / "tokenizer.json").exists() and list((tmp_path / "tb").iterdir())
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["20", "40"]
-    assert [p.name for p in (tmp_path / "best").iterdir()] == ["40"]
     assert json.loads((tmp_path / "summary.json").read_text())["final_step"] == 40
-    again = _run(smoke_config, tmp_path)  # a finished run: nothing to train, its summary stands
+    _, again = _run(smoke_config, tmp_path)  # a finished run: nothing to train, its summary stands
     assert again["resumed_from"] == 40 and again["eval"] == summary["eval"]
     assert json.loads((tmp_path / "summary.json").read_text())["eval"] == summary["eval"]
 
@@ -40,7 +40,7 @@ def test_smoke_run_learns_and_writes_its_records(tiny_corpus, smoke_config, tmp_
 def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_corpus, smoke_config, tmp_path):
     """Train 2N steps, versus N steps + interruption + restart to 2N: identical state."""
     apply_overrides(smoke_config, ["model.dropout_rate=0.1", "train.checkpoint_every=1000", "train.eval_every=1000"])
-    full = _run(smoke_config, tmp_path / "full")["state"]
+    full, _ = _run(smoke_config, tmp_path / "full")
 
     task = language_model.make_task(smoke_config)
     original = task.train_batch
@@ -54,11 +54,11 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_corpus, smok
     with pytest.raises(KeyboardInterrupt):
         train_and_evaluate(task, smoke_config, tmp_path / "split", progress=False)
     assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == ["20"]
-    resumed = _run(smoke_config, tmp_path / "split")
-    assert resumed["resumed_from"] == 20
-    chex.assert_trees_all_equal(full.params, resumed["state"].params)
-    chex.assert_trees_all_equal(full.opt_state, resumed["state"].opt_state)
-    assert int(full.step) == int(resumed["state"].step) == 40
+    resumed, summary = _run(smoke_config, tmp_path / "split")
+    assert summary["resumed_from"] == 20
+    chex.assert_trees_all_equal(full.params, resumed.params)
+    chex.assert_trees_all_equal(full.opt_state, resumed.opt_state)
+    assert int(full.step) == int(resumed.step) == 40
 
 
 def test_resume_refuses_a_different_model(tiny_corpus, smoke_config, tmp_path):
@@ -76,16 +76,16 @@ def test_restore_errors_are_clear(tiny_corpus, smoke_config, tmp_path):
     model = language_model.make_model(smoke_config)
     init = lambda rng: language_model.init_params(model, rng)  # noqa: E731
     with pytest.raises(CheckpointError, match="no checkpoint found"):
-        restore_state(model.apply, init, smoke_config, tmp_path)
+        restore_state(init, smoke_config, tmp_path)
     apply_overrides(smoke_config, ["train.num_steps=10"])
     _run(smoke_config, tmp_path)
-    state, meta = restore_state(model.apply, init, smoke_config, tmp_path)
+    state, meta = restore_state(init, smoke_config, tmp_path)
     assert int(state.step) == 10 and meta["data_source"] == "test:passage"
     for f in (tmp_path / "checkpoints" / "10" / "state").rglob("*"):
         if f.is_file() and f.stat().st_size > 0:
             f.write_bytes(b"\x00garbage")
     with pytest.raises(CheckpointError, match="cannot be read"):
-        restore_state(model.apply, init, smoke_config, tmp_path)
+        restore_state(init, smoke_config, tmp_path)
 
 
 def test_optimizer_is_clip_then_adamw_on_warmup_cosine(smoke_config):
@@ -102,8 +102,20 @@ def test_optimizer_is_clip_then_adamw_on_warmup_cosine(smoke_config):
     params = {"w": np.ones((3, 2), np.float32), "b": np.ones((2,), np.float32)}
     s1, s2 = tx.init(params), reference.init(params)
     for i in range(5):
-        grads = jax.tree.map(lambda x: (i + 1) * 0.7 * x, params)
+        grads = jax.tree.map(lambda x, scale=(i + 1) * 0.7: scale * x, params)
         u1, s1 = tx.update(grads, s1, params)
         u2, s2 = reference.update(grads, s2, params)
         chex.assert_trees_all_close(u1, u2, rtol=1e-6)
     assert not np.allclose(u1["b"], u1["w"][0])  # decay reaches matrices only
+
+
+def test_evaluation_weighs_each_batch_by_its_rows():
+    """A mean of batch means would give (2 + 10) / 2 = 6; per example it is (3 * 2 + 1 * 10) / 4 = 4."""
+    from p2t_jax.training.loop import evaluate
+
+    def eval_step(state, batch):
+        return {"loss": batch["x"].mean()}
+
+    batches = [{"x": np.full((3,), 2.0)}, {"x": np.full((1,), 10.0)}]
+    assert evaluate(eval_step, None, batches) == {"loss": 4.0}
+    assert evaluate(eval_step, None, []) == {}

@@ -133,6 +133,7 @@ def test_gelu_exact_matches_flax_gelu_and_its_gradient():
 
 def test_attention_maps_are_causal_rows_of_probabilities_and_ignore_the_padding():
     from conftest import CompileCounter
+
     from p2t_jax.chapters.transformer_attention import attention_maps
 
     model, params = _tiny_model()

@@ -15,8 +15,8 @@ so the result can be compared leaf by leaf with ``jax.grad``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp

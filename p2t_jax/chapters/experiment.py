@@ -16,17 +16,19 @@ import pathlib
 import shlex
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from p2t_jax.configuration import REPO_ROOT, ConfigError, apply_overrides, load_config
+from p2t_jax.configuration import REPO_ROOT, ConfigError, apply_overrides, load_config, split_overrides
 from p2t_jax.data.cache import DataUnavailableError
 from p2t_jax.host_memory import keep_freed_host_memory
 from p2t_jax.training import metrics
 from p2t_jax.training.checkpoint import CheckpointError
+from p2t_jax.training.stopping import RunStopped
 
 
 class Claims:
@@ -88,17 +90,10 @@ def parse_command_line(argv: Sequence[str] | None, *, description: str, default_
                                      epilog="Override any config field with --config.KEY=VALUE.")
     parser.add_argument("--workdir", default=default_workdir, help=f"run folder (default {default_workdir})")
     parser.add_argument("--config", default=default_config, help=f"config file[:variant] (default {default_config})")
-    args, rest = parser.parse_known_args(argv)
-    overrides, i = [], 0
-    while i < len(rest):
-        item = rest[i]
-        if not item.startswith("--config."):
-            raise ConfigError(f"unknown argument '{item}'; use --workdir, --config or --config.KEY=VALUE.")
-        item = item[len("--config."):]
-        if "=" not in item and i + 1 < len(rest) and not rest[i + 1].startswith("--"):
-            item, i = f"{item}={rest[i + 1]}", i + 1
-        overrides.append(item)
-        i += 1
+    rest, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    args, unknown = parser.parse_known_args(rest)
+    if unknown:
+        raise ConfigError(f"unknown argument '{unknown[0]}'; use --workdir, --config or --config.KEY=VALUE.")
     config = load_config(args.config)
     apply_overrides(config, overrides)
     return pathlib.Path(args.workdir), config
@@ -111,8 +106,10 @@ def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path, Claims], dict],
 
     ``script`` is the experiment's ``__file__`` (named in the printed command).
 
-    0: every claim held. 1: some claim failed (results.json still written). 2: bad input
-    (one sentence on stderr, nothing written).
+    0: every claim held. 1: some claim failed, or none was checked (results.json still
+    written). 2: bad input (one sentence on stderr, nothing written). 3, 4, 130, 143: a
+    training run inside stopped (:mod:`p2t_jax.training.stopping`); run the same command
+    again to resume it.
     """
     keep_freed_host_memory()  # early, before JAX starts its threads (p2t_jax.host_memory)
     try:
@@ -142,11 +139,20 @@ def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path, Claims], dict],
         if created and not any(workdir.iterdir()):
             workdir.rmdir()
         return 2
+    except RunStopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command to resume.", file=sys.stderr)
+        return 130
     results = dict(results, claims=claims.items, all_claims_passed=claims.all_passed, config=config.to_dict(),
                    command=command, seconds=time.perf_counter() - start, jax_version=jax.__version__,
                    device=str(jax.devices()[0].platform))
     write_json(workdir / "results.json", results)
     print(f"wrote {workdir / 'results.json'} ({results['seconds']:.1f} s)")
+    if not claims.items:
+        print("no claim was checked, so nothing was shown; see the messages above.", file=sys.stderr)
+        return 1
     if not claims.all_passed:
         print(f"claims failed: {', '.join(claims.failed())}", file=sys.stderr)
         return 1

@@ -15,7 +15,7 @@ optimiser's path once for every learning rate.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -74,7 +74,7 @@ def trajectory(tx: optax.GradientTransformation, fn: Callable[[jax.Array], jax.A
     return points, jax.vmap(fn)(points)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_trajectory(name: str, surface: str, num_steps: int,
                     weight_decay: float = 0.0) -> Callable[[jax.Array], tuple[jax.Array, jax.Array]]:
     """``path(lr) -> (points [num_steps + 1, 2], losses [num_steps + 1])``, jitted with ``lr`` traced.

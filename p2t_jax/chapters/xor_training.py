@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -110,7 +111,7 @@ def make_sweep_with_params(features: Sequence[int], activation: str, loss: str, 
     return _make_run(tuple(features), activation, loss, num_steps, True, True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _make_run(features: tuple[int, ...], activation: str, loss: str, num_steps: int, over_seeds: bool,
               with_params: bool = False) -> Callable:
     x, y = xor_data()

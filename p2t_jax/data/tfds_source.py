@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+import tempfile
+from collections.abc import Sequence
 
 from p2t_jax.data.cache import DataUnavailableError
 
@@ -19,6 +20,19 @@ def _quiet_absl():
         yield
     finally:
         logging.set_verbosity(before)
+
+
+@contextlib.contextmanager
+def _own_temp_dir():
+    """Points ``tempfile`` at a folder removed afterwards: TFDS's metadata probe leaves a
+    ``tmp*tfds`` folder in the system temp dir on every call otherwise."""
+    before = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="p2t_tfds_") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = before
 
 
 def prepared_split(name: str, split: str, data_dir: str | None = None) -> Sequence[dict] | None:
@@ -40,7 +54,7 @@ def prepared_split(name: str, split: str, data_dir: str | None = None) -> Sequen
     """
     import tensorflow_datasets as tfds
 
-    with _quiet_absl():
+    with _quiet_absl(), _own_temp_dir():
         try:
             return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         except Exception as array_record_error:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -53,7 +53,7 @@ class CharTokenizer:
             json.dump({"type": "char", "alphabet": self.alphabet}, f)
 
     @classmethod
-    def load(cls, path: os.PathLike | str) -> "CharTokenizer":
+    def load(cls, path: os.PathLike | str) -> CharTokenizer:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         return cls(data["alphabet"])

@@ -11,7 +11,7 @@ activations are sown into the ``intermediates`` collection as ``hidden_i``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp

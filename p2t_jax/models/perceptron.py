@@ -8,7 +8,7 @@ linen :class:`Perceptron` wraps the same functions for code that wants a module.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

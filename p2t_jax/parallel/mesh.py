@@ -12,7 +12,7 @@ device, ``(1, -1, 1)`` pure FSDP, ``(2, 1, -1)`` data x tensor.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 from jax.sharding import AxisType, Mesh

@@ -6,7 +6,8 @@ those names onto the mesh axes ``data``, ``fsdp`` and ``tensor``. From there on 
 the work: the state is created directly sharded (``jax.eval_shape`` -> shardings ->
 ``jax.jit`` with ``out_shardings``), the train step is ``jax.jit`` with explicit in/out
 shardings and the state donated, and batches are global arrays sharded over the batch
-axes. Optimiser state follows the parameter it belongs to.
+axes. Optimiser state follows the parameter it belongs to, as Optax itself maps its state
+onto the parameters (:func:`optimizer_specs`), whatever the optimiser.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import optax
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -180,42 +183,30 @@ class Partitioner:
 
     # ---- state ----------------------------------------------------------------------------
 
-    def logical_items(self, items: Any) -> Any:
+    def logical_items(self, items: Any, tx: optax.GradientTransformation) -> Any:
         """Logical specs for ``TrainState.checkpoint_items()``: variables as declared, optimiser
-        state like the parameter at the end of its tree path, everything else replicated."""
+        state by :func:`optimizer_specs`, everything else replicated."""
         axes = self.variable_axes or {}
-        index = {}
-        for path, spec in jax.tree_util.tree_flatten_with_path(axes.get("params", {}), is_leaf=_is_spec)[0]:
-            index[tuple(path)] = spec
-        shapes = {tuple(p): x.shape for p, x in jax.tree_util.tree_flatten_with_path(items["params"])[0]}
-
-        def follow(path, leaf):
-            path = tuple(path)
-            for k in range(len(path)):
-                spec = index.get(path[k:])
-                if spec is not None and shapes.get(path[k:]) == leaf.shape:
-                    return spec
-            return PartitionSpec()
+        params_axes = axes.get("params") or jax.tree.map(lambda _: PartitionSpec(), items["params"])
 
         def declared(collection):
             return (axes[collection] if collection in axes
                     else jax.tree.map(lambda _: PartitionSpec(), items["model_state"][collection]))
 
-        return {"step": PartitionSpec(), "rng": PartitionSpec(),
-                "params": jax.tree_util.tree_map_with_path(follow, items["params"]),
-                "opt_state": jax.tree_util.tree_map_with_path(follow, items["opt_state"]),
+        return {"step": PartitionSpec(), "rng": PartitionSpec(), "params": params_axes,
+                "opt_state": optimizer_specs(tx, items["opt_state"], items["params"], params_axes),
                 "model_state": {c: declared(c) for c in items["model_state"]}}
 
-    def item_shardings(self, items: Any) -> Any:
+    def item_shardings(self, items: Any, tx: optax.GradientTransformation) -> Any:
         """``NamedSharding`` for each leaf of ``checkpoint_items()`` (concrete or abstract)."""
-        logical = self.logical_items(items)
+        logical = self.logical_items(items, tx)
         return jax.tree.map(lambda spec: NamedSharding(self.mesh, self.mesh_spec(spec)), logical, is_leaf=_is_spec)
 
     def abstract_state(self, create: Callable[[], Any]) -> Any:
         """``jax.eval_shape(create)`` with each leaf's target sharding attached (nothing allocated)."""
         abstract = jax.eval_shape(create)
         items = abstract.checkpoint_items()
-        shardings = self.item_shardings(items)
+        shardings = self.item_shardings(items, abstract.tx)
         return abstract.replace_items(jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), items, shardings))
 
@@ -314,6 +305,32 @@ class Partitioner:
             return (self.place(own(b)) for b in batches)
 
         return train_batch, eval_batches
+
+
+def optimizer_specs(tx: optax.GradientTransformation, opt_state: Any, params: Any, params_axes: Any) -> Any:
+    """Logical specs for ``opt_state``, derived from Optax's own view of which parts of its
+    state are trees over the parameters (``optax.tree_utils.tree_map_params``).
+
+    A leaf shaped like its parameter (Adam's ``mu`` and ``nu``, momentum) takes the
+    parameter's spec; a factored statistic (Adafactor's per-row ``v_row`` ``[..., rows]`` and
+    per-column ``v_col`` ``[..., cols]``) takes the spec of the axes it keeps; any other
+    leaf (counts, placeholders, scalars) is replicated.
+    """
+    shapes = jax.tree.map(lambda p: tuple(p.shape), params)
+
+    def follow(leaf, spec, shape):
+        spec = tuple(spec) + (None,) * (len(shape) - len(tuple(spec)))
+        if leaf.shape == shape:
+            return PartitionSpec(*spec)
+        if len(shape) >= 2 and leaf.shape == shape[:-1]:
+            return PartitionSpec(*spec[:-1])
+        if len(shape) >= 2 and leaf.shape == shape[:-2] + shape[-1:]:
+            return PartitionSpec(*(spec[:-2] + spec[-1:]))
+        return PartitionSpec()
+
+    return optax.tree_utils.tree_map_params(
+        tx, follow, opt_state, params_axes, shapes,
+        transform_non_params=lambda tree: jax.tree.map(lambda _: PartitionSpec(), tree))
 
 
 def variable_axes(init_variables: Callable[[jax.Array], Any]) -> tuple[Any, Any]:

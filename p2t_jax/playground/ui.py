@@ -13,7 +13,8 @@ import math
 import pathlib
 import sys
 import traceback
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import streamlit as st
 

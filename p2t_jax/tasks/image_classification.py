@@ -45,6 +45,7 @@ def default_config() -> ml_collections.ConfigDict:
     A chapter's config file starts from this and changes what its experiment needs.
     """
     c = ml_collections.ConfigDict()
+    c.task = "image_classification"
     c.variant = "default"
     c.seed = 0  # one seed for init, dropout, the validation split and the order of examples
 
@@ -92,6 +93,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 0  # Orbax save every N steps (and at each eval and the end); 0: per epoch
     c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
     c.train.early_stop_patience = 0  # stop after N evaluations without a lower eval loss; 0: never
+    c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
     return c
 
 
@@ -209,12 +211,13 @@ def init_variables(model: MLP, image_shape: tuple[int, ...], rng: jax.Array) -> 
     return model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
 
 
-def build(config: ml_collections.ConfigDict, splits: dict[str, ImageRecords] | None = None,
-          source: str = "given") -> tuple[Task, ImageBatches, ml_collections.ConfigDict]:
+def build_with_batches(config: ml_collections.ConfigDict, splits: dict[str, ImageRecords] | None = None,
+                       source: str = "given") -> tuple[Task, ImageBatches, ml_collections.ConfigDict]:
     """Wires data, model and loss for the loop.
 
     Args:
-      config: an image-classification config.
+      config: an image-classification config (an ``experiment`` group, if any, is left out:
+        see :func:`run_config`).
       splits: records to use instead of ``config.data``'s source (still carved by
         ``data.train_size`` / ``data.validation_size``); for tests and custom data.
       source: the name recorded for ``splits``.
@@ -223,6 +226,7 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, ImageRecords] | N
       (the Task, its batches, the config with step counts resolved: pass this one to
       :func:`p2t_jax.training.loop.train_and_evaluate`).
     """
+    config = run_config(config)
     validate(config)
     if splits is None:
         splits, source = load_data(config)
@@ -237,7 +241,7 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, ImageRecords] | N
     require(labels.max() < config.model.num_classes,
             f"config key 'model.num_classes' ({config.model.num_classes}) is too small for label {labels.max()}.")
     task = Task(
-        apply_fn=model.apply, init_variables=lambda rng: init_variables(model, image_shape, rng),
+        init_variables=lambda rng: init_variables(model, image_shape, rng),
         loss_fn=make_loss_fn(model, config.loss.label_smoothing, config.loss.l2),
         train_batch=batches.train_batch, eval_batches=batches.eval_batches,
         items_per_batch=config.train.batch_size, items_name="examples",
@@ -246,9 +250,21 @@ def build(config: ml_collections.ConfigDict, splits: dict[str, ImageRecords] | N
     return task, batches, config
 
 
+def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.ConfigDict]:
+    """The loop's Task for ``config`` and the step-resolved config (the task registry's entry)."""
+    task, _, config = build_with_batches(config)
+    return task, config
+
+
 def make_task(config: ml_collections.ConfigDict) -> Task:
     """The loop's Task for ``config`` (note: use :func:`build` to get the step-resolved config too)."""
     return build(config)[0]
+
+
+def describe(task: Task) -> str:
+    """One line on the data, for the ``p2t`` command."""
+    sizes = ", ".join(f"{v:,} {k.removesuffix('_examples')}" for k, v in task.meta.items() if k.endswith("_examples"))
+    return f"{task.meta['data_source']} ({sizes} examples)"
 
 
 def evaluate_split(task: Task, state, batches: ImageBatches, split: str) -> dict[str, float]:
@@ -316,7 +332,7 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
       Timings are None when the folder held a finished run and nothing was left to train.
     """
     run_dir = pathlib.Path(run_dir)
-    task, batches, config = build(run_config(config), splits=splits, source=source)
+    task, batches, config = build_with_batches(config, splits=splits, source=source)
     done = run_dir / "result.json"
     if done.exists():
         saved = json.loads(done.read_text())
@@ -324,11 +340,11 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
             log(f"  {run_dir.name}: finished earlier; read back from {done}")
             return saved
     start = time.perf_counter()
-    summary = train_and_evaluate(task, config, run_dir, progress=False)
+    state, summary = train_and_evaluate(task, config, run_dir, progress=False)
     wall = time.perf_counter() - start if summary["final_step"] > summary["start_step"] else None
-    state, kept = summary.pop("state"), "last"
+    kept = "last"
     if config.train.early_stop_patience:
-        state, _ = restore_state(task.apply_fn, task.init_variables, config, run_dir, best=True)
+        state, _ = restore_state(task.init_variables, config, run_dir, best=True)
         kept = "best"
     np.save(run_dir / "first_layer_kernel.npy", np.asarray(state.params["dense_0"]["kernel"]))
     measured = {name: evaluate_split(task, state, batches, name) for name in batches.splits}

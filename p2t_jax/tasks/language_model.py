@@ -1,4 +1,8 @@
-"""The character-level Shakespeare language-model task (chapter 10's main job)."""
+"""The character-level Shakespeare language-model task (chapter 10's main job).
+
+Config fields: see :func:`default_config`; the variants (``small``, ``large``, ...) are in
+``configs/shakespeare.py``.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,76 @@ import ml_collections
 import optax
 from flax import linen as nn
 
-from p2t_jax.configuration import require, require_choice, require_positive
+from p2t_jax.configuration import ConfigError, require, require_choice, require_positive
 from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
 from p2t_jax.models.transformer import Transformer, TransformerConfig
+from p2t_jax.parallel.partitioning import DEFAULT_RULES
+from p2t_jax.resources import require_memory
 from p2t_jax.training.loop import Task
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+CAN_SAMPLE = True
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field of a language-model config at its default (the ``small`` model)."""
+    c = ml_collections.ConfigDict()
+    c.task = "language_model"
+    c.variant = "small"
+    c.seed = 0  # one seed for init, dropout and data order
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "auto"  # auto: TFDS tiny_shakespeare if prepared, else embedded; or tfds / embedded
+    c.data.tfds_data_dir = ""  # TFDS data dir; "" means TFDS's default ($TFDS_DATA_DIR)
+
+    c.model = ml_collections.ConfigDict()
+    c.model.vocab_size = 65  # the 65-character tiny-shakespeare alphabet
+    c.model.max_len = 64  # context length in characters
+    c.model.emb_dim = 64  # residual width D
+    c.model.num_heads = 4  # attention heads; must divide emb_dim
+    c.model.num_layers = 2  # Transformer blocks
+    c.model.mlp_dim = 256  # MLP hidden width (4 * D)
+    c.model.dropout_rate = 0.0  # attention and residual dropout
+    c.model.use_bias = True  # biases in Dense and LayerNorm
+    c.model.tie_embeddings = False  # output head shares the token embedding
+    c.model.gelu_approximate = False  # tanh GELU (GPT-2) instead of exact erf
+    c.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
+    c.model.scan_layers = False  # nn.scan over the blocks: compile time flat in depth
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.learning_rate = 3e-3  # peak learning rate after warm-up
+    c.optim.end_learning_rate = 3e-4  # cosine decays to this
+    c.optim.warmup_steps = 100  # linear warm-up from 0
+    c.optim.decay_steps = 0  # cosine length; 0 means train.num_steps
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.99
+    c.optim.eps = 1e-8
+    c.optim.weight_decay = 0.1  # decoupled, on matrices and embeddings only
+    c.optim.grad_clip_norm = 1.0  # clip_by_global_norm; 0 turns it off
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 32  # windows per step
+    c.train.num_steps = 2000
+    c.train.log_every = 50  # train metrics every N steps
+    c.train.eval_every = 250  # validation loss every N steps
+    c.train.eval_batches = 20  # validation batches per evaluation
+    c.train.checkpoint_every = 500  # Orbax save every N steps (and at each eval and the end)
+    c.train.keep_checkpoints = 2  # latest saves kept (the best by val loss is kept besides)
+    c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
+
+    # Devices and hosts (README, "Scaling out"). Not part of what a resumed run must match:
+    # a checkpoint saved on one mesh restores onto another.
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.mesh_shape = (-1, 1, 1)  # devices along (data, fsdp, tensor); -1: the rest; one device: 1x1x1
+    c.parallel.logical_axis_rules = DEFAULT_RULES  # logical axis name -> mesh axis (p2t_jax.parallel.partitioning)
+    c.parallel.coordinator_address = ""  # multi-process: process 0's host:port; "" reads $P2T_COORDINATOR_ADDRESS
+    c.parallel.num_processes = 0  # processes in the run; 0 reads $P2T_NUM_PROCESSES
+    c.parallel.process_id = -1  # this process's index; -1 reads $P2T_PROCESS_ID
+    c.parallel.cluster_detect = False  # let JAX find the processes itself (TPU pod, SLURM, Open MPI)
+    c.parallel.initialization_timeout = 300  # seconds to wait for every process to join
+    return c
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -73,30 +139,62 @@ def make_loss_fn(model: Transformer):
                                  rngs={"dropout": rng} if train else None)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["targets"]).mean()
         accuracy = (logits_BTV.argmax(-1) == batch["targets"]).mean()
-        return loss, ({"accuracy": accuracy}, model_state)
+        return loss, ({"accuracy": accuracy, "bits_per_char": loss / jnp.log(2.0)}, model_state)
 
     return loss_fn
 
 
-def make_task(config: ml_collections.ConfigDict) -> Task:
-    """The loop's Task for ``config``: loads (or builds) the corpus and wires model, loss and batches."""
+def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.ConfigDict]:
+    """The loop's Task for ``config`` (loads or builds the corpus; wires model, loss and batches),
+    and ``config`` itself.
+
+    Raises:
+      ConfigError: the batch would not fit in memory, or the context is longer than a split.
+    """
     validate(config)
+    t, m = config.train, config.model
+    require_memory(3 * 8 * t.batch_size * (m.max_len + 1), "one batch of windows",
+                   "lower train.batch_size or model.max_len")
     splits, tokenizer, source = shakespeare.load_ids(config.data.source, config.data.tfds_data_dir or None)
+    for split, ids in splits.items():
+        require(len(ids) > m.max_len + 1, f"config key 'model.max_len' ({m.max_len}) is longer than the "
+                f"{split} split ({len(ids):,} characters); a window must fit in it.")
     model = make_model(config)
-    batches = LMBatches(splits, config.train.batch_size, config.model.max_len, config.seed)
+    batches = LMBatches(splits, t.batch_size, m.max_len, config.seed)
 
     def save_assets(workdir: pathlib.Path) -> None:
         tokenizer.save(workdir / "tokenizer.json")
 
-    return Task(
-        apply_fn=model.apply, init_variables=lambda rng: init_params(model, rng, unbox=False),
+    task = Task(
+        init_variables=lambda rng: init_params(model, rng, unbox=False),
         loss_fn=make_loss_fn(model), train_batch=batches.train_batch,
-        eval_batches=lambda rows=None: batches.eval_batches(config.train.eval_batches, rows=rows), batch_rows=True,
-        items_per_batch=config.train.batch_size * config.model.max_len, items_name="tokens",
+        eval_batches=lambda rows=None: batches.eval_batches(t.eval_batches, rows=rows), batch_rows=True,
+        items_per_batch=t.batch_size * m.max_len, items_name="tokens",
         save_assets=save_assets,
         meta={"data_source": source, "train_tokens": int(len(splits["train"])),
               "validation_tokens": int(len(splits["validation"]))})
+    return task, config
+
+
+def make_task(config: ml_collections.ConfigDict) -> Task:
+    """The loop's Task for ``config`` (:func:`build` without the config)."""
+    return build(config)[0]
+
+
+def describe(task: Task) -> str:
+    """One line on the data, for the ``p2t`` command."""
+    m = task.meta
+    return f"{m['data_source']} ({m['train_tokens']:,} train / {m['validation_tokens']:,} validation characters)"
 
 
 def load_tokenizer(workdir: pathlib.Path) -> CharTokenizer:
-    return CharTokenizer.load(pathlib.Path(workdir) / "tokenizer.json")
+    """The tokenizer a run saved; ConfigError (one sentence) when it is missing or unreadable."""
+    path = pathlib.Path(workdir) / "tokenizer.json"
+    try:
+        return CharTokenizer.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"workdir '{workdir}' has no tokenizer.json; it is written when `p2t train` starts "
+                          f"a run there.") from None
+    except (ValueError, KeyError, TypeError, OSError) as e:  # JSONDecodeError is a ValueError
+        raise ConfigError(f"workdir '{workdir}' has a tokenizer.json that cannot be read "
+                          f"({type(e).__name__}).") from None

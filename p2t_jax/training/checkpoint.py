@@ -1,33 +1,160 @@
-"""Orbax checkpoints of a TrainState: periodic saves, the last N, and the best by a metric.
+"""Orbax checkpoints of a TrainState: one folder of saves per run, each verified on restore.
 
 Layout inside a workdir::
 
-    checkpoints/<step>/   the latest ``keep`` saves (async; the newest is resumed)
-    best/<step>/          the single best save by ``best_metric`` (lower is better)
+    checkpoints/<step>/state/     the arrays (written asynchronously)
+    checkpoints/<step>/meta/      JSON: run facts, early-stopping counters, a checksum per array
+    checkpoints/<step>/metrics/   the eval loss at that step, when the step was evaluated
+
+One Orbax ``CheckpointManager`` keeps the latest ``keep`` saves *and* the save with the
+lowest finite eval loss (its preservation policies ``LatestN`` or ``BestN``), so each state
+is written once. Runs saved before this layout hold their best save under ``best/<step>/``,
+which ``best=True`` still reads.
+
+**Integrity.** Each save records a checksum of every array (:func:`checksums`: two 32-bit
+sums over the array's bits, computed on the devices, so they are the same whatever mesh
+the array is sharded over). A restore recomputes them and refuses a mismatch: a flipped
+bit in a data file is an error, not a silently different model.
+
+**Fallback.** A restore without an explicit step tries the newest save first and, when it
+cannot be read or fails its checksums, warns and tries the next newest (``on_skip``); the
+training loop then moves the unreadable saves aside to ``unreadable/`` so new saves can take
+their step numbers. Nothing is deleted.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
+import os
 import pathlib
+import re
+import shutil
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from p2t_jax.training.stopping import SaveFailed
+
+TMP_MARKER = ".orbax-checkpoint-tmp"
+
+
+class _OrbaxLogFilter(logging.Filter):
+    """Drops Orbax's own log records, and asyncio's reports of its failed write tasks (a
+    failed save logs its traceback dozens of times, from several threads); failures reach
+    the user as one sentence instead (SaveFailed, CheckpointError). ``P2T_ORBAX_LOGS=1``
+    keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.CRITICAL:
+            return True
+        if record.name == "asyncio":
+            return f"{os.sep}orbax{os.sep}" not in record.getMessage()
+        return f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def _quiet_orbax_logs() -> None:
+    if os.environ.get("P2T_ORBAX_LOGS", "") not in ("", "0"):
+        return
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _OrbaxLogFilter) for f in logger.filters):
+            logger.addFilter(_OrbaxLogFilter())
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be found or read; the message is one sentence for the user."""
 
 
-def _manager(directory: pathlib.Path, *, keep: int, best_metric: str | None, create: bool,
-             async_save: bool = True) -> ocp.CheckpointManager:
+def _short(e: BaseException) -> str:
+    """One short clause for an exception: the operating system's reason when it names one
+    (``No space left on device``), else its type and the start of its first line."""
+    text = str(e).strip()
+    code = re.search(r"os_error_code='?(\d+)", text)
+    if code:
+        return os.strerror(int(code.group(1)))
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    first = text.splitlines()[0][:200] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+# ---- checksums ------------------------------------------------------------------------------
+
+def _fingerprint(x: jax.Array) -> jax.Array:
+    """``uint32[2]``: sums of the array's bits (as uint32 words), weighted by position.
+
+    Integer sums wrap modulo 2**32 and do not depend on the order of addition, so the
+    result is the same however the array is sharded or reduced. A single flipped bit changes
+    the first sum (each word's weight ``2i + 1`` is odd, hence invertible modulo 2**32).
+    """
+    if x.dtype == jnp.bool_:
+        words = x.astype(jnp.uint32).ravel()
+    else:
+        unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+        words = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32).ravel()
+    i = jnp.arange(words.size, dtype=jnp.uint32)
+    first = jnp.sum(words * (2 * i + 1), dtype=jnp.uint32)
+    second = jnp.sum((words ^ (words >> 15)) * jnp.uint32(2654435761) + i, dtype=jnp.uint32)
+    return jnp.stack([first, second])
+
+
+_fingerprints = jax.jit(lambda tree: jax.tree.map(_fingerprint, tree))
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    return np.asarray(x if x.is_fully_addressable else x.addressable_data(0))
+
+
+def checksums(items: Any) -> dict[str, str]:
+    """``{"params/block_0/...": "xxxxxxxx-xxxxxxxx"}`` for every array of ``items``."""
+    prints = _fingerprints(items)
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): "-".join(f"{int(v):08x}" for v in _to_host(fp))
+            for path, fp in jax.tree_util.tree_flatten_with_path(prints)[0]}
+
+
+def verify(items: Any, expected: dict[str, str] | None) -> None:
+    """Raises CheckpointError naming the first array whose checksum differs from ``expected``."""
+    if not expected:  # saved before checksums were recorded
+        return
+    for name, value in checksums(items).items():
+        if expected.get(name) != value:
+            raise CheckpointError(f"checksum mismatch in {name}")
+
+
+# ---- the manager ----------------------------------------------------------------------------
+
+def _manager(directory: pathlib.Path, *, keep: int | None, metric: str, write: bool) -> ocp.CheckpointManager:
+    preservation = None
+    if write:
+        preservation = policies.AnyPreservationPolicy([
+            policies.LatestN(n=keep),
+            policies.BestN(get_metric_fn=lambda m: m.get(metric, math.inf), reverse=True, n=1,
+                           keep_checkpoints_without_metrics=False)])
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=create, enable_async_checkpointing=async_save,
-        best_fn=(lambda m: m[best_metric]) if best_metric else None, best_mode="min",
-        # Multi-process runs: the latest and best managers may save the same step at once,
-        # so each needs its own barrier names.
+        create=write, read_only=not write, cleanup_tmp_directories=write, enable_async_checkpointing=True,
+        best_fn=lambda m: m.get(metric, math.inf), best_mode="min", preservation_policy=preservation,
+        # Several managers may save in one multi-process run: each needs its own barrier names.
         multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name))
     return ocp.CheckpointManager(directory.absolute(), options=options, item_names=("state", "meta"))
+
+
+@dataclasses.dataclass
+class Restored:
+    """A restored checkpoint: the ``checkpoint_items()`` tree, its meta dict, its step and
+    the newer steps that were skipped as unreadable (``{step: reason}``)."""
+
+    items: Any
+    meta: dict
+    step: int
+    skipped: dict[int, str]
 
 
 def _restore_target(x: Any) -> Any:
@@ -44,64 +171,189 @@ class Checkpoints:
 
     Args:
       workdir: the run folder.
-      keep: how many of the latest saves to keep.
-      best_metric: evaluation metric whose lowest value is kept under ``best/``; None: no best.
+      keep: how many of the latest saves to keep (the best one is kept besides).
+      best_metric: the eval metric (lower is better) whose best save is kept.
+      write: open for saving (creates ``checkpoints/``, removes temporary folders left by an
+        interrupted save); False opens read-only and never writes.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, keep: int = 3, best_metric: str | None = "loss",
-                 create: bool = True):
+    def __init__(self, workdir: str | pathlib.Path, keep: int = 3, best_metric: str = "loss", *, write: bool = True):
+        _quiet_orbax_logs()
         self.workdir = pathlib.Path(workdir)
-        self.best_metric = best_metric
-        self.latest = _manager(self.workdir / "checkpoints", keep=keep, best_metric=None, create=create)
-        self.best = (_manager(self.workdir / "best", keep=1, best_metric=best_metric, create=create)
-                     if best_metric else None)
+        self.directory = self.workdir / "checkpoints"
+        self.metric = best_metric
+        self.write = write
+        self._unconfirmed = False  # a save was started and its outcome not yet checked
+        if write:
+            remove_temporary(self.directory)
+        exists = write or self.directory.is_dir()
+        self.manager = _manager(self.directory, keep=keep, metric=best_metric, write=write) if exists else None
+        legacy = self.workdir / "best"
+        self.legacy_best = (_manager(legacy, keep=None, metric=best_metric, write=False)
+                            if not write and legacy.is_dir() else None)
+
+    # ---- what is there --------------------------------------------------------------------
+
+    def steps(self) -> list[int]:
+        """Saved steps, oldest first."""
+        return sorted(self.manager.all_steps()) if self.manager is not None else []
 
     def latest_step(self) -> int | None:
-        return self.latest.latest_step()
+        steps = self.steps()
+        return steps[-1] if steps else None
 
-    def save(self, step: int, items: Any, meta: dict, *, eval_metrics: dict | None = None,
-             force: bool = False) -> None:
-        """Saves ``items`` at ``step`` (asynchronously); with ``eval_metrics``, also offers it as best."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta))
-        if self.latest.latest_step() != step:
-            self.latest.save(step, args=args, force=force)
-        if self.best is not None and eval_metrics is not None and self.best_metric in eval_metrics:
-            metrics = {self.best_metric: float(eval_metrics[self.best_metric])}
-            if self.best.latest_step() != step:
-                self.best.save(step, args=args, metrics=metrics, force=True)
+    def best_step(self) -> int | None:
+        """The saved step with the lowest finite eval metric, or None."""
+        scored = []
+        for step in self.steps():
+            value = (self.manager.metrics(step) or {}).get(self.metric)
+            if value is not None and math.isfinite(value):
+                scored.append((value, step))
+        return min(scored)[1] if scored else None
 
-    def restore(self, abstract_items: Any, step: int | None = None, *, best: bool = False) -> tuple[Any, dict]:
-        """Restores (items, meta) at ``step`` (default: the latest, or the best with ``best=True``).
+    # ---- saving ---------------------------------------------------------------------------
 
-        ``abstract_items`` gives the tree structure, shapes, dtypes and shardings to restore
-        into (e.g. ``jax.eval_shape`` of the state, or the state itself): a checkpoint saved
-        on one mesh restores onto the shardings given here, and leaves without a sharding
-        land on this process's first device, whatever mesh saved them.
+    def save(self, step: int, items: Any, meta: dict, *, eval_loss: float | None = None) -> bool:
+        """Saves ``items`` at ``step`` (asynchronously) unless that step is saved already.
+
+        ``eval_loss`` (when finite) ranks the save for the best one kept. Returns whether a
+        save started.
+
+        Raises:
+          SaveFailed: the save could not start, or an earlier asynchronous save failed.
         """
-        manager = self.best if best else self.latest
-        if manager is None:
-            raise CheckpointError(f"no best checkpoint is kept in {self.workdir}.")
-        if step is None:
-            step = manager.best_step() if best else manager.latest_step()
-        if step is None:
-            raise CheckpointError(f"no checkpoint found in {manager.directory}.")
-        abstract = jax.tree.map(_restore_target, abstract_items)
+        self.check()
+        if step in self.manager.all_steps():
+            return False
+        metrics = {self.metric: float(eval_loss)} if eval_loss is not None and math.isfinite(eval_loss) else {}
+        meta = dict(meta, checksums=checksums(items))
+        args = ocp.args.Composite(state=ocp.args.StandardSave(items), meta=ocp.args.JsonSave(meta))
+        try:
+            self.manager.save(step, args=args, metrics=metrics, force=True)
+        except Exception as e:
+            self._failed(f"could not save a checkpoint in {self.directory} ({_short(e)})", e)
+        self._unconfirmed = True
+        return True
+
+    def check(self) -> None:
+        """Raises SaveFailed if an asynchronous save has failed; cheap enough to call every step."""
+        try:
+            self.manager.check_for_errors()
+            if self._unconfirmed and not self.manager.is_saving_in_progress():
+                self._unconfirmed = False
+                self.manager.wait_until_finished()  # returns at once, raising if that save failed
+        except Exception as e:
+            self._failed(f"a checkpoint could not be written to {self.directory} ({_short(e)})", e)
+
+    def wait(self) -> None:
+        """Blocks until pending saves are on disk (SaveFailed if one failed)."""
+        self._unconfirmed = False
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:
+            self._failed(f"a checkpoint could not be written to {self.directory} ({_short(e)})", e)
+        self.check()
+
+    def _failed(self, message: str, error: Exception) -> None:
+        remove_temporary(self.directory)
+        steps = self.steps()
+        raise SaveFailed(f"{message}; the last good checkpoint is "
+                         f"{'step ' + str(steps[-1]) if steps else 'none'}.") from error
+
+    def close(self) -> None:
+        """Waits for pending saves (SaveFailed if one failed), then releases the managers."""
+        try:
+            if self.manager is not None and self.write:
+                self.wait()
+        finally:
+            for manager in (self.manager, self.legacy_best):
+                if manager is not None:
+                    manager.close()
+
+    # ---- restoring ------------------------------------------------------------------------
+
+    def _read(self, manager: ocp.CheckpointManager, step: int, abstract: Any) -> tuple[Any, dict]:
         try:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            verify(restored.state, (restored.meta or {}).get("checksums"))
+        except CheckpointError:
+            raise
         except Exception as e:
-            raise CheckpointError(f"the checkpoint at step {step} in {manager.directory} cannot be read "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}).") from e
-        return restored.state, restored.meta
+            raise CheckpointError(_short(e)) from e
+        return restored.state, dict(restored.meta or {})
 
-    def wait(self) -> None:
-        """Blocks until pending asynchronous saves are on disk."""
-        self.latest.wait_until_finished()
-        if self.best is not None:
-            self.best.wait_until_finished()
+    def restore(self, abstract_items: Any, step: int | None = None, *, best: bool = False,
+                on_skip: Callable[[int, str], None] | None = None) -> Restored:
+        """Restores the save at ``step``, or the best (``best=True``), or the newest readable one.
 
-    def close(self) -> None:
-        self.wait()
-        self.latest.close()
-        if self.best is not None:
-            self.best.close()
+        ``abstract_items`` gives the tree structure, shapes, dtypes and shardings to restore
+        into (e.g. ``jax.eval_shape`` of the state): a checkpoint saved on one mesh restores
+        onto the shardings given here, and leaves without a sharding land on this process's
+        first device. Without ``step`` and ``best``, a save that cannot be read or fails its
+        checksums is reported to ``on_skip(step, reason)`` and the next newest is tried.
+
+        Raises:
+          CheckpointError: nothing to restore, or nothing readable (one sentence).
+        """
+        abstract = jax.tree.map(_restore_target, abstract_items)
+        where = self.directory
+        if best:
+            manager, step = self.manager, self.best_step()
+            if step is None and self.legacy_best is not None:
+                manager, step, where = self.legacy_best, self.legacy_best.best_step(), self.workdir / "best"
+            if step is None:
+                raise CheckpointError(f"no evaluated checkpoint (for --best) found in {self.directory}.")
+            candidates = [(manager, step)]
+        elif step is not None:
+            candidates = [(self.manager, step)]
+        else:
+            candidates = [(self.manager, s) for s in reversed(self.steps())]
+        if not candidates or candidates[0][0] is None:
+            raise CheckpointError(f"no checkpoint found in {self.directory}.")
+        skipped: dict[int, str] = {}
+        for manager, s in candidates:
+            try:
+                items, meta = self._read(manager, s, abstract)
+            except CheckpointError as e:
+                if len(candidates) == 1:
+                    raise CheckpointError(f"the checkpoint at step {s} in {where} cannot be read ({e}).") from e
+                skipped[s] = str(e)
+                if on_skip is not None:
+                    on_skip(s, str(e))
+                continue
+            return Restored(items, meta, s, skipped)
+        raise CheckpointError(f"none of the {len(candidates)} checkpoints in {where} can be read (newest, step "
+                              f"{candidates[0][1]}: {skipped[candidates[0][1]]}).")
+
+    def set_aside(self, steps: list[int]) -> pathlib.Path | None:
+        """Moves the saves at ``steps`` to ``unreadable/`` in the workdir (kept, not deleted).
+
+        Call it on every process of a run (only process 0 moves; all reload their view).
+        """
+        if not steps:
+            return None
+        target = self.workdir / "unreadable"
+        if jax.process_index() == 0:
+            target.mkdir(exist_ok=True)
+            for step in steps:
+                source = self.directory / str(step)
+                if source.exists():
+                    shutil.move(str(source), str(target / f"checkpoint-{step}-{time.strftime('%Y%m%d-%H%M%S')}"))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("p2t_set_aside_checkpoints")
+        self.manager.reload()
+        return target
+
+
+def remove_temporary(directory: pathlib.Path) -> list[str]:
+    """Deletes the temporary folders an interrupted or failed Orbax save left in ``directory``."""
+    removed = []
+    if jax.process_index() == 0 and directory.is_dir():
+        for path in directory.iterdir():
+            if TMP_MARKER in path.name:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+    return removed

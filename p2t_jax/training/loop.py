@@ -3,35 +3,58 @@
 A chapter supplies a :class:`Task` (model, loss, data); the loop does the rest: state
 creation, the jitted step with the state donated, evaluation, metrics (JSON lines and
 TensorBoard), a progress bar, Orbax checkpoints and exact resume.
+
+What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit codes):
+
+* Everything is checked before the workdir is touched: the config (:func:`check_run_config`
+  and the task's own checks), the workdir, the saved config of a run being resumed, the
+  checkpoint to resume from, and the first step's compilation and memory. A failed start
+  leaves the workdir as it was.
+* A non-finite loss or gradient stops the run (``train.on_nonfinite = "stop"``, the
+  default) before anything from that step is saved or ranked; ``"skip"`` leaves the state
+  unchanged on such steps instead and counts them (the ``nonfinite`` metric).
+* SIGINT / SIGTERM stop the run at the next step boundary, after saving that step.
+* A failed save (a full disk) stops the run at once; the last good checkpoint stands.
+* After any stop, even ``kill -9``, the same command resumes from the newest readable
+  checkpoint and ends exactly where the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
+import shutil
 import statistics
+import sys
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import ml_collections
-from flax.core import meta
+import numpy as np
+import optax
+from flax.core import meta as flax_meta
 from tqdm.auto import tqdm
 
-from p2t_jax.configuration import ConfigError
-from p2t_jax.host_memory import keep_freed_host_memory
+from p2t_jax.configuration import ConfigError, require
 from p2t_jax.optim.chains import make_optimizer
 from p2t_jax.parallel.partitioning import make_partitioner
+from p2t_jax.resources import require_memory
+from p2t_jax.training import metrics as metrics_lib
 from p2t_jax.training.checkpoint import Checkpoints
-from p2t_jax.training.metrics import MetricsWriter, mean_metrics, to_floats, write_json
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import LossFn, make_eval_step, make_train_step
+from p2t_jax.training.stopping import Diverged, EarlyStopping, Interrupted, StopSignals
 
 # Config groups that may change when a run is resumed: how long and how often (``train``)
 # and on which devices (``parallel``). Everything else (seed, model, data, optim, loss, ...)
 # must match the run's saved config.json.
 RESUME_MAY_CHANGE = ("train", "parallel", "variant")
+NONFINITE_POLICIES = ("stop", "skip")
+INT32_MAX = 2**31 - 1
 
 
 @dataclasses.dataclass
@@ -39,12 +62,12 @@ class Task:
     """What a chapter hands to the loop.
 
     Attributes:
-      apply_fn: the model's ``apply``.
       init_variables: ``rng -> variables`` (``{"params": ..., other collections}``), plain or
         boxed with logical axis names (``nn.with_logical_partitioning``), which the loop unboxes.
       loss_fn: see :mod:`p2t_jax.training.steps`.
       train_batch: ``step -> batch``, deterministic in the step (the data position).
-      eval_batches: ``() -> iterable of batches`` for one evaluation pass.
+      eval_batches: ``() -> iterable of batches`` for one evaluation pass; batches may differ
+        in rows (a last partial batch): evaluation weighs each by its rows.
       items_per_batch: tokens or examples in a training batch, for throughput.
       items_name: what ``items_per_batch`` counts (``"tokens"``, ``"examples"``).
       batch_rows: ``train_batch`` and ``eval_batches`` take ``rows=slice`` and read only those
@@ -52,9 +75,10 @@ class Task:
       save_assets: ``workdir -> None``, writes what sampling or evaluation needs later
         (e.g. the tokenizer).
       meta: JSON-ready facts saved with each checkpoint (data source, ...).
+      grad_metrics: ``grads -> {name: scalar}``, measured by the train step and logged with
+        the training metrics (e.g. each layer's gradient norm); None: none.
     """
 
-    apply_fn: Callable
     init_variables: Callable[[jax.Array], dict]
     loss_fn: LossFn
     train_batch: Callable[[int], dict]
@@ -64,41 +88,77 @@ class Task:
     batch_rows: bool = False
     save_assets: Callable[[pathlib.Path], None] | None = None
     meta: dict = dataclasses.field(default_factory=dict)
+    grad_metrics: Callable[[Any], dict] | None = None
 
 
-def create_state(apply_fn: Callable, init_variables: Callable, config: ml_collections.ConfigDict) -> TrainState:
-    """A fresh TrainState from ``config.seed``, ``init_variables(rng)`` and ``config.optim``."""
-    tx, _ = make_optimizer(config.optim, config.train.num_steps)
-    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    variables = meta.unbox(init_variables(init_rng))
-    return TrainState.create(apply_fn=apply_fn, variables=variables, tx=tx, rng=state_rng)
+# ---- checks before anything is built ---------------------------------------------------------
+
+def _numbers(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            yield from _numbers(value, name + ".")
+        elif isinstance(value, (tuple, list)):
+            yield from ((f"{name}[{i}]", v) for i, v in enumerate(value) if not isinstance(v, (tuple, list)))
+        else:
+            yield name, value
 
 
-def restore_state(apply_fn: Callable, init_variables: Callable, config: ml_collections.ConfigDict,
-                  workdir: str | pathlib.Path, *, best: bool = False) -> tuple[TrainState, dict]:
-    """The TrainState saved in ``workdir`` (latest, or best by eval loss), and its meta dict.
+def check_run_config(config: ml_collections.ConfigDict) -> None:
+    """Checks what the loop itself reads, and that every number in ``config`` is usable.
 
-    Nothing is initialised for real: the state's shapes come from ``jax.eval_shape``.
+    Every integer must fit int32 and every float be finite (a NaN learning rate or a
+    warm-up of 1e10 steps is refused here, not deep inside a compiled step); ``seed`` is in
+    ``[0, 2**32)``; the ``train`` step counts are positive.
 
     Raises:
-      CheckpointError: no checkpoint, or one that cannot be read.
+      ConfigError: one sentence naming the key.
     """
-    abstract = jax.eval_shape(lambda: create_state(apply_fn, init_variables, config))
-    checkpoints = Checkpoints(workdir, keep=config.train.keep_checkpoints, create=False)
-    try:
-        items, meta = checkpoints.restore(abstract.checkpoint_items(), best=best)
-    finally:
-        checkpoints.close()
-    return abstract.replace_items(items), meta
+    for key, value in _numbers(config):
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            require(-INT32_MAX - 1 <= value <= INT32_MAX,
+                    f"config key '{key}' ({value}) is out of range: integers must fit in 32 bits "
+                    f"(at most {INT32_MAX:,}).")
+        elif isinstance(value, float):
+            require(math.isfinite(value), f"config key '{key}' must be a finite number, got {value}.")
+    seed = config.get("seed", 0)
+    require(isinstance(seed, int) and 0 <= seed < 2**32, f"config key 'seed' must be an integer >= 0, got {seed!r}.")
+    tc = config.train
+    for key in ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        value = tc[key]
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                f"config key 'train.{key}' must be a positive integer, got {value!r}.")
+    require(tc.get("early_stop_patience", 0) >= 0,
+            f"config key 'train.early_stop_patience' must be >= 0 (0: never stop early), "
+            f"got {tc.get('early_stop_patience')}.")
+    policy = tc.get("on_nonfinite", "stop")
+    require(policy in NONFINITE_POLICIES,
+            f"config key 'train.on_nonfinite' must be one of {', '.join(NONFINITE_POLICIES)}, got {policy!r}.")
+
+
+def check_workdir(workdir: pathlib.Path) -> None:
+    """The workdir must be a folder (or not exist yet) that this process can write to."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"workdir '{workdir}' exists and is not a folder.")
+    existing = workdir if workdir.exists() else next((p for p in workdir.absolute().parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"workdir '{workdir}' cannot be created: '{existing}' is a file.")
 
 
 def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
     saved_path = workdir / "config.json"
     if not saved_path.exists():
         return
-    saved, now = json.loads(saved_path.read_text()), json.loads(config.to_json())
-    for key in sorted(set(saved) | set(now)):
-        if key not in RESUME_MAY_CHANGE and not _saved_fields_match(saved.get(key), now.get(key)):
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"workdir '{workdir}' has a config.json that cannot be read ({type(e).__name__}); "
+                          f"choose a new --workdir or restore the file.") from None
+    now = json.loads(config.to_json())
+    for key in sorted(saved):  # fields added since the run was saved are not compared
+        if key not in RESUME_MAY_CHANGE and not _saved_fields_match(saved[key], now.get(key)):
             raise ConfigError(f"workdir {workdir} holds a run with a different '{key}' config; resume it with the "
                               f"same config or choose a new --workdir.")
 
@@ -110,141 +170,330 @@ def _saved_fields_match(saved: Any, now: Any) -> bool:
     return saved == now
 
 
+# ---- state --------------------------------------------------------------------------------
+
+def create_state(init_variables: Callable, config: ml_collections.ConfigDict,
+                 tx: optax.GradientTransformation | None = None) -> TrainState:
+    """A fresh TrainState from ``config.seed``, ``init_variables(rng)`` and ``tx`` (default:
+    the chain ``config.optim`` describes)."""
+    if tx is None:
+        tx, _ = make_optimizer(config.optim, config.train.num_steps)
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    variables = flax_meta.unbox(init_variables(init_rng))
+    return TrainState.create(variables=variables, tx=tx, rng=state_rng)
+
+
+def _warn(text: str) -> None:
+    if jax.process_index() == 0:
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
+def _warn_skipped(step: int, reason: str) -> None:
+    _warn(f"the checkpoint at step {step} cannot be read ({reason}); trying the one before it.")
+
+
+def restore_state(init_variables: Callable, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                  *, best: bool = False, tx: optax.GradientTransformation | None = None) -> tuple[TrainState, dict]:
+    """The TrainState saved in ``workdir`` (the newest readable save, or the best by eval loss),
+    and its meta dict. Nothing is initialised for real: shapes come from ``jax.eval_shape``.
+
+    Raises:
+      CheckpointError: no checkpoint, or none that can be read and passes its checksums.
+    """
+    abstract = jax.eval_shape(lambda: create_state(init_variables, config, tx))
+    checkpoints = Checkpoints(workdir, write=False)
+    try:
+        restored = checkpoints.restore(abstract.checkpoint_items(), best=best, on_skip=_warn_skipped)
+    finally:
+        checkpoints.close()
+    return abstract.replace_items(restored.items), restored.meta
+
+
+# ---- evaluation ---------------------------------------------------------------------------
+
+def _rows(batch: Any) -> int:
+    return int(jax.tree.leaves(batch)[0].shape[0])
+
+
 def evaluate(eval_step: Callable, state: TrainState, batches: Iterable[dict]) -> dict[str, float]:
-    """Mean of ``eval_step`` metrics over ``batches``."""
-    return mean_metrics([to_floats(eval_step(state, batch)) for batch in batches])
+    """Per-example means of ``eval_step``'s metrics over ``batches``: each batch's metrics
+    (means over its rows) weigh by its rows, so uneven or partial batches count right."""
+    totals: dict[str, float] = {}
+    rows = 0
+    for batch in batches:
+        n = _rows(batch)
+        for k, v in metrics_lib.to_floats(eval_step(state, batch)).items():
+            totals[k] = totals.get(k, 0.0) + v * n
+        rows += n
+    return {k: v / rows for k, v in totals.items()} if rows else {}
+
+
+# ---- the loop -----------------------------------------------------------------------------
+
+class _Run:
+    """Bookkeeping of one call of :func:`train_and_evaluate` (progress, logs, saves)."""
+
+    def __init__(self, task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool,
+                 start: int):
+        self.task, self.config, self.workdir = task, config, workdir
+        self.is_main = jax.process_index() == 0
+        self.bar = tqdm(total=config.train.num_steps, initial=start, disable=not (progress and self.is_main),
+                        dynamic_ncols=True, desc="train", unit="step")
+        self.say = self.bar.write if self.is_main else (lambda text: None)
+        self.history: list[dict] = []  # train metrics since the last log, device values
+        self.checked = 0  # how many of them are known to be finite
+        self.interval_ms: list[float] = []
+        self.t_interval, self.steps_in_interval = time.perf_counter(), 0
+
+    def first_nonfinite(self, step: int) -> tuple[int, dict] | None:
+        """The first unchecked step (1-based) whose loss or gradient was not finite, with its metrics."""
+        fresh = self.history[self.checked:]
+        flags = jax.device_get([m["nonfinite"] for m in fresh])
+        self.checked = len(self.history)
+        for i, flag in enumerate(flags):
+            if flag:
+                return step - len(fresh) + i + 1, metrics_lib.to_floats(fresh[i])
+        return None
+
+    def log_train(self, writer: metrics_lib.MetricsWriter, step: int) -> dict[str, float]:
+        task = self.task
+        train = metrics_lib.mean_metrics([metrics_lib.to_floats(m) for m in self.history])
+        ms = 1000 * (time.perf_counter() - self.t_interval) / self.steps_in_interval
+        self.interval_ms.append(ms)
+        train.update(ms_per_step=ms, **{f"{task.items_name}_per_s": 1000 * task.items_per_batch / ms})
+        writer.write(step, "train", train)
+        self.bar.set_postfix(loss=f"{train['loss']:.4f}",
+                             **{f"{task.items_name}/s": f"{train[f'{task.items_name}_per_s']:,.0f}"})
+        if train.get("nonfinite"):
+            self.say(f"step {step}: skipped {round(train['nonfinite'] * len(self.history))} non-finite step(s) "
+                     f"since the last log (train.on_nonfinite=skip).")
+        self.history.clear()
+        self.checked = 0
+        return train
+
+    def restart_clock(self) -> None:
+        self.t_interval, self.steps_in_interval = time.perf_counter(), 0
+
+
+def _diverged(step: int, values: dict, last_saved: int | None, what: str | None = None) -> Diverged:
+    if what is None:
+        loss = values.get("loss", math.nan)
+        what = (f"the loss became {loss}" if not math.isfinite(loss)
+                else f"the gradient norm became {values.get('grad_norm')}")
+    kept = f"the last checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was saved"
+    return Diverged(f"training diverged at step {step}: {what}; nothing from it was saved and {kept} "
+                    f"(lower optim.learning_rate, or set train.on_nonfinite=skip to skip such steps).")
+
+
+def _start_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, task: Task,
+                   resumed_from: int | None) -> None:
+    """The first writes of a run, once everything has been checked: the folder, config.json,
+    the task's assets, and the clean-up of what a stopped run left (metrics past the
+    restored step, unreadable checkpoints moved aside)."""
+    created = not workdir.exists()
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if jax.process_index() == 0:
+            metrics_lib.write_json(workdir / "config.json", json.loads(config.to_json()))
+            if task.save_assets is not None:
+                task.save_assets(workdir)
+            dropped = metrics_lib.drop_after(workdir, resumed_from or 0)
+            if dropped:
+                _warn(f"dropped {dropped} line(s) of metrics.jsonl written after the checkpoint at step "
+                      f"{resumed_from or 0}, which the run resumes from.")
+    except OSError as e:
+        if created:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise ConfigError(f"workdir '{workdir}' cannot be written ({e.strerror or e}).") from None
 
 
 def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-                       *, progress: bool = True) -> dict:
+                       *, progress: bool = True, tx: optax.GradientTransformation | None = None
+                       ) -> tuple[TrainState, dict]:
     """Trains ``task`` for ``config.train.num_steps`` steps in ``workdir``, resuming if it holds a checkpoint.
 
-    Config fields used: ``seed``, ``optim.*`` (see :func:`p2t_jax.optim.chains.make_optimizer`),
-    ``train.num_steps``, ``train.log_every``, ``train.eval_every``, ``train.checkpoint_every``,
-    ``train.keep_checkpoints``; optional ``train.early_stop_patience`` (stop once the eval
-    loss has not improved for that many evaluations; missing or 0: never).
+    Config fields used: ``seed``, ``optim.*`` (see :func:`p2t_jax.optim.chains.make_optimizer`;
+    unused when ``tx`` is given), ``train.num_steps``, ``train.log_every``,
+    ``train.eval_every``, ``train.checkpoint_every``, ``train.keep_checkpoints``; optional
+    ``train.early_stop_patience`` (stop once the eval loss has not improved for that many
+    evaluations; missing or 0: never) and ``train.on_nonfinite`` (``"stop"``, the default, or
+    ``"skip"``); ``parallel.*`` when present (:mod:`p2t_jax.parallel`).
+
+    Args:
+      task: the chapter's model, loss and data.
+      config: the run's config (saved as ``workdir/config.json``).
+      workdir: the run folder.
+      progress: show a progress bar.
+      tx: an Optax transformation to train with instead of the chain ``config.optim``
+        describes (the ``learning_rate`` metric is then not logged).
 
     Returns:
-      The run summary (also written to ``workdir/summary.json``): final step, last train and
-      eval metrics, compile seconds, median ms/step, items/s, the step of an early stop (or None).
-    """
-    workdir = pathlib.Path(workdir)
-    _check_resumable(workdir, config)
-    keep_freed_host_memory()  # see p2t_jax.host_memory: up to 1.5x faster steps on CPU
-    partitioner = make_partitioner(config, task.init_variables)  # None without config.parallel
-    workdir.mkdir(parents=True, exist_ok=True)
-    is_main = jax.process_index() == 0
-    if is_main:
-        (workdir / "config.json").write_text(config.to_json(indent=2))
-        if task.save_assets is not None:
-            task.save_assets(workdir)
+      ``(state, summary)``: the final TrainState and the run summary (plain JSON, also written
+      to ``workdir/summary.json``): final step, last train and eval metrics, compile seconds,
+      median ms/step, items/s, the step of an early stop (or None), the step resumed from.
 
+    Raises:
+      ConfigError: bad config or workdir, found before anything was written.
+      CheckpointError: no readable checkpoint to resume from.
+      Diverged, Interrupted, SaveFailed: see :mod:`p2t_jax.training.stopping`.
+    """
+    with StopSignals() as signals:  # from the start: a Ctrl-C while compiling ends the run before it writes
+        return _train(task, config, pathlib.Path(workdir), progress, tx, signals)
+
+
+def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool,
+           tx: optax.GradientTransformation | None, signals: StopSignals) -> tuple[TrainState, dict]:
+    check_run_config(config)
+    check_workdir(workdir)
+    _check_resumable(workdir, config)
     tc = config.train
-    _, schedule = make_optimizer(config.optim, tc.num_steps)
-    make_state = lambda: create_state(task.apply_fn, task.init_variables, config)  # noqa: E731
-    state = make_state() if partitioner is None else partitioner.init_state(make_state)
-    checkpoints = Checkpoints(workdir, keep=tc.keep_checkpoints, best_metric="loss")
-    resumed_from = checkpoints.latest_step()
-    saved_meta: dict = {}
-    if resumed_from is not None:
-        items, saved_meta = checkpoints.restore(state.checkpoint_items())
-        state = state.replace_items(items)
+    schedule = None
+    if tx is None:
+        tx, schedule = make_optimizer(config.optim, tc.num_steps)
+    policy = tc.get("on_nonfinite", "stop")
+    partitioner = make_partitioner(config, task.init_variables)  # None without config.parallel
+    make_state = lambda: create_state(task.init_variables, config, tx)  # noqa: E731
+
+    # Resume from the newest readable checkpoint (reading only), else start afresh.
+    reader = Checkpoints(workdir, tc.keep_checkpoints, write=False)
+    try:
+        if reader.steps():
+            abstract = jax.eval_shape(make_state) if partitioner is None else partitioner.abstract_state(make_state)
+            restored = reader.restore(abstract.checkpoint_items(), on_skip=_warn_skipped)
+            state, resumed_from, saved_meta, skipped = (abstract.replace_items(restored.items), restored.step,
+                                                        restored.meta, sorted(restored.skipped))
+        else:
+            state = make_state() if partitioner is None else partitioner.init_state(make_state)
+            resumed_from, saved_meta, skipped = None, {}, []
+    finally:
+        reader.close()
     start = int(state.step)
 
+    train_step_fn = make_train_step(task.loss_fn, schedule, grad_metrics=task.grad_metrics,
+                                    skip_nonfinite=policy == "skip")
     if partitioner is None:
-        train_step = jax.jit(make_train_step(task.loss_fn, schedule), donate_argnums=0)
+        train_step = jax.jit(train_step_fn, donate_argnums=0)
         eval_step = jax.jit(make_eval_step(task.loss_fn))
         train_batch, eval_batches = task.train_batch, task.eval_batches
     else:  # the same steps, with explicit shardings on the mesh
-        train_step = partitioner.jit_train_step(make_train_step(task.loss_fn, schedule), state)
+        train_step = partitioner.jit_train_step(train_step_fn, state)
         eval_step = partitioner.jit_eval_step(make_eval_step(task.loss_fn), state)
         train_batch, eval_batches = partitioner.batch_readers(task)
-    writer = MetricsWriter(workdir)
-    meta = dict(task.meta)
 
-    summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start,
-                               "mesh": partitioner.describe() if partitioner is not None else None}
-    patience = tc.get("early_stop_patience", 0)
-    best_eval_loss, evals_since_best, early_stopped_at = float("inf"), 0, None
-    if saved_meta.get("early_stop"):  # the counters travel with the checkpoint, so a resumed run stops alike
-        saved_best = saved_meta["early_stop"]["best_eval_loss"]
-        best_eval_loss = float("inf") if saved_best is None else saved_best
-        evals_since_best = saved_meta["early_stop"]["evals_since_best"]
+    compile_s, batch = None, None
+    if start < tc.num_steps:  # compile before writing anything: a step that cannot run fails here
+        batch = train_batch(start)
+        t0 = time.perf_counter()
+        train_step = train_step.lower(state, batch).compile()
+        compile_s = time.perf_counter() - t0
+        memory = train_step.memory_analysis()
+        if memory is not None:
+            require_memory(memory.temp_size_in_bytes, "one training step",
+                           "lower train.batch_size or the model's size")
 
-    def checkpoint_meta() -> dict:
-        finite_best = None if best_eval_loss == float("inf") else best_eval_loss
-        return dict(meta, step=step, early_stop={"best_eval_loss": finite_best, "evals_since_best": evals_since_best})
-    interval_ms: list[float] = []
-    eval_metrics: dict[str, float] = {}
-    train_metrics: dict[str, float] = {}
-    compile_s = None
-    bar = tqdm(total=tc.num_steps, initial=start, disable=not (progress and is_main), dynamic_ncols=True,
-               desc="train", unit="step")
-    say = bar.write if is_main else (lambda text: None)  # only process 0 logs
+    # ---- from here on the run has started: the workdir is written ----
+    if signals.requested:
+        raise Interrupted("interrupted before training started; nothing was written.", signals.signum)
+    _start_workdir(workdir, config, task, resumed_from)
+    checkpoints = Checkpoints(workdir, tc.keep_checkpoints, write=True)
+    checkpoints.set_aside(skipped)
+    writer = metrics_lib.MetricsWriter(workdir)
+    run = _Run(task, config, workdir, progress, start)
+    say = run.say
+    early = EarlyStopping.from_meta(tc.get("early_stop_patience", 0), saved_meta.get("early_stop"))
     if partitioner is not None:
         say(f"mesh: {partitioner.describe()}")
-    history: list[dict] = []
-    t_interval, steps_in_interval = time.perf_counter(), 0
+    if skipped:
+        say(f"resuming from step {resumed_from}: the newer checkpoint(s) at step {', '.join(map(str, skipped))} "
+            f"could not be read and were moved to {workdir / 'unreadable'}.")
+    summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start,
+                               "mesh": partitioner.describe() if partitioner is not None else None}
+    eval_metrics: dict[str, float] = {}
+    train_metrics: dict[str, float] = {}
+    early_stopped_at = None
+    last_saved = resumed_from
     step = start
-    if patience and evals_since_best >= patience:
+
+    def save(at: int, eval_loss: float | None = None) -> None:
+        nonlocal last_saved
+        meta = dict(task.meta, step=at, early_stop=early.to_meta())
+        if checkpoints.save(at, state.checkpoint_items(), meta, eval_loss=eval_loss):
+            last_saved = at
+
+    if early.should_stop:
         early_stopped_at = start
         say(f"this run stopped early at step {start}; nothing to train (raise train.early_stop_patience to go on).")
     try:
-        while step < tc.num_steps and early_stopped_at is None:
-            batch = train_batch(step)
-            if compile_s is None:
-                t0 = time.perf_counter()
-                compiled = train_step.lower(state, batch).compile()
-                compile_s = time.perf_counter() - t0
-                train_step = compiled
-                t_interval = time.perf_counter()
-            state, metrics = train_step(state, batch)
-            history.append(metrics)
+        run.restart_clock()
+        while step < tc.num_steps and early_stopped_at is None and not signals.requested:
+            if batch is None:
+                batch = train_batch(step)
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, step_metrics = train_step(state, batch)
+            batch = None
+            run.history.append(step_metrics)
             step += 1
-            steps_in_interval += 1
-            bar.update(1)
+            run.steps_in_interval += 1
+            run.bar.update(1)
+            checkpoints.check()  # a failed background save stops the run now, not at the next save
             last = step == tc.num_steps
-            if step % tc.log_every == 0 or last:
-                train_metrics = mean_metrics([to_floats(m) for m in history])
-                elapsed = time.perf_counter() - t_interval
-                ms = 1000 * elapsed / steps_in_interval
-                interval_ms.append(ms)
-                train_metrics.update(ms_per_step=ms, **{f"{task.items_name}_per_s": 1000 * task.items_per_batch / ms})
-                writer.write(step, "train", train_metrics)
-                bar.set_postfix(loss=f"{train_metrics['loss']:.4f}",
-                                **{f"{task.items_name}/s": f"{train_metrics[f'{task.items_name}_per_s']:,.0f}"})
-                history.clear()
+            do_log = step % tc.log_every == 0 or last
             do_eval = step % tc.eval_every == 0 or last
+            do_save = step % tc.checkpoint_every == 0 or last or do_eval
+            if not (do_log or do_eval or do_save or signals.requested):
+                continue
+            if policy == "stop":  # nothing from a non-finite step is logged, ranked or saved
+                bad = run.first_nonfinite(step)
+                if bad is not None:
+                    raise _diverged(bad[0], bad[1], last_saved)
+            if do_log:
+                train_metrics = run.log_train(writer, step)
+            eval_loss = None
             if do_eval:
                 eval_metrics = evaluate(eval_step, state, eval_batches())
+                eval_loss = eval_metrics["loss"]
+                if not math.isfinite(eval_loss) and policy == "stop":
+                    raise _diverged(step, eval_metrics, last_saved,
+                                    f"the validation loss became {eval_loss}")
                 writer.write(step, "eval", eval_metrics)
-                if eval_metrics["loss"] < best_eval_loss:
-                    best_eval_loss, evals_since_best = eval_metrics["loss"], 0
-                else:
-                    evals_since_best += 1
-                say(f"step {step:>6}  train loss {train_metrics.get('loss', float('nan')):.4f}  "
-                          f"eval loss {eval_metrics['loss']:.4f}")
-            if step % tc.checkpoint_every == 0 or last or do_eval:
-                checkpoints.save(step, state.checkpoint_items(), checkpoint_meta(),
-                                 eval_metrics=eval_metrics if do_eval else None)
-            if step % tc.log_every == 0 or do_eval or last:
-                t_interval, steps_in_interval = time.perf_counter(), 0
-            if patience and evals_since_best >= patience:
+                early.update(eval_loss)
+                say(f"step {step:>6}  train loss {train_metrics.get('loss', math.nan):.4f}  "
+                    f"eval loss {eval_loss:.4f}")
+            if do_save:
+                save(step, eval_loss)
+            if do_log or do_eval:
+                run.restart_clock()
+            if early.should_stop:
                 early_stopped_at = step
-                say(f"early stop at step {step}: eval loss has not improved for {patience} evaluations.")
-                break
-    except KeyboardInterrupt:
+                say(f"early stop at step {step}: eval loss has not improved for {early.patience} evaluations.")
+        if signals.requested:
+            if policy == "stop":
+                bad = run.first_nonfinite(step)
+                if bad is not None:
+                    raise _diverged(bad[0], bad[1], last_saved)
+            save(step)
+            checkpoints.wait()
+            kept = (f"saved step {step}" if last_saved == step
+                    else f"nothing new to save; the checkpoint at step {last_saved} stands"
+                    if last_saved is not None else "nothing trained yet, nothing saved")
+            raise Interrupted(f"interrupted at step {step}: {kept}; run the same command to resume.",
+                              signals.signum)
+    except KeyboardInterrupt:  # raised by code, or outside the main thread (no signal handlers there)
         say(f"interrupted at step {step}; saving a checkpoint to resume from.")
         try:
-            checkpoints.save(step, state.checkpoint_items(), checkpoint_meta(), force=True)
+            save(step)
+            checkpoints.wait()
         except Exception as e:  # the state may have been donated to an interrupted step
             say(f"could not save at step {step} ({type(e).__name__}); the last saved checkpoint stands.")
-        checkpoints.close()
         raise
     finally:
-        bar.close()
+        run.bar.close()
         writer.close()
-    checkpoints.close()
+        try:
+            checkpoints.close()
+        except Exception:
+            if sys.exc_info()[0] is None:  # report a failed save unless another stop is on its way
+                raise
 
     previous = workdir / "summary.json"
     if step == start and previous.exists():  # nothing left to train: the finished run's summary stands
@@ -252,10 +501,14 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     else:
         summary.update(final_step=step, train=train_metrics, eval=eval_metrics, compile_s=compile_s,
                        early_stopped_at=early_stopped_at,
-                       ms_per_step_median=statistics.median(interval_ms) if interval_ms else None)
+                       ms_per_step_median=statistics.median(run.interval_ms) if run.interval_ms else None)
         if summary["ms_per_step_median"]:
             summary[f"{task.items_name}_per_s"] = 1000 * task.items_per_batch / summary["ms_per_step_median"]
-        if is_main:
-            write_json(previous, summary)
-    summary["state"] = state
-    return summary
+        if run.is_main:
+            metrics_lib.write_json(previous, summary)
+    return state, summary
+
+
+def parameter_count(params: Any) -> int:
+    """Number of scalars in ``params``."""
+    return int(sum(np.size(x) for x in jax.tree.leaves(params)))

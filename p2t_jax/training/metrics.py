@@ -1,13 +1,24 @@
-"""Metrics as JSON lines (``metrics.jsonl``) and TensorBoard events (``tb/``), process 0 only."""
+"""Metrics as JSON lines (``metrics.jsonl``) and TensorBoard events (``tb/``), process 0 only.
+
+Each line of ``metrics.jsonl`` is one JSON object: ``{"step", "split", "time", **metrics}``.
+A non-finite value (NaN, infinity) is written as ``null``, so every line stays valid JSON.
+When a run resumes from the checkpoint at step S, lines with ``step > S`` (written after that
+checkpoint by the run that stopped) are dropped, so every step appears once per split.
+(TensorBoard event files are append-only: there, the resumed run's points follow the old ones.)
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import pathlib
+import sys
 import time
 
 import jax
 import numpy as np
+
+from p2t_jax.training.stopping import SaveFailed
 
 
 def to_floats(metrics: dict) -> dict[str, float]:
@@ -20,8 +31,22 @@ def mean_metrics(history: list[dict]) -> dict[str, float]:
     return {k: float(np.mean([h[k] for h in history])) for k in history[0]} if history else {}
 
 
+def finite_or_none(value):
+    """``value`` with every non-finite float (also inside dicts and lists) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
 class MetricsWriter:
-    """Appends ``{"step", "split", **metrics}`` lines to ``metrics.jsonl`` and TensorBoard scalars."""
+    """Appends ``{"step", "split", **metrics}`` lines to ``metrics.jsonl`` and TensorBoard scalars.
+
+    Raises SaveFailed (one sentence) when a line cannot be written, e.g. on a full disk.
+    """
 
     def __init__(self, workdir: str | pathlib.Path, tensorboard: bool = True):
         self.enabled = jax.process_index() == 0
@@ -37,11 +62,15 @@ class MetricsWriter:
             return
         record = {"step": int(step), "split": split, "time": round(time.time(), 3)}
         record.update({k: float(v) for k, v in metrics.items()})
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
+        except OSError as e:
+            raise SaveFailed(f"could not append to {self.path} ({e.strerror or e}).") from e
         if self._tb is not None:
             for k, v in metrics.items():
-                self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+                if math.isfinite(float(v)):
+                    self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
 
     def close(self) -> None:
         if self._tb is not None:
@@ -49,17 +78,56 @@ class MetricsWriter:
 
 
 def write_json(path: str | pathlib.Path, data) -> None:
-    """Writes ``data`` as indented JSON, replacing an old file only once the new one is complete."""
+    """Writes ``data`` as indented JSON (non-finite numbers as null), replacing an old file only
+    once the new one is complete."""
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(finite_or_none(data), indent=2, sort_keys=True, allow_nan=False) + "\n")
     tmp.replace(path)
 
 
+def _parse_lines(path: pathlib.Path) -> tuple[list[dict], int]:
+    """The JSON object lines of ``path`` and how many lines were not (a line cut short by a
+    killed process, or an edited file)."""
+    records, bad = [], 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(record, dict) and "step" in record and "split" in record:
+            records.append(record)
+        else:
+            bad += 1
+    return records, bad
+
+
 def read_metrics(workdir: str | pathlib.Path, split: str | None = None) -> list[dict]:
-    """The records of ``metrics.jsonl`` (optionally of one split)."""
+    """The records of ``metrics.jsonl`` (optionally of one split); lines that are not records are
+    skipped with a warning on stderr. Non-finite values read back as None."""
     path = pathlib.Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records, bad = _parse_lines(path)
+    if bad:
+        print(f"warning: skipped {bad} line(s) of {path} that are not metric records.", file=sys.stderr)
     return [r for r in records if split is None or r["split"] == split]
+
+
+def drop_after(workdir: str | pathlib.Path, step: int) -> int:
+    """Rewrites ``metrics.jsonl`` without records past ``step`` (and without unreadable lines);
+    returns how many lines went. Process 0 only; the file is replaced atomically."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    if jax.process_index() != 0 or not path.exists():
+        return 0
+    records, bad = _parse_lines(path)
+    kept = [r for r in records if r["step"] <= step]
+    dropped = len(records) - len(kept) + bad
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        tmp.replace(path)
+    return dropped

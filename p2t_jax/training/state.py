@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import optax
@@ -18,8 +18,7 @@ class TrainState(struct.PyTreeNode):
       opt_state: the Optax state for ``params``.
       rng: the run's base PRNG key (raw ``uint32[2]``); step keys are ``fold_in(rng, step)``.
       model_state: other mutable collections, e.g. ``{"batch_stats": ...}``; ``{}`` if none.
-      apply_fn: the model's ``apply`` (static).
-      tx: the optimiser (static).
+      tx: the optimiser (static: part of the step's compiled code, not of its data).
     """
 
     step: jax.Array
@@ -27,23 +26,21 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
     rng: jax.Array
     model_state: Any
-    apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
     @classmethod
-    def create(cls, *, apply_fn: Callable, variables: dict, tx: optax.GradientTransformation,
-               rng: jax.Array) -> "TrainState":
+    def create(cls, *, variables: dict, tx: optax.GradientTransformation, rng: jax.Array) -> TrainState:
         """Builds the state from ``variables`` (``{"params": ..., other collections}``)."""
         params = variables["params"]
         model_state = {k: v for k, v in variables.items() if k != "params"}
         return cls(step=jax.numpy.zeros((), jax.numpy.int32), params=params, opt_state=tx.init(params),
-                   rng=rng, model_state=model_state, apply_fn=apply_fn, tx=tx)
+                   rng=rng, model_state=model_state, tx=tx)
 
     def checkpoint_items(self) -> dict:
         """The pytree that checkpoints save and restore (no static fields)."""
         return {"step": self.step, "params": self.params, "opt_state": self.opt_state,
                 "rng": self.rng, "model_state": self.model_state}
 
-    def replace_items(self, items: dict) -> "TrainState":
+    def replace_items(self, items: dict) -> TrainState:
         """The state with the values of a restored ``checkpoint_items()`` tree."""
         return self.replace(**items)

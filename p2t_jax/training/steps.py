@@ -4,13 +4,14 @@ A loss function has the signature::
 
     loss_fn(params, model_state, batch, rng, train) -> (loss, (metrics, new_model_state))
 
-``metrics`` is a dict of scalars (averaged over evaluation batches); ``new_model_state``
-holds updated mutable collections (``{}`` when the model has none).
+``metrics`` is a dict of scalars (averaged over evaluation batches, weighted by their
+rows); ``new_model_state`` holds updated mutable collections (``{}`` when the model has none).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -19,35 +20,52 @@ import optax
 from p2t_jax.training.state import TrainState
 
 LossFn = Callable[[Any, Any, dict, jax.Array, bool], tuple[jax.Array, tuple[dict, Any]]]
+# (grads, loss, metrics, new_model_state) -> the same, e.g. averaged across devices.
+Reduce = Callable[[Any, jax.Array, dict, Any], tuple[Any, jax.Array, dict, Any]]
 
 
-def make_train_step(loss_fn: LossFn, schedule: optax.Schedule | None = None,
-                    axis_name: str | None = None) -> Callable:
+def make_train_step(loss_fn: LossFn, schedule: optax.Schedule | None = None, *, reduce: Reduce | None = None,
+                    grad_metrics: Callable[[Any], dict] | None = None, skip_nonfinite: bool = False) -> Callable:
     """Returns ``train_step(state, batch) -> (state, metrics)``, pure and ready for ``jax.jit``.
 
     The step's PRNG key is ``fold_in(state.rng, state.step)``. Besides the loss's own
-    metrics it measures ``grad_norm``, ``param_norm``, ``update_norm`` and, when
-    ``schedule`` is given, ``learning_rate``. With ``axis_name`` (for ``jax.pmap``), each
-    device folds its index along that axis into the key (its rows get their own dropout
-    masks), and the gradients, loss and metrics are averaged over the axis with ``lax.pmean``.
+    metrics it measures ``grad_norm``, ``param_norm``, ``update_norm``, ``nonfinite`` (1.0
+    when the loss or a gradient is NaN or infinite, else 0.0; the loop stops on it), when
+    ``schedule`` is given ``learning_rate``, and when ``grad_metrics`` is given the scalars it
+    computes from the gradients (e.g. one norm per layer).
+
+    Args:
+      loss_fn: see the module docstring.
+      schedule: the learning rate per step, for the ``learning_rate`` metric.
+      reduce: applied to ``(grads, loss, metrics, new_model_state)`` before the update (the
+        ``pmap`` step of :mod:`p2t_jax.parallel.pmap_step` averages them across devices here).
+      grad_metrics: ``grads -> {name: scalar}``, added to the metrics.
+      skip_nonfinite: on a non-finite step keep params, optimiser and model state as they
+        were (the step counter and the key still advance), instead of applying the update.
     """
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         step_rng = jax.random.fold_in(state.rng, state.step)
-        if axis_name is not None:
-            step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (metrics, new_model_state)), grads = grad_fn(state.params, state.model_state, batch, step_rng, True)
-        if axis_name is not None:
-            grads, loss, metrics = jax.lax.pmean((grads, loss, metrics), axis_name)
+        if reduce is not None:
+            grads, loss, metrics, new_model_state = reduce(grads, loss, metrics, new_model_state)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), param_norm=optax.tree.norm(params),
-                       update_norm=optax.tree.norm(updates))
+        model_state = new_model_state if new_model_state is not None else state.model_state
+        if skip_nonfinite:
+            keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+            params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+            model_state = keep(model_state, state.model_state)
+        metrics = dict(metrics, loss=loss, grad_norm=grad_norm, param_norm=optax.tree.norm(params),
+                       update_norm=optax.tree.norm(updates), nonfinite=1.0 - finite.astype(jnp.float32))
         if schedule is not None:
             metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                  model_state=new_model_state if new_model_state is not None else state.model_state)
+        if grad_metrics is not None:
+            metrics.update(grad_metrics(grads))
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, model_state=model_state)
         return new_state, metrics
 
     return train_step

@@ -7,7 +7,7 @@ A "curve" below is a dict with ``epoch`` ``[E]`` and one ``[E]`` array per metri
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.colors import LogNorm

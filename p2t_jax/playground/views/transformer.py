@@ -1,7 +1,7 @@
 """Chapter 10: type a prompt, and a trained Transformer continues it, streamed as it is generated;
 type a text, and see where each of its attention heads looks.
 
-Loads a run folder with ``p2t sample``'s own code (:func:`restore`) and
+Loads a run folder as ``p2t sample`` does (:func:`restore`) and
 generates with :func:`p2t_jax.sampling.generate_cached_padded`: the key/value cache, one
 compilation for every prompt, length, temperature, top-k and top-p, each new character
 handed to the page by the sampler's ``stream_fn`` as it is drawn. The attention weights come
@@ -10,7 +10,6 @@ from :func:`p2t_jax.chapters.transformer_attention.attention_maps` (one compilat
 
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import queue
@@ -21,11 +20,12 @@ import jax
 import numpy as np
 import streamlit as st
 
-from p2t_jax import cli
+from p2t_jax import cli, tasks
 from p2t_jax.chapters.transformer_attention import attention_maps
 from p2t_jax.playground import ui
 from p2t_jax.sampling import generate_cached_padded
 from p2t_jax.tasks import language_model
+from p2t_jax.training.loop import restore_state
 from p2t_jax.viz.transformer_figures import attention_heads
 
 TITLE = "10 · Transformer"
@@ -51,8 +51,14 @@ def _stamp(folder: pathlib.Path) -> float:
 
 
 def restore(workdir: str, best: bool):
-    """``(config, model, TrainState)`` of a run, by the code ``p2t sample`` and ``p2t eval`` use."""
-    return cli._restore(argparse.Namespace(workdir=workdir, best=best))
+    """``(config, model, TrainState)`` of a language-model run, loaded as ``p2t sample`` loads it."""
+    config = cli._load_run(workdir)
+    name = tasks.task_name(config)
+    if not tasks.can_sample(name):
+        raise ui.InputError(f"`{workdir}` holds a run of the '{name}' task, which does not generate text.")
+    model = language_model.make_model(config)
+    state, _ = restore_state(lambda rng: language_model.init_params(model, rng), config, workdir, best=best)
+    return config, model, state
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -1,0 +1,43 @@
+"""A real ``p2t`` process on the test passage (no download), for the fault tests.
+
+Usage: ``python fault_worker.py ARGS...`` runs ``p2t ARGS...`` (e.g. ``train --config
+shakespeare:smoke --workdir W``) with the Shakespeare corpus replaced by the test passage,
+and exits with its status. With ``SLOW_SAVE_S`` in the environment every checkpoint save
+first sleeps that long (a window in which to send a second signal). Signals reach the real
+command: nothing here handles them, except a Ctrl-C while this script itself is still
+importing (exit 130, as ``p2t`` does).
+"""
+
+import os
+import pathlib
+import sys
+import time
+
+
+def run(argv: list[str]) -> int:
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    from conftest import PASSAGE
+
+    from p2t_jax import cli
+    from p2t_jax.data import shakespeare
+
+    texts = {"train": PASSAGE * 40, "validation": PASSAGE * 4}
+    shakespeare.load_texts = lambda source="auto", data_dir=None: (dict(texts), "test:passage")
+    if os.environ.get("SLOW_SAVE_S"):
+        from p2t_jax.training.checkpoint import Checkpoints
+
+        save = Checkpoints.save
+
+        def slow_save(self, *args, **kwargs):
+            time.sleep(float(os.environ["SLOW_SAVE_S"]))
+            return save(self, *args, **kwargs)
+
+        Checkpoints.save = slow_save
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(run(sys.argv[1:]))
+    except KeyboardInterrupt:
+        sys.exit(130)
