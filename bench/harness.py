@@ -1,13 +1,18 @@
 """What the benchmark scripts share: the config from their command line, the library's jitted
-language-model train step, and random batches for it.
+train steps (language model, image classifier) and random batches for them, and the
+alternating rounds of contenders in their own worker processes.
 
 Importing it does not import JAX (so a script can set up malloc first, see
-:mod:`p2t_jax.host_memory`); :func:`lm_train_step` does.
+:mod:`p2t_jax.host_memory`); the train-step functions do.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +98,99 @@ def random_lm_batch(config: ml_collections.ConfigDict, rng: np.random.Generator)
     B, T = config.train.batch_size, config.model.max_len
     d = rng.integers(0, config.model.vocab_size, (B, T + 1)).astype(np.int32)
     return {"inputs": d[:, :-1], "targets": d[:, 1:]}
+
+
+def image_train_step(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
+    """(the library's train step for the config's image classifier, jitted with the state donated; its state).
+
+    The image shape is the dataset's (``data.name``); nothing is loaded.
+    """
+    import copy
+
+    import jax
+
+    from p2t_jax.data.image_datasets import IMAGE_SHAPES
+    from p2t_jax.optim.chains import make_optimizer
+    from p2t_jax.tasks import image_classification as ic
+    from p2t_jax.training.loop import create_state
+    from p2t_jax.training.steps import make_train_step
+
+    config = copy.deepcopy(config)
+    config.train.num_steps = config.train.num_steps or 1000  # epochs need the data; a schedule needs a length
+    model = ic.make_model(config)
+    shape = IMAGE_SHAPES[config.data.name]
+    state = create_state(lambda r: ic.init_variables(model, shape, r), config)
+    _, schedule = make_optimizer(config.optim, config.train.num_steps)
+    loss_fn = ic.make_loss_fn(model, config.loss.label_smoothing, config.loss.l2)
+    return jax.jit(make_train_step(loss_fn, schedule), donate_argnums=0), state
+
+
+def random_image_batch(config: ml_collections.ConfigDict, rng: np.random.Generator) -> dict:
+    """``{"image": float32[B, H, W, C] in [0, 1), "label": int32[B]}`` of the config's dataset shape."""
+    from p2t_jax.data.image_datasets import IMAGE_SHAPES
+
+    B = config.train.batch_size
+    return {"image": rng.random((B,) + IMAGE_SHAPES[config.data.name], np.float32),
+            "label": rng.integers(0, config.model.num_classes, B).astype(np.int32)}
+
+
+def is_image_config(config: ml_collections.ConfigDict) -> bool:
+    """True for an image-classification config, False for a language model."""
+    from p2t_jax.tasks import task_name
+
+    return task_name(config) == "image_classification"
+
+
+def train_step_and_batch(config: ml_collections.ConfigDict, rng: np.random.Generator) -> tuple[Any, Any, dict]:
+    """(jitted train step, state, one random batch) for the config's task."""
+    if is_image_config(config):
+        step, state = image_train_step(config)
+        return step, state, random_image_batch(config, rng)
+    step, state = lm_train_step(config)
+    return step, state, random_lm_batch(config, rng)
+
+
+def alternate(workers: dict[str, tuple[list[str], dict]], rounds: int, steps: int) -> tuple[dict, dict, dict]:
+    """Starts each worker (``name -> (command, extra environment)``) one at a time, then asks them in
+    turn, ``rounds`` times, to time ``steps`` steps, pausing before each so the others' threads go idle.
+
+    A worker prints its facts as one JSON line once built, then answers each ``run N`` line with
+    ``{"ms": [N step times], "user_ms", "sys_ms"}`` (see ``bench/step.py``).
+
+    Returns:
+      (facts, step times in ms, [(user, sys) CPU ms per step per round]) by worker name.
+    """
+    procs, facts, times, cpu = {}, {}, {}, {}
+    for name, (cmd, env) in workers.items():  # one at a time: each builds and compiles alone
+        procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                       cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ, **env))
+        line = procs[name].stdout.readline()
+        if not line:
+            sys.exit(f"error: the {name} worker failed to start (its error is printed above).")
+        facts[name], times[name], cpu[name] = json.loads(line), [], []
+    for _ in range(rounds):
+        for name, proc in procs.items():
+            time.sleep(0.5)  # let the other worker's threads go idle
+            proc.stdin.write(f"run {steps}\n")
+            proc.stdin.flush()
+            answer = json.loads(proc.stdout.readline())
+            times[name] += answer["ms"]
+            cpu[name].append((answer["user_ms"], answer["sys_ms"]))
+    for proc in procs.values():
+        proc.stdin.close()
+        proc.wait()
+    return facts, times, cpu
+
+
+def serve(run: Any, facts: dict) -> None:
+    """A worker's side of :func:`alternate`: warm up, print ``facts``, then time ``run(n)`` for each ``run N`` line."""
+    run(10)  # warm-up
+    print(json.dumps(facts), flush=True)
+    for line in sys.stdin:
+        if not line.startswith("run "):
+            break
+        n, before = int(line.split()[1]), os.times()
+        times = run(n)
+        after = os.times()  # CPU seconds of the whole process: user (computing) and sys (kernel: page faults, ...)
+        print(json.dumps({"ms": times, "user_ms": 1000 * (after.user - before.user) / n,
+                          "sys_ms": 1000 * (after.system - before.system) / n}), flush=True)

@@ -2,6 +2,7 @@
 
     python bench/profile_step.py [--config configs/shakespeare.py:nanogpt_cpu] [--steps 20] [--top 25]
                                  [--malloc-defaults] [--trace-dir DIR] [--config.model.gelu_approximate=true ...]
+    python bench/profile_step.py --config configs/mnist_cnn.py      # chapter 6's CNN
 
 Runs the library's jitted train step ``--steps`` times under ``jax.profiler.trace`` and
 prints: wall ms/step with the process's user and sys (kernel) CPU time per step; the
@@ -29,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-PARTS = ("attn", "mlp", "ln1", "ln2", "ln_f", "token_embed", "pos_embed")
+PARTS = ("attn", "mlp", "ln1", "ln2", "ln_f", "token_embed", "pos_embed",  # the Transformer
+         "conv_0", "conv_1", "conv_2", "dense_0", "dense_1")  # chapter 6's CNN
 
 
 def kernel_times(trace_dir: Path, steps: int) -> dict[str, float]:
@@ -80,8 +82,7 @@ def main() -> None:
     import numpy as np
 
     config = harness.load(args.config, harness.config_overrides(rest))
-    step, state = harness.lm_train_step(config)
-    batch = harness.random_lm_batch(config, np.random.default_rng(0))
+    step, state, batch = harness.train_step_and_batch(config, np.random.default_rng(0))
     compiled = step.lower(state, batch).compile()
     names = op_names(compiled.as_text())
     for _ in range(10):

@@ -20,10 +20,7 @@ ratios, not absolute times: shared machines drift.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -116,16 +113,7 @@ def worker(kind: str, config_arg: str, rest: list[str]) -> None:
 
     config = harness.load(config_arg, harness.config_overrides(rest))
     run, facts = (jax_contender if kind == "jax" else torch_contender)(config)
-    run(10)  # warm-up
-    print(json.dumps(facts), flush=True)
-    for line in sys.stdin:
-        if not line.startswith("run "):
-            break
-        n, before = int(line.split()[1]), os.times()
-        times = run(n)
-        after = os.times()  # CPU seconds of the whole process: user (computing) and sys (kernel: page faults, ...)
-        print(json.dumps({"ms": times, "user_ms": 1000 * (after.user - before.user) / n,
-                          "sys_ms": 1000 * (after.system - before.system) / n}), flush=True)
+    harness.serve(run, facts)
 
 
 def main() -> None:
@@ -151,26 +139,11 @@ def main() -> None:
         except ImportError:
             print("torch not installed (pip install -e '.[bench]'): JAX only")
 
-    procs, facts, times, cpu = {}, {}, {}, {}
-    for name, (kind, env) in contenders.items():  # one at a time: each builds and compiles alone
-        cmd = [sys.executable, __file__, "--worker", kind, "--config", args.config, *rest]
-        procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                                       env=dict(os.environ, **env))
-        line = procs[name].stdout.readline()
-        if not line:
-            sys.exit(f"error: the {name} worker failed to start (its error is printed above).")
-        facts[name], times[name], cpu[name] = json.loads(line), [], []
-    for _ in range(args.rounds):
-        for name, proc in procs.items():
-            time.sleep(0.5)  # let the other worker's threads go idle
-            proc.stdin.write(f"run {args.steps}\n")
-            proc.stdin.flush()
-            answer = json.loads(proc.stdout.readline())
-            times[name] += answer["ms"]
-            cpu[name].append((answer["user_ms"], answer["sys_ms"]))
-    for proc in procs.values():
-        proc.stdin.close()
-        proc.wait()
+    import harness
+
+    workers = {name: ([sys.executable, __file__, "--worker", kind, "--config", args.config, *rest], env)
+               for name, (kind, env) in contenders.items()}
+    facts, times, cpu = harness.alternate(workers, args.rounds, args.steps)
 
     f = facts["jax"]
     tokens = f["tokens"]

@@ -25,7 +25,7 @@ import numpy as np
 from p2t_jax.chapters import optimisers as surfaces
 from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_choice, require_names, require_positive
-from p2t_jax.data import mnist
+from p2t_jax.data import image_datasets
 from p2t_jax.optim import chains, scratch
 from p2t_jax.tasks import image_classification as ic
 from p2t_jax.viz import chapter04_05 as figures
@@ -88,7 +88,8 @@ def surface_figure(config: ml_collections.ConfigDict) -> tuple[object, dict]:
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims) -> dict:
     e = config.experiment
-    splits, source = mnist.load_splits(config.data.source, config.data.name, config.data.tfds_data_dir or None)
+    splits, source = image_datasets.load_splits(config.data.source, config.data.name,
+                                                config.data.tfds_data_dir or None)
     results: dict = {"data_source": source, "runs": {}}
     trained: dict[str, dict] = {}
     print(f"data: {source}; model hidden {tuple(config.model.hidden)}, batch {config.train.batch_size}, "

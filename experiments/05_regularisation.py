@@ -34,7 +34,7 @@ import numpy as np
 
 from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_names
-from p2t_jax.data import mnist
+from p2t_jax.data import image_datasets
 from p2t_jax.optim import chains
 from p2t_jax.tasks import image_classification as ic
 from p2t_jax.viz import chapter04_05 as figures
@@ -101,7 +101,8 @@ def row_of(name: str, seed: int, r: dict) -> dict:
 
 def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims) -> dict:
     e = config.experiment
-    splits, source = mnist.load_splits(config.data.source, config.data.name, config.data.tfds_data_dir or None)
+    splits, source = image_datasets.load_splits(config.data.source, config.data.name,
+                                                config.data.tfds_data_dir or None)
     carved = ic.carve(splits, config.data.train_size, config.data.validation_size, config.seed)
     print(f"data: {source}; train {len(carved['train'])}, validation {len(carved.get('validation', []))}, "
           f"test {len(carved['test'])}; model hidden {tuple(config.model.hidden)}, {config.optim.name} "

@@ -8,7 +8,9 @@ Training batches follow epochs: epoch ``e`` visits the training examples in the 
 ``numpy.random.default_rng((seed, e)).permutation(N)``, ``batch_size`` at a time (the last
 ``N % batch_size`` examples of each epoch's order are skipped). Batch ``step`` is therefore
 a function of ``(seed, step)`` alone, the same in a fresh run and a resumed one, and the
-data position a checkpoint needs is just the step.
+data position a checkpoint needs is just the step. Optional augmentation (random crops from
+zero padding, horizontal flips; the CIFAR recipe of He et al. 2016) draws from
+``numpy.random.default_rng((seed, AUGMENT_STREAM, step))``, so it is deterministic too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import collections.abc
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
+
+AUGMENT_STREAM = 0xA06  # keeps the augmentation's random stream apart from the epoch orders
+
 
 
 class ImageRecords(collections.abc.Sequence):
@@ -89,6 +94,18 @@ def to_batch(records: ImageRecords, indices: np.ndarray | slice) -> dict[str, np
     return {"image": records.images[indices].astype(np.float32) / 255.0, "label": records.labels[indices]}
 
 
+def augment(images_BHWC: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """Random ``H x W`` crops of the images zero-padded by ``pad`` pixels, each flipped left-right
+    with probability 1/2: ``[B, H, W, C] -> [B, H, W, C]`` (same dtype)."""
+    B, H, W, _ = images_BHWC.shape
+    padded = np.pad(images_BHWC, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    top, left = rng.integers(0, 2 * pad + 1, size=(2, B))
+    flip = rng.random(B) < 0.5
+    rows = top[:, None] + np.arange(H)[None, :]  # [B, H]
+    cols = left[:, None] + np.where(flip[:, None], np.arange(W)[::-1], np.arange(W))  # [B, W]
+    return padded[np.arange(B)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
 def largest_divisor_at_most(n: int, k: int) -> int:
     """The largest divisor of ``n`` that is ``<= k`` (so that batches of it tile ``n`` exactly)."""
     return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
@@ -104,10 +121,11 @@ class ImageBatches:
       eval_split: the split :meth:`eval_batches` reads by default.
       eval_batch_size: largest evaluation batch; the size used is the largest divisor of the
         split's length not above it, so every example counts once and every batch equally.
+      augment: training batches get :func:`augment` (evaluation batches never do).
     """
 
     def __init__(self, splits: Mapping[str, ImageRecords], batch_size: int, seed: int,
-                 eval_split: str = "test", eval_batch_size: int = 1000):
+                 eval_split: str = "test", eval_batch_size: int = 1000, augment: bool = False):
         if "train" not in splits:
             raise ValueError(f"image batches need a 'train' split, got {', '.join(splits)}.")
         if eval_split not in splits:
@@ -120,6 +138,7 @@ class ImageBatches:
         self.seed = seed
         self.eval_split = eval_split
         self.eval_batch_size = eval_batch_size
+        self.augment = augment
         self._order: tuple[int, np.ndarray] | None = None  # (epoch, its permutation), the last one drawn
 
     @property
@@ -144,8 +163,12 @@ class ImageBatches:
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """Training batch number ``step``: ``image`` ``float32[B, H, W, C]``, ``label`` ``int32[B]``."""
         epoch, index = self.position(step)
-        order = self.permutation(epoch)
-        return to_batch(self.splits["train"], order[index * self.batch_size:(index + 1) * self.batch_size])
+        indices = self.permutation(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+        train = self.splits["train"]
+        if not self.augment:
+            return to_batch(train, indices)
+        rng = np.random.default_rng((self.seed, AUGMENT_STREAM, int(step)))
+        return {"image": augment(train.images[indices], rng).astype(np.float32) / 255.0, "label": train.labels[indices]}
 
     def eval_batches(self, split: str | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Every example of ``split`` (default: ``eval_split``) once, in order, in equal batches."""

@@ -167,17 +167,6 @@ def embedded_mnist() -> dict[str, ImageRecords]:
     return splits
 
 
-def tfds_mnist(name: str = "mnist", data_dir: str | None = None) -> dict[str, ImageRecords] | None:
-    """TFDS ``name`` (``train`` and ``test``) if prepared in ``data_dir``, else None (never downloads)."""
-    splits = {}
-    for split in ("train", "test"):
-        records = tfds_source.prepared_split(name, split, data_dir)
-        if records is None:
-            return None
-        splits[split] = ImageRecords.from_records(records)
-    return splits
-
-
 def load_splits(source: str = "auto", name: str = "mnist", data_dir: str | None = None
                 ) -> tuple[dict[str, ImageRecords], str]:
     """Returns (``{"train", "test"}`` records, the name of the source used).
@@ -194,7 +183,7 @@ def load_splits(source: str = "auto", name: str = "mnist", data_dir: str | None 
     if name not in TFDS_NAMES:
         raise cache.DataUnavailableError(f"image dataset '{name}' is not one of {', '.join(TFDS_NAMES)}.")
     if source in ("auto", "tfds"):
-        splits = tfds_mnist(name, data_dir)
+        splits = tfds_source.prepared_image_splits(name, data_dir)
         if splits is not None:
             return splits, f"tfds:{name}"
         if source == "tfds" or name != "mnist":

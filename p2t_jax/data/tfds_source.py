@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Sequence
 
 from p2t_jax.data.cache import DataUnavailableError
+from p2t_jax.data.images import ImageRecords
 
 
 @contextlib.contextmanager
@@ -71,3 +72,16 @@ def prepared_split(name: str, split: str, data_dir: str | None = None) -> Sequen
                 raise DataUnavailableError(
                     f"TFDS {name}/{split} is prepared but unreadable here ({type(array_record_error).__name__}; "
                     f"TFRecord datasets need the 'tf' extra): {e}") from e
+
+
+def prepared_image_splits(name: str, data_dir: str | None = None,
+                          splits: Sequence[str] = ("train", "test")) -> dict[str, ImageRecords] | None:
+    """Every split in ``splits`` of the prepared TFDS image dataset ``name`` (records with ``image``
+    and ``label``) as :class:`ImageRecords`, or None when one of them is not prepared (never downloads)."""
+    out = {}
+    for split in splits:
+        records = prepared_split(name, split, data_dir)
+        if records is None:
+            return None
+        out[split] = ImageRecords.from_records(records)
+    return out

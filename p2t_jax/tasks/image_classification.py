@@ -1,8 +1,17 @@
-"""Image classification (MNIST) for the one training loop: chapters 4 and 5.
+"""Image classification for the one training loop: chapters 4 to 7.
 
-Config fields (see ``configs/mnist_optimizers.py``): ``data.*`` picks the source and the
-splits, ``model.*`` the MLP, ``loss.*`` label smoothing and an L2 penalty, ``optim.*`` the
-optimiser (:func:`p2t_jax.optim.chains.make_optimizer`), ``train.*`` batches and epochs.
+Config fields (see ``configs/mnist_optimizers.py``, ``configs/mnist_cnn.py``,
+``configs/deep_nets.py``): ``data.*`` picks the dataset (MNIST, Fashion-MNIST, CIFAR-10),
+the source and the splits, ``model.*`` the network (``model.name``: an MLP, a CNN, a deep
+plain or residual MLP, a ResNet; see :mod:`p2t_jax.tasks.image_models`), ``loss.*`` label
+smoothing and an L2 penalty, ``optim.*`` the optimiser
+(:func:`p2t_jax.optim.chains.make_optimizer`), ``train.*`` batches and epochs.
+
+Models with batch norm keep their running statistics in ``TrainState.model_state``
+(``{"batch_stats": ...}``): the training loss uses the batch's statistics and returns the
+updated running averages, evaluation uses the running averages. The deep models
+(``deep_mlp``, ``resnet``) also log each layer's kernel gradient norm and the mean and
+standard deviation of each ReLU's input as training metrics.
 
 Training is counted in epochs: :func:`resolve_steps` turns ``train.num_epochs`` into the
 loop's ``train.num_steps`` (``num_epochs * steps_per_epoch``) and, where they are 0, sets
@@ -24,13 +33,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import linen as nn
 
 from p2t_jax.chapters import regularisation
 from p2t_jax.configuration import require, require_choice, require_positive
-from p2t_jax.data import mnist
+from p2t_jax.data import image_datasets
 from p2t_jax.data.images import ImageBatches, ImageRecords, split_off
-from p2t_jax.models.mlp import ACTIVATIONS, MLP
 from p2t_jax.optim import chains
+from p2t_jax.tasks import image_models
 from p2t_jax.training.loop import Task, evaluate, restore_state, train_and_evaluate
 from p2t_jax.training.metrics import read_metrics, write_json
 from p2t_jax.training.steps import make_eval_step
@@ -51,17 +61,15 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "auto"  # auto: TFDS if prepared, else the embedded digits; or tfds / embedded
-    c.data.name = "mnist"  # mnist or fashion_mnist (the latter from TFDS only)
+    c.data.name = "mnist"  # mnist, fashion_mnist or cifar10 (the latter two from TFDS only)
     c.data.tfds_data_dir = ""  # TFDS data dir; "" means TFDS's default ($TFDS_DATA_DIR)
     c.data.train_size = 0  # keep the first N training examples (after the validation hold-out); 0: all
     c.data.validation_size = 0  # hold N training examples out as a validation split; 0: none
     c.data.eval_split = "test"  # the split the loop evaluates each epoch: test or validation
+    c.data.augment = False  # training batches: random crops from 4-pixel zero padding and horizontal flips
 
     c.model = ml_collections.ConfigDict()
-    c.model.hidden = (128,)  # hidden layer widths; the input is 784 pixels, the output num_classes
-    c.model.activation = "relu"  # sigmoid, tanh, relu, gelu or linear
-    c.model.dropout_rate = 0.0  # dropout after each hidden layer (training only)
-    c.model.num_classes = 10
+    image_models.add_model_fields(c.model)  # name (mlp, cnn, deep_mlp, resnet) and each model's fields
 
     c.loss = ml_collections.ConfigDict()
     c.loss.label_smoothing = 0.0  # alpha: the target gets 1 - alpha + alpha / K on the true class
@@ -99,22 +107,19 @@ def default_config() -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks an image-classification config before anything loads or compiles (ConfigError, one sentence)."""
-    d, m, lo, o, t = config.data, config.model, config.loss, config.optim, config.train
+    d, lo, o, t = config.data, config.loss, config.optim, config.train
     require_choice(config, "data.source", SOURCES)
-    require_choice(config, "data.name", mnist.TFDS_NAMES)
+    require_choice(config, "data.name", image_datasets.NAMES)
     require_choice(config, "data.eval_split", EVAL_SPLITS)
     require(d.train_size >= 0 and d.validation_size >= 0,
             "config keys 'data.train_size' and 'data.validation_size' must be >= 0 (0: all / none).")
     require(d.eval_split != "validation" or d.validation_size > 0,
             "config key 'data.eval_split' is 'validation' but 'data.validation_size' is 0; hold some examples out.")
-    require(len(m.hidden) > 0 and all(isinstance(w, int) and w > 0 for w in m.hidden),
-            f"config key 'model.hidden' must be a non-empty tuple of positive widths, got {tuple(m.hidden)!r}.")
-    require_choice(config, "model.activation", ACTIVATIONS)
-    require(0.0 <= m.dropout_rate < 1.0, f"config key 'model.dropout_rate' must be in [0, 1), got {m.dropout_rate}.")
+    image_models.validate_model(config, image_datasets.IMAGE_SHAPES[d.name])
     require(0.0 <= lo.label_smoothing < 1.0,
             f"config key 'loss.label_smoothing' must be in [0, 1), got {lo.label_smoothing}.")
     require(lo.l2 >= 0.0, f"config key 'loss.l2' must be >= 0, got {lo.l2}.")
-    require_positive(config, "model.num_classes", "optim.learning_rate", "train.batch_size",
+    require_positive(config, "optim.learning_rate", "train.batch_size",
                      "train.eval_batch_size", "train.keep_checkpoints")
     require_choice(config, "optim.name", chains.OPTIMIZERS)
     require_choice(config, "optim.implementation", chains.IMPLEMENTATIONS)
@@ -137,7 +142,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def load_data(config: ml_collections.ConfigDict) -> tuple[dict[str, ImageRecords], str]:
     """``{"train", "test"[, "validation"]}`` records and the source's name, as ``config.data`` asks."""
     d = config.data
-    splits, source = mnist.load_splits(d.source, d.name, d.tfds_data_dir or None)
+    splits, source = image_datasets.load_splits(d.source, d.name, d.tfds_data_dir or None)
     return carve(splits, d.train_size, d.validation_size, config.seed), source
 
 
@@ -173,42 +178,48 @@ def resolve_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> ml
     return config
 
 
-def make_model(config: ml_collections.ConfigDict) -> MLP:
-    """``image[B, H, W, C] -> logits[B, num_classes]``: the MLP of ``config.model`` (input flattened)."""
-    m = config.model
-    return MLP(features=tuple(m.hidden) + (m.num_classes,), activation=m.activation,
-               dropout_rate=m.dropout_rate, flatten=True)
+def make_model(config: ml_collections.ConfigDict) -> nn.Module:
+    """``image[B, H, W, C] -> logits[B, num_classes]``: the network ``config.model`` names."""
+    return image_models.make_model(config)
 
 
-def make_loss_fn(model: MLP, label_smoothing: float = 0.0, l2: float = 0.0):
+def make_loss_fn(model: nn.Module, label_smoothing: float = 0.0, l2: float = 0.0, *, layer_stats: bool = False):
     """``loss_fn(params, model_state, batch, rng, train)`` for batches ``{"image": [B, H, W, C], "label": [B]}``.
 
-    Training: smoothed cross-entropy ``+ l2 * 0.5 * sum(w^2)``, dropout on (key ``rng``).
-    Evaluation (``train=False``): plain cross-entropy, dropout off. Metrics: ``accuracy``,
-    ``cross_entropy`` (unsmoothed) and, in training, ``l2_penalty``.
+    Training: smoothed cross-entropy ``+ l2 * 0.5 * sum(w^2)``, dropout on (key ``rng``), batch
+    norm on the batch's statistics; the returned model state holds the updated running
+    averages. Evaluation (``train=False``): plain cross-entropy, dropout off, batch norm on
+    the running averages, model state unchanged. Metrics: ``accuracy``, ``cross_entropy``
+    (unsmoothed), in training ``l2_penalty`` (with ``l2``) and, with ``layer_stats``, the
+    mean and std of each ReLU's input (:func:`p2t_jax.tasks.image_models.preactivation_stats`).
     """
 
     def loss_fn(params, model_state, batch, rng, train):
-        logits_BK = model.apply({"params": params}, batch["image"], deterministic=not train,
-                                rngs={"dropout": rng} if train else None)
+        mutable = list(model_state) + (["intermediates"] if layer_stats else []) if train else []
+        out = model.apply({"params": params, **model_state}, batch["image"], rngs={"dropout": rng} if train else None,
+                          mutable=mutable or False, **image_models.mode_kwargs(model, train))
+        logits_BK, updates = out if mutable else (out, {})
         labels_B = batch["label"]
         plain = regularisation.cross_entropy(logits_BK, labels_B)
         metrics = {"accuracy": jnp.mean(logits_BK.argmax(-1) == labels_B), "cross_entropy": plain}
         if not train:
             return plain, (metrics, model_state)
+        new_state = {k: updates[k] for k in model_state}
+        if layer_stats:
+            metrics.update(image_models.preactivation_stats(updates.get("intermediates", {})))
         loss = regularisation.cross_entropy(logits_BK, labels_B, label_smoothing) if label_smoothing else plain
         if l2:
             penalty = regularisation.l2_penalty(params)
             metrics["l2_penalty"] = penalty
             loss = loss + l2 * penalty
-        return loss, (metrics, model_state)
+        return loss, (metrics, new_state)
 
     return loss_fn
 
 
-def init_variables(model: MLP, image_shape: tuple[int, ...], rng: jax.Array) -> dict:
-    """``{"params": ...}`` for images of ``image_shape`` (``[H, W, C]``)."""
-    return model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
+def init_variables(model: nn.Module, image_shape: tuple[int, ...], rng: jax.Array) -> dict:
+    """``{"params": ...}`` (and ``{"batch_stats": ...}`` with batch norm) for images of ``image_shape`` (``[H, W, C]``)."""
+    return model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32), **image_models.mode_kwargs(model, False))
 
 
 def build_with_batches(config: ml_collections.ConfigDict, splits: dict[str, ImageRecords] | None = None,
@@ -232,21 +243,21 @@ def build_with_batches(config: ml_collections.ConfigDict, splits: dict[str, Imag
         splits, source = load_data(config)
     else:
         splits = carve(splits, config.data.train_size, config.data.validation_size, config.seed)
+    image_datasets.check_splits(splits, config.data.name, config.model.num_classes)
     batches = ImageBatches(splits, config.train.batch_size, config.seed, eval_split=config.data.eval_split,
-                           eval_batch_size=config.train.eval_batch_size)
+                           eval_batch_size=config.train.eval_batch_size, augment=config.data.augment)
     config = resolve_steps(config, batches.steps_per_epoch)
     model = make_model(config)
     image_shape = splits["train"].images.shape[1:]
-    labels = np.concatenate([r.labels for r in splits.values()])
-    require(labels.max() < config.model.num_classes,
-            f"config key 'model.num_classes' ({config.model.num_classes}) is too small for label {labels.max()}.")
+    deep = config.model.name in image_models.DEEP_MODELS
     task = Task(
         init_variables=lambda rng: init_variables(model, image_shape, rng),
-        loss_fn=make_loss_fn(model, config.loss.label_smoothing, config.loss.l2),
+        loss_fn=make_loss_fn(model, config.loss.label_smoothing, config.loss.l2, layer_stats=deep),
         train_batch=batches.train_batch, eval_batches=batches.eval_batches,
         items_per_batch=config.train.batch_size, items_name="examples",
         meta={"data_source": source, "steps_per_epoch": batches.steps_per_epoch,
-              **{f"{name}_examples": len(records) for name, records in splits.items()}})
+              **{f"{name}_examples": len(records) for name, records in splits.items()}},
+        grad_metrics=image_models.kernel_grad_norms if deep else None)
     return task, batches, config
 
 
@@ -298,9 +309,9 @@ def curves_from_metrics(run_dir: str | pathlib.Path, steps_per_epoch: int) -> di
     }
 
 
-def weight_summary(params) -> dict:
-    """Standard deviation and max ``|w|`` of the first-layer kernel; L2 norm of all weight matrices."""
-    kernel = np.asarray(params["dense_0"]["kernel"])
+def weight_summary(params, first_layer: str = "dense_0") -> dict:
+    """Standard deviation and max ``|w|`` of the first layer's kernel; L2 norm of all weight matrices (and kernels)."""
+    kernel = np.asarray(params[first_layer]["kernel"])
     return {"std": float(kernel.std()), "max_abs": float(np.abs(kernel).max()),
             "weights_l2_norm": float(np.sqrt(2 * regularisation.l2_penalty(params)))}
 
@@ -346,7 +357,8 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
     if config.train.early_stop_patience:
         state, _ = restore_state(task.init_variables, config, run_dir, best=True)
         kept = "best"
-    np.save(run_dir / "first_layer_kernel.npy", np.asarray(state.params["dense_0"]["kernel"]))
+    first = image_models.first_layer(config)
+    np.save(run_dir / "first_layer_kernel.npy", np.asarray(state.params[first]["kernel"]))
     measured = {name: evaluate_split(task, state, batches, name) for name in batches.splits}
     spe = batches.steps_per_epoch
     result = {
@@ -357,7 +369,7 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
         "kept_step": int(state.step), "wall_s": wall, "compile_s": summary["compile_s"],
         "ms_per_step": summary["ms_per_step_median"], "resumed_from": summary["resumed_from"],
         "data_source": source, "batch_size": config.train.batch_size,
-        "weights": weight_summary(state.params),
+        "weights": weight_summary(state.params, first),
         "curves": curves_from_metrics(run_dir, spe), "config": json.loads(config.to_json()),
     }
     write_json(done, result)

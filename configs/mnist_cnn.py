@@ -1,0 +1,56 @@
+"""Chapter 6: a small CNN against the fully connected net on the same MNIST digits.
+
+Variants (``--config configs/mnist_cnn.py:VARIANT``):
+
+* ``embedded`` (default) conv(32, 3x3) -> ReLU -> max-pool -> conv(64, 3x3) -> ReLU ->
+               max-pool -> Dense(10) (50,186 parameters) on the 5,000 embedded digits (4,000
+               train, 1,000 test); Adam 1e-3, batch 32, 10 epochs: chapter 4's budget.
+* ``full``     the same CNN on full MNIST from TFDS (prepare it with ``tfds build mnist``),
+               batch 128, 10 epochs.
+* ``smoke``    tiny, for tests.
+
+``p2t train --config configs/mnist_cnn.py --workdir W`` trains the CNN alone. The
+``experiment`` group is read by ``experiments/06_cnn.py`` only: the fully connected
+baseline (chapter 4's 784-128-10 MLP), the seeds, and the sizes of each family drawn on
+the accuracy-vs-parameters figure.
+"""
+
+import ml_collections
+
+from p2t_jax.tasks.image_classification import default_config
+
+
+def get_config(arg=None):
+    variant = arg or "embedded"
+    c = default_config()
+    c.variant = variant
+    c.model.name = "cnn"
+    c.model.conv_features = (32, 64)
+    c.model.kernel_size = 3
+    c.model.hidden = ()  # the flattened 7x7x64 maps feed the output layer directly
+    c.train.batch_size, c.train.num_epochs = 32, 10
+
+    c.experiment = ml_collections.ConfigDict()
+    c.experiment.mlp_hidden = (128,)  # the fully connected baseline: chapter 4's 784-128-10 MLP
+    c.experiment.seeds = 3  # the CNN and the MLP are each trained with seeds seed .. seed + N - 1
+    c.experiment.cnn_sizes = ((8, 16), (16, 32))  # more CNNs (conv_features) for accuracy vs parameters
+    c.experiment.mlp_sizes = ((32,), (512, 512))  # more MLPs (hidden) for accuracy vs parameters
+    c.experiment.digit = 0  # index in the test split of the digit whose feature maps are drawn
+
+    if variant == "embedded":
+        pass
+    elif variant == "full":
+        c.data.source = "tfds"
+        c.train.batch_size = 128
+    elif variant == "smoke":
+        c.data.source = "embedded"
+        c.data.train_size = 512
+        c.model.conv_features = (8, 16)
+        c.train.batch_size, c.train.num_epochs, c.train.eval_batch_size = 32, 4, 250
+        c.train.eval_every = c.train.checkpoint_every = 64
+        c.experiment.mlp_hidden = (16,)
+        c.experiment.cnn_sizes = ((4, 8),)
+        c.experiment.mlp_sizes = ()
+    else:
+        raise ValueError(f"unknown variant '{variant}'; choose embedded, full or smoke")
+    return c
