@@ -38,7 +38,7 @@ ui.show_page(page.render, ui.Settings(runs_dir=pathlib.Path({runs!r})))
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A runs folder as the commands leave it: a Transformer run (`p2t train`, smoke config on a
-    tiny corpus), an optimiser run and two regularisation runs (the experiments' own configs
+    tiny corpus), an optimiser run, two regularisation runs and a CNN (the experiments' own configs
     and folder layout, smoke variants)."""
     from p2t_jax.cli import main
     from p2t_jax.configuration import load_config
@@ -63,6 +63,11 @@ def runs(tmp_path_factory):
     for name in ("baseline", "dropout+decay"):
         ic.train_or_reuse(regularisation.run_config(config, name, config.seed),
                           root / "05_regularisation" / name.replace("+", "_and_"), splits, source, log=lambda *_: None)
+    cnn = load_experiment("06_cnn.py")
+    config = load_config(f"{REPO}/configs/mnist_cnn.py:smoke")
+    config.train.num_epochs = 1
+    ic.train_or_reuse(cnn.cnn_config(config, config.model.conv_features, config.seed),
+                      root / "06_cnn" / "cnn_smoke_seed0", splits, source, log=lambda *_: None)
     return root
 
 
@@ -174,6 +179,28 @@ def test_regularisation_page(runs):
     rerun(at)
     assert any("python experiments/05_regularisation.py --workdir" in c.value for c in at.code)
     assert baseline_gap
+
+
+def test_cnn_page(runs):
+    from p2t_jax.data import mnist
+
+    at = page("cnn", runs)
+    first = images(at)
+    assert len(first) == 2 and not errors(at)  # feature maps, filters
+    with CompileCounter() as compiled:  # another digit: the same shapes, nothing to compile
+        at.number_input(key="cnn_digit").set_value(5)
+        rerun(at)
+    assert compiled.count == 0
+    maps, filters = images(at)
+    assert maps != first[0] and filters == first[1]
+    label = int(mnist.load_splits("embedded", "mnist")[0]["test"].labels[5])
+    assert at.metric[0].label == "Predicted digit" and at.metric[0].proto.delta == f"label {label}"
+    at.number_input(key="cnn_digit").set_value(10**6)
+    rerun(at)
+    assert errors(at) == ["Test digit (index) must be in [0, 999], got 1000000."]
+    at.text_input(key="cnn_folder").set_value(str(runs / "04_optimisers"))  # runs, but no CNN
+    rerun(at)
+    assert any(c.value.startswith("python experiments/06_cnn.py --workdir") for c in at.code)
 
 
 def test_transformer_page_streams_what_p2t_sample_prints(runs, capsys):
@@ -405,6 +432,9 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         if browser.errors():  # dropout alone was not trained (the tiny runs): add the decay too
             _press(browser, "Weight decay (decoupled, AdamW)", Keys.ARROW_RIGHT)
         check("regularisation", "vs baseline")
+        browser.open("cnn")
+        _type(browser, "Test digit (index)", "3")
+        check("cnn", "Predicted digit")
         browser.open("transformer")
         _type(browser, "Prompt", "JULIET:", tag="textarea", submit=Keys.CONTROL + Keys.ENTER)
         check("transformer", "JULIET:")

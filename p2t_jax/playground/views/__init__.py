@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-PAGES = ("home", "perceptron", "xor_mlp", "optimisers", "regularisation", "transformer")
+PAGES = ("home", "perceptron", "xor_mlp", "optimisers", "regularisation", "cnn", "transformer")
 
 
 def load(name: str) -> ModuleType:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from p2t_jax.playground import ui
-from p2t_jax.playground.views import optimisers, regularisation, transformer
+from p2t_jax.playground.views import cnn, optimisers, regularisation, transformer
 
 TITLE = "Overview"
 ICON = ":material/home:"
@@ -19,6 +19,7 @@ CHAPTERS = (
     ("optimisers", "Seven hand-written optimisers race across a 2-D loss surface; their MNIST curves from the "
                    "chapter's runs."),
     ("regularisation", "Dropout and weight decay against the train/test gap, from the chapter's runs."),
+    ("cnn", "A trained CNN's first-layer filters and its feature maps, layer by layer, for a test digit you choose."),
     ("transformer", "Type a prompt: a trained character-level Transformer continues it, streamed as it is "
                     "sampled with the key/value cache."),
 )
@@ -46,7 +47,9 @@ def render(settings: ui.Settings) -> None:
             ("Optimiser runs", f"{len(optimisers.optimiser_runs(settings.runs_dir / '04_optimisers'))} runs",
              optimisers.EXPERIMENT.format(folder=settings.runs_dir / "04_optimisers")),
             ("Regularisation runs", f"{len(ui.read_results(settings.runs_dir / '05_regularisation'))} runs",
-             regularisation.EXPERIMENT.format(folder=settings.runs_dir / "05_regularisation"))]
+             regularisation.EXPERIMENT.format(folder=settings.runs_dir / "05_regularisation")),
+            ("CNN runs", f"{len(cnn.cnn_runs(settings.runs_dir / '06_cnn'))} runs",
+             cnn.EXPERIMENT.format(folder=settings.runs_dir / "06_cnn"))]
     for what, status, command in rows:
         st.markdown(f"- **{what}**: {status}" + ("" if status not in ("none", "0 runs") else
                                                  f" — make them with `{command}`"))
