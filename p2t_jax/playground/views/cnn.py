@@ -1,7 +1,7 @@
 """Chapter 6: what a trained CNN's filters and feature maps look like, for a digit you choose.
 
 Restores a CNN run of ``experiments/06_cnn.py`` the way the experiment does
-(:func:`p2t_jax.tasks.image_classification.build` and
+(:func:`p2t_jax.tasks.image_classification.build_with_batches` and
 :func:`p2t_jax.training.loop.restore_state`), and draws
 :func:`p2t_jax.chapters.convolution.logits_and_maps` (compiled once per run) with the chapter's figures.
 """
@@ -42,8 +42,8 @@ def load_cnn(run_dir: str, stamp: float) -> dict:
     config = ml_collections.ConfigDict(result[pathlib.Path(run_dir).name]["config"])
     d = config.data
     splits, source = image_datasets.load_splits(d.source, d.name, d.tfds_data_dir or None)
-    task, batches, resolved = ic.build(config, splits=splits, source=source)
-    state, _ = restore_state(task.apply_fn, task.init_variables, resolved, run_dir)
+    task, batches, resolved = ic.build_with_batches(config, splits=splits, source=source)
+    state, _ = restore_state(task.init_variables, resolved, run_dir)
     return {"config": resolved, "model": ic.make_model(resolved), "params": jax.device_get(state.params),
             "test": batches.splits["test"], "step": int(state.step)}
 
