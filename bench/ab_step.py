@@ -63,7 +63,9 @@ def main() -> None:
     config = harness.load(args.config, harness.config_overrides(rest))
     new_model = language_model.make_model(config)
     old = load_model_module(args.against)
-    old_model = old.Transformer(old.TransformerConfig(**dataclasses.asdict(new_model.cfg)))
+    known = {f.name for f in dataclasses.fields(old.TransformerConfig)}  # fields added since REV are left out
+    old_model = old.Transformer(old.TransformerConfig(**{k: v for k, v in dataclasses.asdict(new_model.cfg).items()
+                                                         if k in known}))
     batch = harness.random_lm_batch(config, np.random.default_rng(0))
 
     contenders = {}

@@ -13,10 +13,12 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
@@ -150,20 +152,42 @@ def train_step_and_batch(config: ml_collections.ConfigDict, rng: np.random.Gener
     return step, state, random_lm_batch(config, rng)
 
 
-def alternate(workers: dict[str, tuple[list[str], dict]], rounds: int, steps: int) -> tuple[dict, dict, dict]:
-    """Starts each worker (``name -> (command, extra environment)``) one at a time, then asks them in
-    turn, ``rounds`` times, to time ``steps`` steps, pausing before each so the others' threads go idle.
+def serve(run: Callable[[int], list[float]], facts: dict) -> None:
+    """A worker's side of :func:`alternate`: warms up with ``run(10)``, prints ``facts`` as a JSON line,
+    then answers each ``run N`` line on stdin with the ms of N steps and the process's user and
+    sys CPU ms per step (sys: the kernel's share, page faults and the like)."""
+    run(10)  # warm-up
+    print(json.dumps(facts), flush=True)
+    for line in sys.stdin:
+        if not line.startswith("run "):
+            break
+        n, before = int(line.split()[1]), os.times()
+        times = run(n)
+        after = os.times()
+        print(json.dumps({"ms": times, "user_ms": 1000 * (after.user - before.user) / n,
+                          "sys_ms": 1000 * (after.system - before.system) / n}), flush=True)
 
-    A worker prints its facts as one JSON line once built, then answers each ``run N`` line with
-    ``{"ms": [N step times], "user_ms", "sys_ms"}`` (see ``bench/step.py``).
+
+def alternate(contenders: dict[str, tuple[list[str], dict]], rounds: int, steps: int,
+              cwd: Path = ROOT) -> tuple[dict, dict, dict]:
+    """Times contenders, each in its own worker process, in alternating rounds.
+
+    Two thread pools in one process steal each other's cores, so each contender runs alone
+    in a worker (started one at a time, so each builds and compiles alone); each round asks
+    every worker in turn for ``steps`` steps, with a pause between, so all see the same machine.
+
+    Args:
+      contenders: name -> (the worker's command line, extra environment variables); the
+        worker calls :func:`serve`.
 
     Returns:
-      (facts, step times in ms, [(user, sys) CPU ms per step per round]) by worker name.
+      ``(facts, times, cpu)``: per name, the worker's facts, every step's ms, and per round
+      its (user, sys) CPU ms per step.
     """
     procs, facts, times, cpu = {}, {}, {}, {}
-    for name, (cmd, env) in workers.items():  # one at a time: each builds and compiles alone
-        procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                       cwd=Path(__file__).resolve().parent.parent, env=dict(os.environ, **env))
+    for name, (cmd, env) in contenders.items():
+        procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd,
+                                       env=dict(os.environ, **env))
         line = procs[name].stdout.readline()
         if not line:
             sys.exit(f"error: the {name} worker failed to start (its error is printed above).")
@@ -180,17 +204,3 @@ def alternate(workers: dict[str, tuple[list[str], dict]], rounds: int, steps: in
         proc.stdin.close()
         proc.wait()
     return facts, times, cpu
-
-
-def serve(run: Any, facts: dict) -> None:
-    """A worker's side of :func:`alternate`: warm up, print ``facts``, then time ``run(n)`` for each ``run N`` line."""
-    run(10)  # warm-up
-    print(json.dumps(facts), flush=True)
-    for line in sys.stdin:
-        if not line.startswith("run "):
-            break
-        n, before = int(line.split()[1]), os.times()
-        times = run(n)
-        after = os.times()  # CPU seconds of the whole process: user (computing) and sys (kernel: page faults, ...)
-        print(json.dumps({"ms": times, "user_ms": 1000 * (after.user - before.user) / n,
-                          "sys_ms": 1000 * (after.system - before.system) / n}), flush=True)

@@ -105,7 +105,7 @@ def torch_contender(config) -> tuple:
 
 
 def worker(kind: str, config_arg: str, rest: list[str]) -> None:
-    """Builds one contender, prints its facts as a JSON line, then answers ``run N`` lines."""
+    """Builds one contender and serves it (:func:`harness.serve`)."""
     from p2t_jax.host_memory import keep_freed_host_memory
 
     keep_freed_host_memory()  # both contenders get the same allocator (a no-op with P2T_KEEP_MALLOC_DEFAULTS=1)
@@ -141,9 +141,9 @@ def main() -> None:
 
     import harness
 
-    workers = {name: ([sys.executable, __file__, "--worker", kind, "--config", args.config, *rest], env)
-               for name, (kind, env) in contenders.items()}
-    facts, times, cpu = harness.alternate(workers, args.rounds, args.steps)
+    commands = {name: ([sys.executable, __file__, "--worker", kind, "--config", args.config, *rest], env)
+                for name, (kind, env) in contenders.items()}
+    facts, times, cpu = harness.alternate(commands, args.rounds, args.steps)
 
     f = facts["jax"]
     tokens = f["tokens"]

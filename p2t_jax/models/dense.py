@@ -12,7 +12,8 @@ matmuls: the nanoGPT CPU step is ~7% faster (``bench/NOTES.md``, change 11).
 
 :class:`Dense` is the linen layer: the same parameters (``kernel``, ``bias``; shapes,
 initialisers, logical axis names) as ``nn.Dense`` / ``nn.DenseGeneral``, so checkpoints
-and sharding rules are unchanged.
+and sharding rules are unchanged. :func:`project` picks between it (on rows ``[B*T, D]``:
+a CPU kernel choice) and ``nn.DenseGeneral`` on ``[B, T, D]`` (for GPUs and TPUs).
 """
 
 from __future__ import annotations
@@ -83,3 +84,22 @@ class Dense(nn.Module):
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         y = contract(x, kernel, n)
         return y if bias is None else y + bias
+
+
+def project(x: jax.Array, features: int | tuple[int, ...], *, contract_axes: int = 1, rows: bool, name: str,
+            **kwargs) -> jax.Array:
+    """``x[*L, *C] -> [*L, *F]``: a dense projection of the ``contract_axes`` trailing axes, as a
+    submodule called ``name`` of the module whose compact method calls it.
+
+    ``rows=True`` folds the leading axes into rows ``[N, *C]`` (N = prod(L)) and uses
+    :class:`Dense` (plain-matmul weight gradients: the faster kernels on XLA-CPU);
+    ``rows=False`` is ``nn.DenseGeneral`` on ``x`` as it is (what GPUs and TPUs want). Both
+    create the same parameters (``kernel`` ``[*C, *F]``, ``bias`` ``[*F]``) from the same
+    keys, so a checkpoint moves between them. ``kwargs``: ``use_bias``, ``dtype``,
+    ``kernel_init``, ``bias_init``.
+    """
+    if rows:
+        lead = x.shape[:x.ndim - contract_axes]
+        y = Dense(features, contract_axes=contract_axes, name=name, **kwargs)(x.reshape((-1,) + x.shape[len(lead):]))
+        return y.reshape(lead + y.shape[1:])
+    return nn.DenseGeneral(features, axis=tuple(range(-contract_axes, 0)), name=name, **kwargs)(x)

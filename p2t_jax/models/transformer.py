@@ -18,9 +18,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from p2t_jax.models.dense import Dense
+from p2t_jax.models.attention import MultiHeadAttention, causal_mask  # noqa: F401 (causal_mask: re-exported)
+from p2t_jax.models.dense import project
 
 Dtype = Any
+DENSE_IMPLS = ("auto", "rows", "general")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,12 @@ class TransformerConfig:
       dtype: compute dtype (``float32`` or ``bfloat16``); parameters stay float32.
       scan_layers: run the blocks with ``nn.scan`` (one compiled block, parameters stacked
         along a leading layer axis under ``blocks``) so compile time stays flat with depth.
+      dense_impl: how the projections run: ``rows`` (on ``[B*T, D]`` rows through
+        :class:`p2t_jax.models.dense.Dense`, whose weight gradients are plain matmuls: the
+        faster kernels on XLA-CPU), ``general`` (``nn.DenseGeneral`` on ``[B, T, D]``, as GPUs
+        and TPUs want) or ``auto`` (``rows`` when ``jax.default_backend()`` is the CPU,
+        else ``general``). The parameters are the same either way, so checkpoints move
+        between backends.
     """
 
     vocab_size: int
@@ -55,16 +63,26 @@ class TransformerConfig:
     gelu_approximate: bool = False
     dtype: Dtype = jnp.float32
     scan_layers: bool = False
+    dense_impl: str = "auto"
 
     @property
     def head_dim(self) -> int:
         return self.emb_dim // self.num_heads
 
+    @property
+    def resolved_dense_impl(self) -> str:
+        """``rows`` or ``general``: ``dense_impl`` with ``auto`` decided by the default backend."""
+        if self.dense_impl not in DENSE_IMPLS:
+            raise ValueError(f"dense_impl must be one of {', '.join(DENSE_IMPLS)}, got {self.dense_impl!r}.")
+        if self.dense_impl == "auto":
+            return "rows" if jax.default_backend() == "cpu" else "general"
+        return self.dense_impl
 
-def _init(axes: tuple, stddev: float = 0.02):
+
+def _init(axes: tuple, stddev: float = 0.02, init=None):
     # rules=(): the names shard the parameter through p2t_jax.parallel (which places the
     # initialised state); flax must not also constrain the raw init value with them.
-    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes, rules=())
+    return nn.with_logical_partitioning(init or nn.initializers.normal(stddev), axes, rules=())
 
 
 def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
@@ -96,80 +114,24 @@ def _gelu_exact_jvp(primals, tangents):
     return x * cdf, (cdf + x * pdf) * t
 
 
-def causal_mask(length: int) -> jax.Array:
-    """``bool[1, 1, T, T]``: True where query position t may attend to key position s <= t."""
-    return jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
-
-
-class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention.
-
-    Input ``x_BTD``; output ``[B, T, D]``. The attention probabilities ``[B, H, T, S]``
-    are sown into the ``intermediates`` collection (read them with
-    ``mutable=["intermediates"]``).
-
-    With ``decode=True`` keys and values are appended to a ``cache`` collection
-    (``key``/``value``: ``[B, max_len, H, K]``, ``index``: the number of cached positions)
-    and the T new queries attend to every cached position up to their own.
-    """
-
-    cfg: TransformerConfig
-
-    def _cached_keys_values(self, k_BTHK, v_BTHK):
-        """Appends the new keys/values to the cache; returns (keys, values, mask ``[1, 1, T, S]``)."""
-        cfg = self.cfg
-        B, T, H, K = k_BTHK.shape
-        initialised = self.has_variable("cache", "key")
-        key = self.variable("cache", "key", jnp.zeros, (B, cfg.max_len, H, K), k_BTHK.dtype)
-        value = self.variable("cache", "value", jnp.zeros, (B, cfg.max_len, H, K), v_BTHK.dtype)
-        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
-        if not initialised:  # creating the cache: behave as the full-sequence model
-            return k_BTHK, v_BTHK, causal_mask(T)
-        i = index.value
-        key.value = jax.lax.dynamic_update_slice_in_dim(key.value, k_BTHK, i, axis=1)
-        value.value = jax.lax.dynamic_update_slice_in_dim(value.value, v_BTHK, i, axis=1)
-        index.value = i + T
-        query_pos_T = i + jnp.arange(T)
-        mask_TS = jnp.arange(cfg.max_len)[None, :] <= query_pos_T[:, None]
-        return key.value, value.value, mask_TS[None, None]
-
-    @nn.compact
-    def __call__(self, x_BTD: jax.Array, *, deterministic: bool, decode: bool = False) -> jax.Array:
-        cfg = self.cfg
-        B, T, D = x_BTD.shape
-        H, K = cfg.num_heads, cfg.head_dim
-        qkv_BT3HK = Dense(
-            features=(3, H, K), use_bias=cfg.use_bias, dtype=cfg.dtype, name="qkv",
-            kernel_init=_init(("embed", None, "heads", "kv")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None, "heads", "kv"), rules=()))(
-                x_BTD.reshape(B * T, D)).reshape(B, T, 3, H, K)  # 2-D matmul: see MLP
-        q_BTHK, k_BTHK, v_BTHK = qkv_BT3HK[:, :, 0], qkv_BT3HK[:, :, 1], qkv_BT3HK[:, :, 2]
-        q_BTHK = nn.with_logical_constraint(q_BTHK, ("batch", "length", "heads", "kv"))
-        if decode:
-            k_BSHK, v_BSHK, mask = self._cached_keys_values(k_BTHK, v_BTHK)
-        else:
-            k_BSHK, v_BSHK, mask = k_BTHK, v_BTHK, causal_mask(T)
-        logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSHK) / jnp.sqrt(K).astype(cfg.dtype)
-        logits_BHTS = jnp.where(mask, logits_BHTS.astype(jnp.float32), jnp.finfo(jnp.float32).min)
-        attn_BHTS = jax.nn.softmax(logits_BHTS, axis=-1)
-        self.sow("intermediates", "attention_weights", attn_BHTS)
-        attn_BHTS = nn.Dropout(cfg.dropout_rate)(attn_BHTS, deterministic=deterministic)
-        out_BTHK = jnp.einsum("bhts,bshk->bthk", attn_BHTS.astype(cfg.dtype), v_BSHK)
-        out_BTHK = nn.with_logical_constraint(out_BTHK, ("batch", "length", "heads", "kv"))
-        return Dense(
-            features=D, contract_axes=2, use_bias=cfg.use_bias, dtype=cfg.dtype, name="out",
-            kernel_init=_init(("heads", "kv", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(
-                out_BTHK.reshape(B * T, H, K)).reshape(B, T, D)
+def CausalSelfAttention(cfg: TransformerConfig, name: str | None = None) -> MultiHeadAttention:  # noqa: N802
+    """The block's multi-head causal self-attention: :class:`p2t_jax.models.attention.MultiHeadAttention`
+    configured from ``cfg`` (parameters ``qkv`` ``[D, 3, H, K]`` and ``out`` ``[H, K, D]``, the
+    key/value cache for decoding, the weights sown into ``intermediates``)."""
+    return MultiHeadAttention(num_heads=cfg.num_heads, head_dim=cfg.head_dim, out_features=cfg.emb_dim, causal=True,
+                              max_len=cfg.max_len, dropout_rate=cfg.dropout_rate, use_bias=cfg.use_bias,
+                              dtype=cfg.dtype, kernel_init=nn.initializers.normal(0.02),
+                              out_kernel_init=nn.initializers.normal(0.02 / (2 * cfg.num_layers) ** 0.5),
+                              dense_impl=cfg.resolved_dense_impl, name=name)
 
 
 class MLP(nn.Module):
     """Position-wise ``D -> F -> D`` with GELU. Input and output ``[B, T, D]``.
 
-    The matmuls run on ``[N, D]`` with N = B*T: with 2-D operands XLA-CPU computes the
-    weight gradients without materialising transposed activations (measured in
-    ``bench/NOTES.md``: the MLP's forward + backward 2.6x faster), and
-    :class:`p2t_jax.models.dense.Dense` makes those gradients plain matmuls (~7% more).
+    With ``dense_impl="rows"`` (the default on CPU) the matmuls run on ``[N, D]`` with N = B*T:
+    with 2-D operands XLA-CPU computes the weight gradients without materialising transposed
+    activations (measured in ``bench/NOTES.md``: the MLP's forward + backward 2.6x faster),
+    and :class:`p2t_jax.models.dense.Dense` makes those gradients plain matmuls (~7% more).
     """
 
     cfg: TransformerConfig
@@ -177,16 +139,14 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x_BTD: jax.Array, *, deterministic: bool) -> jax.Array:
         cfg = self.cfg
-        B, T, D = x_BTD.shape
-        h_NF = Dense(cfg.mlp_dim, use_bias=cfg.use_bias, dtype=cfg.dtype, name="fc",
-                        kernel_init=_init(("embed", "mlp")),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(x_BTD.reshape(B * T, D))
-        h_NF = nn.gelu(h_NF, approximate=True) if cfg.gelu_approximate else gelu_exact(h_NF)
-        h_NF = nn.with_logical_constraint(h_NF, ("batch", "mlp"))
-        out_ND = Dense(cfg.emb_dim, use_bias=cfg.use_bias, dtype=cfg.dtype, name="proj",
-                          kernel_init=_init(("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
-                          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))(h_NF)
-        return out_ND.reshape(B, T, D)
+        rows = cfg.resolved_dense_impl == "rows"
+        h_BTF = project(x_BTD, cfg.mlp_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="fc",
+                        kernel_init=_init(("embed", "mlp")), bias_init=_init(("mlp",), init=nn.initializers.zeros))
+        h_BTF = nn.gelu(h_BTF, approximate=True) if cfg.gelu_approximate else gelu_exact(h_BTF)
+        h_BTF = nn.with_logical_constraint(h_BTF, ("batch", "length", "mlp"))
+        return project(h_BTF, cfg.emb_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="proj",
+                       kernel_init=_init(("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
+                       bias_init=_init(("embed",), init=nn.initializers.zeros))
 
 
 class Block(nn.Module):

@@ -28,6 +28,8 @@ from p2t_jax.configuration import ConfigError
 REGISTRY: dict[str, str] = {
     "language_model": "p2t_jax.tasks.language_model",
     "image_classification": "p2t_jax.tasks.image_classification",
+    "memory": "p2t_jax.tasks.memory",
+    "reorder": "p2t_jax.tasks.reorder",
 }
 DEFAULT_TASK = "language_model"  # runs saved before configs named their task
 

@@ -18,7 +18,7 @@ from p2t_jax.configuration import ConfigError, require, require_choice, require_
 from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
-from p2t_jax.models.transformer import Transformer, TransformerConfig
+from p2t_jax.models.transformer import DENSE_IMPLS, Transformer, TransformerConfig
 from p2t_jax.parallel.partitioning import DEFAULT_RULES
 from p2t_jax.resources import require_memory
 from p2t_jax.training.loop import Task
@@ -51,6 +51,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.gelu_approximate = False  # tanh GELU (GPT-2) instead of exact erf
     c.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
     c.model.scan_layers = False  # nn.scan over the blocks: compile time flat in depth
+    # How the projections run; the parameters are the same either way, so checkpoints move
+    # between backends. auto: rows on CPU, general elsewhere; rows: on [B*T, D] rows through
+    # p2t_jax.models.dense.Dense (plain-matmul weight gradients, the faster XLA-CPU kernels);
+    # general: nn.DenseGeneral on [B, T, D] (what GPUs and TPUs want).
+    c.model.dense_impl = "auto"
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 3e-3  # peak learning rate after warm-up
@@ -97,6 +102,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config key 'model.num_heads' ({m.num_heads}) must divide 'model.emb_dim' ({m.emb_dim}).")
     require(0.0 <= m.dropout_rate < 1.0, f"config key 'model.dropout_rate' must be in [0, 1), got {m.dropout_rate}.")
     require_choice(config, "model.dtype", DTYPES)
+    require_choice(config, "model.dense_impl", DENSE_IMPLS)
     require_choice(config, "data.source", ("auto", "embedded", "tfds"))
     require(o.warmup_steps >= 0, f"config key 'optim.warmup_steps' must be >= 0, got {o.warmup_steps}.")
     require(0 <= o.end_learning_rate <= o.learning_rate,
@@ -117,7 +123,7 @@ def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
                              num_layers=m.num_layers, mlp_dim=m.mlp_dim, dropout_rate=m.dropout_rate,
                              use_bias=m.use_bias, tie_embeddings=m.tie_embeddings,
                              gelu_approximate=m.gelu_approximate, dtype=DTYPES[m.dtype],
-                             scan_layers=m.scan_layers)
+                             scan_layers=m.scan_layers, dense_impl=m.dense_impl)
 
 
 def make_model(config: ml_collections.ConfigDict) -> Transformer:

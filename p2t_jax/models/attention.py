@@ -1,0 +1,231 @@
+"""Attention, the one implementation every model here uses: additive (Bahdanau), scaled dot-product, multi-head.
+
+Shapes: B batch, T queries, S keys, H heads, K head width, D model width, A additive
+attention width, V value width.
+
+* :class:`AdditiveAttention` — Bahdanau et al. (2015): ``score(q, k_s) = v . tanh(W_q q +
+  W_k k_s)``, softmax over the S keys, context = weighted sum of the values. The keys'
+  projection ``W_k k`` is computed once per source sentence (:meth:`AdditiveAttention.project_keys`),
+  not once per decoder step.
+* :func:`attention_weights` / :func:`attend` — scaled dot-product attention written out:
+  ``softmax(q . k / sqrt(K))`` with masked positions at the float32 minimum, then the
+  weighted sum of the values. :func:`dot_product_attention` is the same through
+  ``jax.nn.dot_product_attention`` (XLA's on a CPU, cuDNN's fused kernel on a GPU in
+  half precision); tested equal.
+* :class:`MultiHeadAttention` — projections to H heads, attention, projection back; causal
+  self-attention with a key/value cache for decoding (the Transformer's, whose parameter
+  names, shapes and cache this keeps), or attention to another sequence.
+
+Why ``1/sqrt(K)``: for queries and keys with unit-variance entries the logits ``q . k`` have
+variance K, so without the scaling the softmax saturates onto one key as K grows
+(measured in ``experiments/09_attention.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from p2t_jax.models.dense import project
+
+MASKED = jnp.finfo(jnp.float32).min  # the logit of a masked position: exp() of it is exactly 0
+
+
+def causal_mask(length: int) -> jax.Array:
+    """``bool[1, 1, T, T]``: True where query position t may attend to key position s <= t."""
+    return jnp.tril(jnp.ones((length, length), dtype=bool))[None, None]
+
+
+def attention_weights(q_BTHK: jax.Array, k_BSHK: jax.Array, mask: jax.Array | None = None, *,
+                      scale: float | None = None) -> jax.Array:
+    """``float32[B, H, T, S]``: ``softmax_s(scale * q_t . k_s)`` with masked positions at weight 0.
+
+    Args:
+      q_BTHK: queries. k_BSHK: keys.
+      mask: bool, broadcastable to ``[B, H, T, S]``; True where a query may attend to a key.
+      scale: multiplies the logits; None: ``1 / sqrt(K)``.
+    """
+    scale = q_BTHK.shape[-1] ** -0.5 if scale is None else scale
+    logits_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSHK) * jnp.asarray(scale, q_BTHK.dtype)
+    logits_BHTS = logits_BHTS.astype(jnp.float32)
+    if mask is not None:
+        logits_BHTS = jnp.where(mask, logits_BHTS, MASKED)
+    return jax.nn.softmax(logits_BHTS, axis=-1)
+
+
+def attend(weights_BHTS: jax.Array, v_BSHK: jax.Array) -> jax.Array:
+    """``[B, T, H, K]``: each query's weighted sum of the values (in the values' dtype)."""
+    return jnp.einsum("bhts,bshk->bthk", weights_BHTS.astype(v_BSHK.dtype), v_BSHK)
+
+
+def dot_product_attention(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: jax.Array | None = None,
+                          *, scale: float | None = None, is_causal: bool = False) -> jax.Array:
+    """``[B, T, H, K]``: ``attend(attention_weights(q, k, mask), v)`` through ``jax.nn.dot_product_attention``.
+
+    The fused form gives no weights; use it when nothing reads them. On a GPU with
+    half-precision inputs it asks for cuDNN's fused kernel and falls back to XLA's where
+    cuDNN refuses the call (e.g. an arbitrary ``mask``). ``is_causal``: a causal mask from
+    position 0 (``mask`` may then be None).
+    """
+    if jax.default_backend() == "gpu" and q_BTHK.dtype in (jnp.bfloat16, jnp.float16):
+        try:  # untested here (no GPU on the development machines); XLA's path below is the reference
+            return jax.nn.dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask=mask, scale=scale, is_causal=is_causal,
+                                                implementation="cudnn")
+        except (NotImplementedError, ValueError, RuntimeError):
+            pass
+    return jax.nn.dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask=mask, scale=scale, is_causal=is_causal)
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau attention: ``score(q, k_s) = v . tanh(W_q q + W_k k_s)``.
+
+    Parameters: ``key/kernel`` W_k ``[Dk, A]``, ``query/kernel`` W_q ``[Dq, A]`` with
+    ``query/bias`` ``[A]``, ``score/kernel`` v ``[A, 1]``.
+
+    Attributes:
+      features: A, the width of the hidden layer that scores each key.
+      dtype: compute dtype (parameters float32).
+    """
+
+    features: int
+    dtype: Any = None
+
+    def setup(self):
+        self.key = nn.Dense(self.features, use_bias=False, dtype=self.dtype, name="key")
+        self.query = nn.Dense(self.features, dtype=self.dtype, name="query")
+        self.score = nn.Dense(1, use_bias=False, dtype=self.dtype, name="score")
+
+    def project_keys(self, keys_BSK: jax.Array) -> jax.Array:
+        """``W_k k`` for every key: ``[B, S, A]`` (once per source, reused at every query)."""
+        return self.key(keys_BSK)
+
+    def __call__(self, query_BQ: jax.Array, projected_keys_BSA: jax.Array, values_BSV: jax.Array,
+                 mask_BS: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """One query against all keys: ``(context [B, V], weights float32[B, S])``.
+
+        ``mask_BS`` (bool): True at real keys; padded keys get weight 0.
+        """
+        hidden_BSA = jnp.tanh(self.query(query_BQ)[:, None, :] + projected_keys_BSA)
+        logits_BS = self.score(hidden_BSA)[..., 0].astype(jnp.float32)
+        if mask_BS is not None:
+            logits_BS = jnp.where(mask_BS, logits_BS, MASKED)
+        weights_BS = jax.nn.softmax(logits_BS, axis=-1)
+        return jnp.einsum("bs,bsv->bv", weights_BS.astype(values_BSV.dtype), values_BSV), weights_BS
+
+
+def _logical(init: Callable, axes: tuple) -> Callable:
+    # rules=(): the names shard the parameter through p2t_jax.parallel (which places the
+    # initialised state); flax must not also constrain the raw init value with them.
+    return nn.with_logical_partitioning(init, axes, rules=())
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head scaled dot-product attention: ``x_BTD -> [B, T, D]``.
+
+    Self-attention (``inputs_kv`` None) projects queries, keys and values with one fused
+    kernel ``qkv`` ``[D, 3, H, K]`` (bias ``[3, H, K]``); attention to another sequence
+    (``inputs_kv`` ``[B, S, Dkv]``) uses ``query`` ``[D, H, K]`` and ``kv`` ``[Dkv, 2, H, K]``.
+    The heads are merged by ``out`` ``[H, K, D]`` (bias ``[D]``). Every parameter carries
+    logical axis names (``embed``, ``heads``, ``kv``) for :mod:`p2t_jax.parallel`.
+
+    The attention probabilities ``[B, H, T, S]`` are sown into ``intermediates`` as
+    ``attention_weights`` (read them with ``mutable=["intermediates"]``). When nothing
+    collects them and no dropout falls on them, the fused :func:`dot_product_attention`
+    runs instead of the written-out form (the same function; tested).
+
+    With ``decode=True`` (causal self-attention) keys and values are appended to a
+    ``cache`` collection (``key``/``value`` ``[B, max_len, H, K]``, ``index`` the number of
+    cached positions) and the T new queries attend to every cached position up to their own.
+
+    Attributes:
+      num_heads: H. head_dim: K. out_features: D of the output.
+      causal: position t attends to positions <= t only (self-attention).
+      max_len: the cache length for decoding.
+      dropout_rate: dropout on the attention probabilities (training only).
+      use_bias: biases in the projections.
+      dtype: compute dtype (parameters float32; softmax in float32).
+      kernel_init: initializer of the input projections; out_kernel_init: of ``out``.
+      dense_impl: ``rows`` (projections on ``[B*T, D]`` rows through
+        :class:`p2t_jax.models.dense.Dense`, the faster kernels on XLA-CPU) or ``general``
+        (``nn.DenseGeneral`` on ``[B, T, D]``); the same parameters either way.
+    """
+
+    num_heads: int
+    head_dim: int
+    out_features: int
+    causal: bool = False
+    max_len: int = 0
+    dropout_rate: float = 0.0
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.normal(0.02)
+    out_kernel_init: Callable = nn.initializers.normal(0.02)
+    dense_impl: str = "general"
+
+    def _project(self, x, features, axes, name, contract_axes=1, bias_axes=None, kernel_init=None):
+        return project(x, features, contract_axes=contract_axes, rows=self.dense_impl == "rows", name=name,
+                       use_bias=self.use_bias, dtype=self.dtype,
+                       kernel_init=_logical(kernel_init or self.kernel_init, axes),
+                       bias_init=_logical(nn.initializers.zeros, bias_axes or axes[contract_axes:]))
+
+    def _cached_keys_values(self, k_BTHK, v_BTHK):
+        """Appends the new keys/values to the cache; returns (keys, values, mask ``[1, 1, T, S]`` or None for
+        plain causal attention from position 0)."""
+        B, T, H, K = k_BTHK.shape
+        initialised = self.has_variable("cache", "key")
+        key = self.variable("cache", "key", jnp.zeros, (B, self.max_len, H, K), k_BTHK.dtype)
+        value = self.variable("cache", "value", jnp.zeros, (B, self.max_len, H, K), v_BTHK.dtype)
+        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        if not initialised:  # creating the cache: behave as the full-sequence model
+            return k_BTHK, v_BTHK, None
+        i = index.value
+        key.value = jax.lax.dynamic_update_slice_in_dim(key.value, k_BTHK, i, axis=1)
+        value.value = jax.lax.dynamic_update_slice_in_dim(value.value, v_BTHK, i, axis=1)
+        index.value = i + T
+        query_pos_T = i + jnp.arange(T)
+        mask_TS = jnp.arange(self.max_len)[None, :] <= query_pos_T[:, None]
+        return key.value, value.value, mask_TS[None, None]
+
+    @nn.compact
+    def __call__(self, x_BTD: jax.Array, inputs_kv: jax.Array | None = None, *, mask: jax.Array | None = None,
+                 deterministic: bool = True, decode: bool = False) -> jax.Array:
+        """Args:
+          x_BTD: the queries' inputs. inputs_kv: ``[B, S, Dkv]`` to attend to (None: ``x_BTD`` itself).
+          mask: bool broadcastable to ``[B, H, T, S]``, True where attention is allowed (combined
+            with the causal mask).
+          deterministic: no dropout. decode: continue the cached sequence (causal self-attention).
+        """
+        H, K = self.num_heads, self.head_dim
+        if decode and (inputs_kv is not None or not self.causal or self.max_len <= 0):
+            raise ValueError("decode=True needs causal self-attention with max_len > 0.")
+        if inputs_kv is None:
+            qkv_BT3HK = self._project(x_BTD, (3, H, K), ("embed", None, "heads", "kv"), "qkv")
+            q_BTHK, k_BSHK, v_BSHK = qkv_BT3HK[:, :, 0], qkv_BT3HK[:, :, 1], qkv_BT3HK[:, :, 2]
+        else:
+            q_BTHK = self._project(x_BTD, (H, K), ("embed", "heads", "kv"), "query")
+            kv_BS2HK = self._project(inputs_kv, (2, H, K), ("embed", None, "heads", "kv"), "kv")
+            k_BSHK, v_BSHK = kv_BS2HK[:, :, 0], kv_BS2HK[:, :, 1]
+        q_BTHK = nn.with_logical_constraint(q_BTHK, ("batch", "length", "heads", "kv"))
+        is_causal = self.causal
+        if decode:
+            k_BSHK, v_BSHK, cache_mask = self._cached_keys_values(k_BSHK, v_BSHK)
+            if cache_mask is not None:
+                mask, is_causal = cache_mask if mask is None else mask & cache_mask, False
+        collect = self.is_mutable_collection("intermediates")
+        if not collect and (deterministic or self.dropout_rate == 0.0):
+            out_BTHK = dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask, is_causal=is_causal)
+        else:
+            if is_causal:
+                causal = causal_mask(q_BTHK.shape[1])
+                mask = causal if mask is None else mask & causal
+            attn_BHTS = attention_weights(q_BTHK, k_BSHK, mask)
+            self.sow("intermediates", "attention_weights", attn_BHTS)
+            attn_BHTS = nn.Dropout(self.dropout_rate)(attn_BHTS, deterministic=deterministic)
+            out_BTHK = attend(attn_BHTS, v_BSHK)
+        out_BTHK = nn.with_logical_constraint(out_BTHK, ("batch", "length", "heads", "kv"))
+        return self._project(out_BTHK, self.out_features, ("heads", "kv", "embed"), "out", contract_axes=2,
+                             kernel_init=self.out_kernel_init)

@@ -1,0 +1,138 @@
+"""Chapter 8's memory task for the one training loop: name the subject after a run of fillers.
+
+Config fields (see ``configs/memory.py``): ``data.*`` the filler ranges of training and
+evaluation, ``model.*`` the recurrent classifier (``model.cell``: ``rnn``, ``lstm`` or
+``gru``), ``optim.*`` the Optax chain (:func:`p2t_jax.optim.chains.make_optimizer`;
+``optim.grad_clip_norm`` is the chain's ``clip_by_global_norm``), ``train.*`` steps and
+batches. The loop evaluates on every filler count of ``data.test_fillers``
+(``train.eval_size`` sentences each).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from p2t_jax.configuration import require, require_choice, require_positive
+from p2t_jax.data import memory
+from p2t_jax.models.rnn import CELLS, RecurrentClassifier
+from p2t_jax.optim import chains
+from p2t_jax.training.loop import Task
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field of a memory-task config at its default."""
+    c = ml_collections.ConfigDict()
+    c.task = "memory"
+    c.variant = "default"
+    c.seed = 0  # initialisation, the PRNG key and every batch
+
+    c.data = ml_collections.ConfigDict()
+    c.data.train_fillers = (2, 5)  # training sentences have lo..hi filler words
+    c.data.test_fillers = (0, 30)  # evaluation covers every filler count lo..hi
+
+    c.model = ml_collections.ConfigDict()
+    c.model.cell = "lstm"  # rnn (vanilla, tanh), lstm or gru
+    c.model.embed_dim = 32  # word embedding width E
+    c.model.features = 64  # hidden width H
+    c.model.max_len = 40  # the most words in a sentence; longer ones are refused
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"  # any of p2t_jax.optim.chains.OPTIMIZERS
+    c.optim.implementation = "optax"  # optax or scratch
+    c.optim.learning_rate = 3e-3  # peak learning rate
+    c.optim.schedule = "warmup_cosine"  # warmup_cosine or constant
+    c.optim.end_learning_rate = 3e-4  # warmup_cosine decays to this
+    c.optim.warmup_steps = 100  # linear warm-up from 0
+    c.optim.decay_steps = 0  # cosine length; 0 means train.num_steps
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.momentum = 0.9  # momentum / nesterov only
+    c.optim.rms_decay = 0.9  # rmsprop only
+    c.optim.weight_decay = 0.0  # decoupled decay (adamw, lion)
+    c.optim.grad_clip_norm = 1.0  # clip_by_global_norm in the chain; 0 turns it off
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 64  # sentences per step
+    c.train.num_steps = 2000
+    c.train.log_every = 100  # train metrics every N steps
+    c.train.eval_every = 500  # evaluation every N steps
+    c.train.eval_size = 256  # sentences per filler count in an evaluation
+    c.train.checkpoint_every = 1000  # Orbax save every N steps (and at each eval and the end)
+    c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks a memory-task config before anything compiles (ConfigError, one sentence)."""
+    m, o = config.model, config.optim
+    require_choice(config, "model.cell", tuple(CELLS))
+    require_positive(config, "model.embed_dim", "model.features", "model.max_len", "optim.learning_rate",
+                     "train.batch_size", "train.num_steps", "train.log_every", "train.eval_every", "train.eval_size",
+                     "train.checkpoint_every", "train.keep_checkpoints")
+    for key in ("data.train_fillers", "data.test_fillers"):
+        lo_hi = tuple(config.data[key.split(".")[1]])
+        require(len(lo_hi) == 2 and all(isinstance(v, int) and v >= 0 for v in lo_hi) and lo_hi[0] <= lo_hi[1],
+                f"config key '{key}' must be (lo, hi) with 0 <= lo <= hi, got {lo_hi!r}.")
+        longest = memory.sentence_length(lo_hi[1])
+        require(longest <= m.max_len,
+                f"config key '{key}' asks for sentences of {longest} words, longer than model.max_len = {m.max_len}.")
+    require_choice(config, "optim.name", chains.OPTIMIZERS)
+    require_choice(config, "optim.implementation", chains.IMPLEMENTATIONS)
+    require_choice(config, "optim.schedule", chains.SCHEDULES)
+    require(o.grad_clip_norm >= 0 and o.weight_decay >= 0 and o.warmup_steps >= 0,
+            "config keys 'optim.grad_clip_norm', 'optim.weight_decay' and 'optim.warmup_steps' must be >= 0.")
+    require(o.weight_decay == 0 or o.name in chains.WITH_WEIGHT_DECAY,
+            f"config key 'optim.weight_decay' is used by {' and '.join(chains.WITH_WEIGHT_DECAY)} only; "
+            f"set it to 0 for {o.name}.")
+    require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "config keys 'optim.b1' and 'optim.b2' must be in [0, 1).")
+
+
+def make_model(config: ml_collections.ConfigDict) -> RecurrentClassifier:
+    """``tokens_BT -> logits[B, 6]``: the classifier of ``config.model``."""
+    m = config.model
+    return RecurrentClassifier(vocab_size=len(memory.VOCAB), embed_dim=m.embed_dim, cell_type=m.cell,
+                               features=m.features, num_classes=memory.NUM_CLASSES)
+
+
+def make_loss_fn(model: RecurrentClassifier):
+    """Cross-entropy of the subject (mean over the batch) and accuracy, for ``{"tokens", "label"}`` batches."""
+
+    def loss_fn(params, model_state, batch, rng, train):
+        logits_BK = model.apply({"params": params}, batch["tokens"])
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits_BK, batch["label"]).mean()
+        return loss, ({"accuracy": jnp.mean(logits_BK.argmax(-1) == batch["label"])}, model_state)
+
+    return loss_fn
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def init_variables(model: RecurrentClassifier, length: int, rng: jax.Array) -> dict:
+    """``{"params": ...}`` for rows of ``length`` words (compiled once per model and length)."""
+    return model.init(rng, jnp.zeros((1, length), jnp.int32))
+
+
+def make_batches(config: ml_collections.ConfigDict) -> memory.MemoryBatches:
+    return memory.MemoryBatches(config.seed, config.train.batch_size, tuple(config.data.train_fillers),
+                                config.model.max_len)
+
+
+def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.ConfigDict]:
+    """The loop's Task for ``config`` (validated first) and the config to run it with (unchanged)."""
+    validate(config)
+    model = make_model(config)
+    batches = make_batches(config)
+    lo, hi = config.data.test_fillers
+
+    task = Task(init_variables=functools.partial(init_variables, model, batches.train_length),
+                loss_fn=make_loss_fn(model),
+                train_batch=batches.train_batch,
+                eval_batches=lambda: (batches.eval_set(n, config.train.eval_size) for n in range(lo, hi + 1)),
+                items_per_batch=config.train.batch_size, items_name="sentences",
+                meta={"data_source": "generated", "vocab_size": len(memory.VOCAB)})
+    return task, config
