@@ -104,17 +104,27 @@ class AdditiveAttention(nn.Module):
         """``W_k k`` for every key: ``[B, S, A]`` (once per source, reused at every query)."""
         return self.key(keys_BSK)
 
+    def logits(self, query: jax.Array, projected_keys_BSA: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """The scores before the softmax, ``float32``: one query ``[B, Dq] -> [B, S]``, or T queries
+        ``[B, T, Dq] -> [B, T, S]`` at once (e.g. every step of a teacher-forced decoder).
+
+        ``mask`` (bool, broadcastable to the result): True where a key may be scored; elsewhere
+        the logit is :data:`MASKED`, so its softmax weight is exactly 0. A pointer network
+        (:mod:`p2t_jax.models.pointer`) uses these logits as its output distribution.
+        """
+        q_A = self.query(query)
+        q_A = q_A[:, None, :] if query.ndim == 2 else q_A[:, :, None, :]
+        keys_BSA = projected_keys_BSA if query.ndim == 2 else projected_keys_BSA[:, None]
+        logits = self.score(jnp.tanh(q_A + keys_BSA))[..., 0].astype(jnp.float32)
+        return logits if mask is None else jnp.where(mask, logits, MASKED)
+
     def __call__(self, query_BQ: jax.Array, projected_keys_BSA: jax.Array, values_BSV: jax.Array,
                  mask_BS: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """One query against all keys: ``(context [B, V], weights float32[B, S])``.
 
         ``mask_BS`` (bool): True at real keys; padded keys get weight 0.
         """
-        hidden_BSA = jnp.tanh(self.query(query_BQ)[:, None, :] + projected_keys_BSA)
-        logits_BS = self.score(hidden_BSA)[..., 0].astype(jnp.float32)
-        if mask_BS is not None:
-            logits_BS = jnp.where(mask_BS, logits_BS, MASKED)
-        weights_BS = jax.nn.softmax(logits_BS, axis=-1)
+        weights_BS = jax.nn.softmax(self.logits(query_BQ, projected_keys_BSA, mask_BS), axis=-1)
         return jnp.einsum("bs,bsv->bv", weights_BS.astype(values_BSV.dtype), values_BSV), weights_BS
 
 
