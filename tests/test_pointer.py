@@ -337,7 +337,7 @@ def test_bad_instances_are_one_sentence():
     cases = [
         ("sort", [[0.2, 1.5, 0.3]], "holds 1.5; the model sorts numbers in \\[0, 1\\)"),
         ("sort", [[0.2]], "allowed are 2 to 10"),
-        ("sort", [np.linspace(0, 0.9, 11).tolist()], "of 11 elements; allowed are 2 to 10"),
+        ("sort", [np.linspace(0, 0.9, 11).tolist()], "of length 11; allowed are 2 to 10"),
         ("hull", [[[0.1, 0.2], [1.2, 0.5], [0.3, 0.9]]], "outside the unit square"),
         ("hull", [[[0.1, 0.1], [0.5, 0.5], [0.9, 0.9]]], "on one line"),
         ("tsp", [[[0.1, 0.2], [-0.1, 0.5]]], "outside the unit square"),

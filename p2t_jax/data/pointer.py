@@ -57,7 +57,7 @@ def check_lengths(problem: str, lengths: Sequence[int], max_length: int, what: s
     hi = min(max_length, TSP_MAX_LENGTH) if problem == "tsp" else max_length
     for n in lengths:
         require(isinstance(n, (int, np.integer)) and lo <= n <= hi,
-                f"{what} asks for {problem} instances of {n} elements; allowed are {lo} to {hi}"
+                f"{what} asks for {problem} instances of length {n}; allowed are {lo} to {hi}"
                 + (f" (exact tours are computed for at most {TSP_MAX_LENGTH} cities)" if problem == "tsp" else "")
                 + f" with data.max_length = {max_length}.")
 
