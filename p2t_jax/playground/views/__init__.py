@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-PAGES = ("home", "perceptron", "xor_mlp", "optimisers", "regularisation", "cnn", "transformer")
+PAGES = ("home", "perceptron", "xor_mlp", "optimisers", "regularisation", "cnn", "rnn", "attention", "pointer",
+         "transformer")
 
 
 def load(name: str) -> ModuleType:
