@@ -24,10 +24,10 @@ CHAPTERS = (
             "you type, classified by every trained seed of each."),
     ("attention", "Type a verb-final sentence: the trained encoder-decoder translates it to verb-second order and "
                   "the heat map shows where its attention went for every word it wrote."),
-    ("pointer", "Place points (or numbers): the trained pointer network draws their convex hull, a tour through "
-                "them, or their sorted order, against the exact answer."),
     ("transformer", "Type a prompt: a trained character-level Transformer continues it, streamed as it is "
                     "sampled with the key/value cache."),
+    ("pointer", "Place points (or numbers): the trained pointer network draws their convex hull, a tour through "
+                "them, or their sorted order, against the exact answer."),
 )
 
 
