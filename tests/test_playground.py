@@ -224,7 +224,7 @@ def test_cnn_page(runs):
     assert any(c.value.startswith("python experiments/06_cnn.py --workdir") for c in at.code)
 
 
-def test_rnn_page(runs):
+def test_rnn_page(runs, tmp_path):
     from p2t_jax.data import memory
 
     at = page("rnn", runs)
@@ -244,6 +244,14 @@ def test_rnn_page(runs):
     at.text_input(key="rnn_sentence").set_value("alice very zebra saw bob")
     rerun(at)
     assert len(errors(at)) == 1 and "'zebra', not in the vocabulary" in errors(at)[0], errors(at)
+    at.text_input(key="rnn_sentence").set_value("alice very old saw bob")
+    older = tmp_path / "08_rnn"  # results without the trained parameters: the curve, and the command to get them
+    older.mkdir()
+    shutil.copy(runs / "08_rnn" / "results.json", older)
+    at.text_input(key="rnn_folder").set_value(str(older))
+    rerun(at)
+    assert not errors(at) and len(images(at)) == 1 and [c.value for c in at.code] == [f"python experiments/08_rnn.py "
+                                                                                      f"--workdir {older}"]
     at.text_input(key="rnn_folder").set_value(str(runs / "06_cnn"))
     rerun(at)
     assert any(c.value.startswith("python experiments/08_rnn.py --workdir") for c in at.code)
