@@ -245,7 +245,7 @@ def test_rnn_page(runs, tmp_path):
     rerun(at)
     assert len(errors(at)) == 1 and "'zebra', not in the vocabulary" in errors(at)[0], errors(at)
     at.text_input(key="rnn_sentence").set_value("alice very old saw bob")
-    older = tmp_path / "08_rnn"  # results without the trained parameters: the curve, and the command to get them
+    older = tmp_path / "08_rnn"  # results but no trained parameters (copied alone): the curve, and the command
     older.mkdir()
     shutil.copy(runs / "08_rnn" / "results.json", older)
     at.text_input(key="rnn_folder").set_value(str(older))

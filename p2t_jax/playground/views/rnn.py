@@ -49,7 +49,7 @@ def load_cells(folder: str, stamp: float) -> dict:
     cells = {}
     for cell in config.experiment.cells:
         r = results["cells"].get(cell, {})
-        if "params" not in r:
+        if "params" not in r or not (pathlib.Path(folder) / r["params"]).exists():  # results from before they were kept
             continue
         c = ml_collections.ConfigDict(config.to_dict())
         c.model.cell = cell
@@ -97,9 +97,9 @@ def render(settings: ui.Settings) -> None:
     ids = memory.VOCAB.encode(sentence, max_words=max_len, what="sentence")  # ConfigError: one message
     words = sentence.split()
     subject = words[0] if words[0] in memory.SUBJECTS else None
-    n = len(words) - memory.EXTRA_WORDS
+    n = max(len(words) - memory.EXTRA_WORDS, 0)  # words between the subject and the verb
     with controls:
-        st.metric("Fillers in your sentence", max(n, 0),
+        st.metric("Fillers in your sentence", n,
                   f"{'inside' if train_range[0] <= n <= train_range[1] else 'outside'} the trained "
                   f"{train_range[0]}-{train_range[1]}", delta_color="off")
     with st.spinner("Restoring the trained cells ..."):
