@@ -60,6 +60,7 @@ def main() -> None:
 
     from p2t_jax.tasks import language_model
 
+    print(harness.machine_line())
     config = harness.load(args.config, harness.config_overrides(rest))
     new_model = language_model.make_model(config)
     old = load_model_module(args.against)

@@ -97,7 +97,7 @@ def worker(kind: str, config_arg: str, rest: list[str]) -> None:
     if config.model.name != "cnn" or tuple(config.model.hidden):
         sys.exit("error: bench/cnn_step.py times chapter 6's CNN: model.name must be cnn with model.hidden=().")
     run, facts = jax_contender(config) if kind == "jax" else torch_contender(config, kind == "torch_channels_last")
-    harness.serve(run, facts)
+    harness.serve_steps(run, facts)
 
 
 def main() -> None:

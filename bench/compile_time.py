@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 4, 8, 16])
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
+    print(harness.machine_line())
+    print(f"config {args.config}")
     print("layers  compile unrolled  compile scan_layers")
     for depth in args.depths:
         row = []

@@ -30,8 +30,6 @@ def cpu_facts() -> dict:
     """The CPU this runs on, from ``/proc/cpuinfo`` (Linux; empty elsewhere): model name,
     vendor family/model, the ISA extensions that matter for XLA-CPU and PyTorch kernels,
     and the cores this process may use."""
-    import os
-
     facts = {"cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -53,7 +51,6 @@ def machine_line() -> str:
     """One line saying where a benchmark ran: CPU (model name, family/model, ISA), cores,
     jax/jaxlib (and torch, if installed) versions and the XLA flags in force. Imports JAX."""
     import importlib.metadata
-    import os
 
     import jax
 
@@ -152,55 +149,99 @@ def train_step_and_batch(config: ml_collections.ConfigDict, rng: np.random.Gener
     return step, state, random_lm_batch(config, rng)
 
 
-def serve(run: Callable[[int], list[float]], facts: dict) -> None:
-    """A worker's side of :func:`alternate`: warms up with ``run(10)``, prints ``facts`` as a JSON line,
-    then answers each ``run N`` line on stdin with the ms of N steps and the process's user and
-    sys CPU ms per step (sys: the kernel's share, page faults and the like)."""
-    run(10)  # warm-up
+# --- contenders in their own processes ------------------------------------------------------
+# Two thread pools in one process steal each other's cores (bench/NOTES.md, change 6), so a
+# bench runs each contender in a worker process of its own and alternates requests between
+# them: the worker prints its facts as one JSON line, then answers each request line with
+# one JSON line; the parent (``Worker``) sends the requests.
+
+
+def serve(answer: Callable[[str], dict], facts: dict) -> None:
+    """The worker's side: prints ``facts`` as a JSON line, then answers each line of stdin
+    with ``answer(line)`` as a JSON line, until stdin closes or a line reads ``quit``."""
     print(json.dumps(facts), flush=True)
     for line in sys.stdin:
-        if not line.startswith("run "):
+        line = line.strip()
+        if not line or line == "quit":
             break
-        n, before = int(line.split()[1]), os.times()
-        times = run(n)
-        after = os.times()
-        print(json.dumps({"ms": times, "user_ms": 1000 * (after.user - before.user) / n,
-                          "sys_ms": 1000 * (after.system - before.system) / n}), flush=True)
+        print(json.dumps(answer(line)), flush=True)
+
+
+def cpu_timed(run: Callable[[int], list[float]], n: int) -> dict:
+    """``{"ms": run(n), "user_ms", "sys_ms"}``: the n step times and the whole process's user
+    (computing) and sys (kernel: page faults, ...) CPU milliseconds per step while they ran."""
+    before = os.times()
+    times = run(n)
+    after = os.times()
+    return {"ms": times, "user_ms": 1000 * (after.user - before.user) / n,
+            "sys_ms": 1000 * (after.system - before.system) / n}
+
+
+class Worker:
+    """The parent's side: one contender in its own process, started with ``cmd``.
+
+    Waits for the worker's facts line (``self.facts``); :meth:`ask` sends one request and
+    returns the answer. Exits with one sentence if the worker dies (its own error has
+    gone to stderr above).
+    """
+
+    def __init__(self, name: str, cmd: list[str], env: dict | None = None, cwd: Path | None = None):
+        self.name = name
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     cwd=cwd or ROOT, env=dict(os.environ, **(env or {})))
+        self.facts = self._read("start")
+
+    def _read(self, doing: str) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            sys.exit(f"error: the {self.name} worker failed to {doing} (exit {self.proc.returncode}; "
+                     "its error is printed above).")
+        return json.loads(line)
+
+    def ask(self, request: str) -> dict:
+        self.proc.stdin.write(request + "\n")
+        self.proc.stdin.flush()
+        return self._read(f"answer '{request}'")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait()
+
+
+def serve_steps(run: Callable[[int], list[float]], facts: dict, warmup: int = 10) -> None:
+    """A step-timing worker: warms up with ``run(warmup)``, then :func:`serve` answering each
+    ``run N`` request with :func:`cpu_timed` (``run(N)``'s step times and CPU ms per step)."""
+    run(warmup)
+    serve(lambda request: cpu_timed(run, int(request.split()[1])), facts)
 
 
 def alternate(contenders: dict[str, tuple[list[str], dict]], rounds: int, steps: int,
-              cwd: Path = ROOT) -> tuple[dict, dict, dict]:
-    """Times contenders, each in its own worker process, in alternating rounds.
+              cwd: Path = ROOT, pause: float = 0.5) -> tuple[dict, dict, dict]:
+    """Times step-timing workers (:func:`serve_steps`) in alternating rounds.
 
-    Two thread pools in one process steal each other's cores, so each contender runs alone
-    in a worker (started one at a time, so each builds and compiles alone); each round asks
-    every worker in turn for ``steps`` steps, with a pause between, so all see the same machine.
+    Each contender is started one at a time (so each builds and compiles alone); each round asks
+    every worker in turn for ``steps`` steps, pausing before each so the others' threads go idle.
 
     Args:
-      contenders: name -> (the worker's command line, extra environment variables); the
-        worker calls :func:`serve`.
+      contenders: name -> (the worker's command line, extra environment variables).
 
     Returns:
       ``(facts, times, cpu)``: per name, the worker's facts, every step's ms, and per round
       its (user, sys) CPU ms per step.
     """
-    procs, facts, times, cpu = {}, {}, {}, {}
-    for name, (cmd, env) in contenders.items():
-        procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd,
-                                       env=dict(os.environ, **env))
-        line = procs[name].stdout.readline()
-        if not line:
-            sys.exit(f"error: the {name} worker failed to start (its error is printed above).")
-        facts[name], times[name], cpu[name] = json.loads(line), [], []
-    for _ in range(rounds):
-        for name, proc in procs.items():
-            time.sleep(0.5)  # let the other worker's threads go idle
-            proc.stdin.write(f"run {steps}\n")
-            proc.stdin.flush()
-            answer = json.loads(proc.stdout.readline())
-            times[name] += answer["ms"]
-            cpu[name].append((answer["user_ms"], answer["sys_ms"]))
-    for proc in procs.values():
-        proc.stdin.close()
-        proc.wait()
-    return facts, times, cpu
+    workers = {name: Worker(name, cmd, env, cwd) for name, (cmd, env) in contenders.items()}
+    times = {name: [] for name in workers}
+    cpu = {name: [] for name in workers}
+    try:
+        for _ in range(rounds):
+            for name, w in workers.items():
+                time.sleep(pause)
+                answer = w.ask(f"run {steps}")
+                times[name] += answer["ms"]
+                cpu[name].append((answer["user_ms"], answer["sys_ms"]))
+    finally:
+        for w in workers.values():
+            w.close()
+    return {name: w.facts for name, w in workers.items()}, times, cpu

@@ -81,6 +81,7 @@ def main() -> None:
     import jax
     import numpy as np
 
+    print(harness.machine_line())
     config = harness.load(args.config, harness.config_overrides(rest))
     step, state, batch = harness.train_step_and_batch(config, np.random.default_rng(0))
     compiled = step.lower(state, batch).compile()

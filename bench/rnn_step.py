@@ -109,7 +109,7 @@ def main() -> None:
         import harness
 
         run, facts = jax_contender(*shape, args.unroll) if args.worker == "jax" else torch_contender(*shape)
-        return harness.serve(run, facts)
+        return harness.serve_steps(run, facts)
 
     import harness
 

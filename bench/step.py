@@ -1,15 +1,23 @@
-"""Times the training step of the nanoGPT CPU recipe in JAX and, in the same run, in PyTorch.
+"""Times the training step of a Shakespeare config in JAX and, in the same run, in PyTorch.
 
     python bench/step.py [--config configs/shakespeare.py:nanogpt_cpu] [--rounds 5] [--steps 40]
-                         [--malloc-defaults] [--no-torch] [--config.model.gelu_approximate=true ...]
+                         [--malloc-defaults] [--variant NAME=VALUE ...] [--no-torch] [--peak-tflops T]
+                         [--warmup 10] [--json FILE]
+                         [--config.model.gelu_approximate=true ...]
 
-Prints, for the JAX step (the library's own ``train_step`` on the config's model): the
-first-step compile time, median ms/step after warm-up, tokens/s, the step's FLOPs (from
-XLA's cost analysis) and the achieved GFLOP/s as a fraction of this machine's f32 matmul
-peak (measured here, on a few matmul shapes). Then the PyTorch reference
-(``bench/torch_reference.py``, same model and recipe) when torch is installed, and the
-ratio JAX / PyTorch. ``--malloc-defaults`` adds a third contender: the JAX step with
-glibc's malloc left at its defaults (see ``p2t_jax/host_memory.py``).
+Prints first where it ran (``harness.machine_line()``); then, for the JAX step (the
+library's own ``train_step`` on the config's model): the first-step compile time, median
+ms/step after warm-up, tokens/s, the step's FLOPs (from XLA's cost analysis) and, on a CPU,
+the achieved GFLOP/s as a fraction of this machine's f32 matmul peak (measured here, on a
+few matmul shapes). On an accelerator (or with ``--peak-tflops``) it prints the model FLOPs
+utilisation (MFU) by nanoGPT's estimate (6N + 12·L·D·T FLOPs per token) against the
+device's dense bfloat16 peak (:data:`PEAK_BF16_TFLOPS`). Then the PyTorch reference
+(``bench/torch_reference.py``, same model and recipe; on a GPU only if torch there has
+CUDA) when torch is installed, and the ratio JAX / PyTorch. ``--malloc-defaults`` adds a
+third contender: the JAX step with glibc's malloc left at its defaults (see
+``p2t_jax/host_memory.py``); ``--variant NAME=VALUE`` (repeatable) adds a JAX contender
+with that environment variable set (an A/B of XLA flags: ``--variant
+XLA_FLAGS=--xla_cpu_enable_fast_math=true``). ``--json FILE`` also writes the figures as JSON.
 
 Each contender runs in its own worker process (two thread pools in one process steal each
 other's cores: in one process the JAX step measured 28.3 ms against 22.0 ms alone), and
@@ -20,6 +28,7 @@ ratios, not absolute times: shared machines drift.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -27,6 +36,26 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+# Dense bfloat16 peak TFLOP/s from the vendors' spec sheets, by a part of ``device_kind``
+# (first match wins). For another device, or float32 compute, pass --peak-tflops.
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0), ("L40S", 362.0),
+                    ("L4", 121.0), ("TPU v4", 275.0), ("TPU v5 lite", 197.0), ("TPU v5p", 459.0),
+                    ("TPU v6 lite", 918.0))
+
+
+def device_peak_tflops(device_kind: str, dtype: str) -> float | None:
+    """The table's peak for ``device_kind`` in bfloat16, or None (unknown device or float32)."""
+    if dtype != "bfloat16":
+        return None
+    return next((tflops for name, tflops in PEAK_BF16_TFLOPS if name.lower() in device_kind.lower()), None)
+
+
+def model_flops_per_token(config, n_params: int) -> float:
+    """nanoGPT's estimate (``estimate_mfu``): 6N + 12·L·D·T, N the parameters without the
+    position table; matmul FLOPs of forward and backward only."""
+    m = config.model
+    return 6 * n_params + 12 * m.num_layers * m.emb_dim * m.max_len
 
 
 def matmul_peak_gflops(shapes=((768, 128, 512), (768, 512, 128), (1024, 1024, 1024)), reps: int = 200) -> dict:
@@ -49,13 +78,14 @@ def matmul_peak_gflops(shapes=((768, 128, 512), (768, 512, 128), (1024, 1024, 10
     return out
 
 
-def jax_contender(config) -> tuple:
+def jax_contender(config, measure_peak: bool = True) -> tuple:
     """(run(n) -> ms per step, facts) for the library's jitted train step on random batches."""
     import harness
     import jax
     import numpy as np
 
-    peak = matmul_peak_gflops()
+    device = jax.devices()[0]
+    peak = matmul_peak_gflops() if measure_peak and device.platform == "cpu" else {}
     step, state = harness.lm_train_step(config)
     rng = np.random.default_rng(0)
     batch = lambda: harness.random_lm_batch(config, rng)  # noqa: E731
@@ -65,6 +95,7 @@ def jax_contender(config) -> tuple:
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    memory = compiled.memory_analysis()
     holder = {"state": state}
 
     def run(n: int) -> list[float]:
@@ -77,43 +108,104 @@ def jax_contender(config) -> tuple:
             times.append(1000 * (time.perf_counter() - t))
         return times
 
-    facts = {"version": f"jax {jax.__version__}", "compile_s": compile_s, "flops": float(cost.get("flops", "nan")),
-             "peak": peak, "tokens": config.train.batch_size * config.model.max_len}
+    n_params = sum(x.size for x in jax.tree.leaves(state.params)) - state.params["pos_embed"].size
+    facts = {"version": f"jax {jax.__version__}", "machine": harness.machine_line(), "platform": device.platform,
+             "device_kind": device.device_kind, "compile_s": compile_s, "flops": float(cost.get("flops", "nan")),
+             "model_flops": model_flops_per_token(config, n_params) * config.train.batch_size * config.model.max_len,
+             "peak": peak, "tokens": config.train.batch_size * config.model.max_len,
+             # what the step allocates beyond the state it updates in place: XLA's temporaries and new outputs
+             "step_bytes": memory.temp_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes}
     return run, facts
 
 
-def torch_contender(config) -> tuple:
+def torch_contender(config, device: str = "cpu") -> tuple:
     import torch
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch_reference as ref
 
+    if device == "cuda" and not torch.cuda.is_available():
+        return None, {"skip": f"torch {torch.__version__} has no CUDA here, and JAX runs on a GPU: no PyTorch figures"}
     torch.manual_seed(0)
     m = config.model
-    step = ref.make_step(ref.GPT(m.vocab_size, m.max_len, m.emb_dim, m.num_layers, m.num_heads),
-                         lr=config.optim.learning_rate)
-    batches = ref.random_batches(10, config.train.batch_size, m.max_len, m.vocab_size)
-    ref.time_steps(step, batches, warmup=10)
+    step = ref.make_step(ref.config_model(m, device), lr=config.optim.learning_rate, dtype=m.dtype)
+    B, T, V = config.train.batch_size, m.max_len, m.vocab_size
+    ref.time_steps(step, ref.random_batches(2, B, T, V, device=device), warmup=2)
     seed = [1]
 
     def run(n: int) -> list[float]:
         seed[0] += 1
-        return ref.time_steps(step, ref.random_batches(n, config.train.batch_size, m.max_len, m.vocab_size,
-                                                       seed=seed[0]), warmup=0)
+        return ref.time_steps(step, ref.random_batches(n, B, T, V, seed=seed[0], device=device), warmup=0)
 
-    return run, {"version": f"torch {torch.__version__} ({torch.get_num_threads()} threads)"}
+    facts = {"version": f"torch {torch.__version__} ({torch.get_num_threads()} threads, {device})"}
+    if device == "cpu":
+        facts["step_bytes"] = ref.step_peak_bytes(step, ref.random_batches(1, B, T, V, seed=1)[0])
+    return run, facts
 
 
-def worker(kind: str, config_arg: str, rest: list[str]) -> None:
-    """Builds one contender and serves it (:func:`harness.serve`)."""
+def worker(kind: str, config_arg: str, rest: list[str], warmup: int, device: str, measure_peak: bool = True) -> None:
+    """Builds one contender, warms it up, then serves ``run N`` requests (harness.serve)."""
     from p2t_jax.host_memory import keep_freed_host_memory
 
     keep_freed_host_memory()  # both contenders get the same allocator (a no-op with P2T_KEEP_MALLOC_DEFAULTS=1)
     import harness
 
     config = harness.load(config_arg, harness.config_overrides(rest))
-    run, facts = (jax_contender if kind == "jax" else torch_contender)(config)
-    harness.serve(run, facts)
+    run, facts = jax_contender(config, measure_peak) if kind == "jax" else torch_contender(config, device)
+    if run is not None:
+        facts["warmup_ms"] = statistics.median(run(warmup)[1:] or [float("nan")])
+    harness.serve(lambda request: harness.cpu_timed(run, int(request.split()[1])), facts)
+
+
+def start_workers(config_arg: str, rest: list[str], *, torch_too: bool, malloc_defaults: bool = False,
+                  variants: tuple[str, ...] = (), warmup: int = 10, measure_peak: bool = True) -> dict:
+    """name -> harness.Worker, the JAX worker first, then one more JAX worker per ``variants``
+    entry (``NAME=VALUE``: that environment variable set, e.g. ``XLA_FLAGS=...``); a
+    contender that cannot run here is left out with a printed line."""
+    import harness
+
+    def start(name, kind, env=None, device="cpu"):
+        cmd = [sys.executable, __file__, "--worker", kind, "--warmup", str(warmup), "--torch-device", device,
+               *([] if measure_peak else ["--no-peak"]), "--config", config_arg, *rest]
+        return harness.Worker(name, cmd, env)
+
+    workers = {"jax": start("jax", "jax")}  # one at a time: each builds and compiles alone
+    if malloc_defaults:
+        workers["jax, malloc defaults"] = start("jax, malloc defaults", "jax", {"P2T_KEEP_MALLOC_DEFAULTS": "1"})
+    for variant in variants:
+        name, _, value = variant.partition("=")
+        workers[f"jax, {variant}"] = start(f"jax, {variant}", "jax", {name: value})
+    if torch_too:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("torch not installed (pip install -e '.[bench]'): JAX only")
+        else:
+            platform = workers["jax"].facts["platform"]
+            if platform not in ("cpu", "gpu"):
+                print(f"JAX runs on {platform}, where the PyTorch reference cannot: no PyTorch figures")
+            else:
+                w = start("torch", "torch", device="cuda" if platform == "gpu" else "cpu")
+                if "skip" in w.facts:
+                    print(w.facts["skip"])
+                    w.close()
+                else:
+                    workers["torch"] = w
+    return workers
+
+
+def alternate(workers: dict, rounds: int, steps: int, pause: float = 0.5) -> tuple[dict, dict]:
+    """``rounds`` rounds of ``steps`` steps, the contenders taking turns; returns
+    (name -> all step ms, name -> [(user, sys) CPU ms per step of each round])."""
+    times = {name: [] for name in workers}
+    cpu = {name: [] for name in workers}
+    for _ in range(rounds):
+        for name, w in workers.items():
+            time.sleep(pause)  # let the other worker's threads go idle
+            answer = w.ask(f"run {steps}")
+            times[name] += answer["ms"]
+            cpu[name].append((answer["user_ms"], answer["sys_ms"]))
+    return times, cpu
 
 
 def main() -> None:
@@ -124,44 +216,67 @@ def main() -> None:
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--malloc-defaults", action="store_true",
                         help="also time the JAX step with glibc malloc at its defaults")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=VALUE",
+                        help="also time the JAX step with this environment variable set (repeatable), e.g. "
+                             "--variant XLA_FLAGS=--xla_cpu_enable_fast_math=true")
+    parser.add_argument("--peak-tflops", type=float, default=0.0,
+                        help="the device's peak TFLOP/s for the MFU (default: the table, for known accelerators)")
+    parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps of each contender before the rounds")
+    parser.add_argument("--torch-device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--no-peak", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.worker:
-        return worker(args.worker, args.config, rest)
+        return worker(args.worker, args.config, rest, args.warmup, args.torch_device, not args.no_peak)
+    if args.rounds < 1 or args.steps < 1 or args.warmup < 1:
+        sys.exit("error: --rounds, --steps and --warmup must be at least 1.")
+    bad = [v for v in args.variant if "=" not in v or not v.partition("=")[0].isidentifier()]
+    if bad:
+        sys.exit(f"error: --variant takes NAME=VALUE (an environment variable), got {bad[0]!r}.")
 
-    contenders = {"jax": ("jax", {})}
-    if args.malloc_defaults:
-        contenders["jax, malloc defaults"] = ("jax", {"P2T_KEEP_MALLOC_DEFAULTS": "1"})
-    if not args.no_torch:
-        try:
-            import torch  # noqa: F401
-            contenders["torch"] = ("torch", {})
-        except ImportError:
-            print("torch not installed (pip install -e '.[bench]'): JAX only")
+    workers = start_workers(args.config, rest, torch_too=not args.no_torch, malloc_defaults=args.malloc_defaults,
+                            variants=tuple(args.variant), warmup=args.warmup)
+    f = workers["jax"].facts
+    print(f["machine"])
+    times, cpu = alternate(workers, args.rounds, args.steps)
+    for w in workers.values():
+        w.close()
 
     import harness
 
-    commands = {name: ([sys.executable, __file__, "--worker", kind, "--config", args.config, *rest], env)
-                for name, (kind, env) in contenders.items()}
-    facts, times, cpu = harness.alternate(commands, args.rounds, args.steps)
-
-    f = facts["jax"]
+    config = harness.load(args.config, harness.config_overrides(rest))
     tokens = f["tokens"]
-    print("f32 matmul GFLOP/s (jax.jit): " + ", ".join(f"{k} {v:.0f}" for k, v in f["peak"].items()))
+    if f["peak"]:
+        print("f32 matmul GFLOP/s (jax.jit): " + ", ".join(f"{k} {v:.0f}" for k, v in f["peak"].items()))
     print(f"config {args.config} {' '.join(rest)}; {args.rounds} alternating rounds of {args.steps} steps")
     ms = statistics.median(times["jax"])
-    best_peak = max(f["peak"].values())
-    print(f"{f['version']}: compile {f['compile_s']:.2f} s, median {ms:.1f} ms/step, {1000 * tokens / ms:,.0f} tokens/s, "
-          f"{f['flops'] / 1e9:.2f} GFLOP/step, {f['flops'] / ms / 1e6:.0f} GFLOP/s = "
-          f"{f['flops'] / ms / 1e6 / best_peak:.0%} of matmul peak")
-    for name in contenders:
+    line = (f"{f['version']}: compile {f['compile_s']:.2f} s, median {ms:.1f} ms/step, {1000 * tokens / ms:,.0f} tokens/s, "
+            f"{f['flops'] / 1e9:.2f} GFLOP/step, {f['flops'] / ms / 1e6:.0f} GFLOP/s")
+    if f["peak"]:
+        line += f" = {f['flops'] / ms / 1e6 / max(f['peak'].values()):.0%} of matmul peak"
+    print(line)
+    peak_tflops = args.peak_tflops or device_peak_tflops(f["device_kind"], config.model.dtype)
+    mfu = None
+    if peak_tflops:
+        mfu = f["model_flops"] / (ms / 1000) / (peak_tflops * 1e12)
+        source = "--peak-tflops" if args.peak_tflops else f"the table's bfloat16 peak for {f['device_kind']}"
+        print(f"MFU {mfu:.1%}: {f['model_flops'] / 1e9:.1f} model GFLOP/step (nanoGPT's 6N + 12·L·D·T per token) "
+              f"against {peak_tflops:g} TFLOP/s ({source})")
+    for name in workers:
         user, sys_ = (statistics.median(c) for c in zip(*cpu[name]))
         print(f"{name}: CPU time per step {user:.1f} ms user + {sys_:.1f} ms sys (kernel)")
-    for name in contenders:
+    results = {"machine": f["machine"], "config": " ".join([args.config, *rest]), "rounds": args.rounds,
+               "steps": args.steps, "jax": {"version": f["version"], "ms_per_step": ms, "tokens_per_s": 1000 * tokens / ms,
+                                            "compile_s": f["compile_s"], "gflop_per_step": f["flops"] / 1e9, "mfu": mfu}}
+    for name in workers:
         if name != "jax":
             other = statistics.median(times[name])
-            print(f"{name} [{facts[name]['version']}]: median {other:.1f} ms/step, {1000 * tokens / other:,.0f} tokens/s;"
-                  f" ratio jax / {name}: {ms / other:.2f}")
+            print(f"{name} [{workers[name].facts['version']}]: median {other:.1f} ms/step, "
+                  f"{1000 * tokens / other:,.0f} tokens/s; ratio jax / {name}: {ms / other:.2f}")
+            results[name] = {"version": workers[name].facts["version"], "ms_per_step": other, "ratio": ms / other}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":

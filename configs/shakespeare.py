@@ -8,6 +8,13 @@ Variants (``--config configs/shakespeare.py:VARIANT``):
                   batch 12, 2,000 steps, cosine to lr/10, 100 warm-up, beta2 0.99,
                   no dropout, no biases, tied embeddings; peak lr 3e-3 where nanoGPT
                   uses 1e-3, which under-trains in 2,000 steps (README: the lr sweep).
+* ``gpu``         nanoGPT's GPU recipe (its ``train_shakespeare_char``): 6 layers,
+                  6 heads, width 384, context 256, batch 64, dropout 0.2, 5,000 steps,
+                  lr 1e-3 with 100 warm-up steps and cosine to 1e-4 at step 5,000,
+                  beta2 0.99, no biases, tied embeddings, bfloat16 compute (parameters
+                  and optimiser state stay float32). The same command runs it on any
+                  backend; on a CPU it is slow (bfloat16 has no fast matmul path there).
+                  ``bench/accelerator.sh`` times it and trains it.
 * ``smoke``       tiny, for tests.
 """
 
@@ -31,11 +38,19 @@ def get_config(arg=None):
         c.optim.learning_rate, c.optim.end_learning_rate = 3e-3, 3e-4  # nanoGPT: 1e-3, 1e-4
         c.train.batch_size, c.train.num_steps = 12, 2000
         c.train.eval_every, c.train.eval_batches = 250, 200
+    elif variant == "gpu":
+        c.model.max_len, c.model.emb_dim, c.model.num_heads, c.model.num_layers = 256, 384, 6, 6
+        c.model.mlp_dim, c.model.dropout_rate, c.model.dtype = 4 * 384, 0.2, "bfloat16"
+        c.model.use_bias, c.model.tie_embeddings = False, True
+        c.optim.learning_rate, c.optim.end_learning_rate, c.optim.warmup_steps = 1e-3, 1e-4, 100
+        c.train.batch_size, c.train.num_steps = 64, 5000
+        c.train.log_every, c.train.eval_every, c.train.eval_batches = 250, 250, 200
+        c.train.checkpoint_every = 1000
     elif variant == "smoke":
         c.model.max_len, c.model.emb_dim, c.model.num_heads, c.model.num_layers, c.model.mlp_dim = 16, 32, 2, 2, 64
         c.optim.learning_rate, c.optim.end_learning_rate, c.optim.warmup_steps = 1e-2, 1e-3, 5
         c.train.batch_size, c.train.num_steps = 8, 40
         c.train.log_every, c.train.eval_every, c.train.eval_batches, c.train.checkpoint_every = 10, 20, 2, 20
     else:
-        raise ValueError(f"unknown variant '{variant}'; choose small, large, nanogpt_cpu or smoke")
+        raise ValueError(f"unknown variant '{variant}'; choose small, large, nanogpt_cpu, gpu or smoke")
     return c

@@ -6,7 +6,7 @@ from p2t_jax.configuration import ConfigError, apply_overrides, load_config
 from p2t_jax.tasks.language_model import validate
 
 
-@pytest.mark.parametrize("variant", ["small", "large", "nanogpt_cpu", "smoke"])
+@pytest.mark.parametrize("variant", ["small", "large", "nanogpt_cpu", "gpu", "smoke"])
 def test_variants_validate(repo_root, variant):
     validate(load_config(f"{repo_root}/configs/shakespeare.py:{variant}"))
 

@@ -1,0 +1,86 @@
+"""The benches' shared parts: where they ran (the machine line), the worker protocol, the MFU arithmetic,
+the scaling grid's points; and bench/accelerator.sh end to end in its smoke mode (slow)."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from p2t_jax.configuration import load_config
+
+
+def _load(repo_root, name):
+    sys.path.insert(0, str(repo_root / "bench"))  # the scripts import each other by name, as when run
+    try:
+        spec = importlib.util.spec_from_file_location(name, repo_root / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(repo_root / "bench"))
+
+
+def test_machine_line_says_where(repo_root):
+    harness = _load(repo_root, "harness")
+    facts = harness.cpu_facts()
+    assert facts["cores"] >= 1
+    line = harness.machine_line()
+    assert line.startswith("machine: ") and f"{facts['cores']} cores" in line
+    assert "jax 0." in line and "jaxlib" in line and "XLA_FLAGS=" in line
+    if "model_name" in facts:  # Linux
+        assert f"family {facts['family']}, model {facts['model']}" in line
+
+
+def test_worker_protocol(repo_root):
+    harness = _load(repo_root, "harness")
+    code = ("import sys; sys.path.insert(0, 'bench'); import harness; "
+            "harness.serve(lambda r: {'echo': r, 'n': len(r)}, {'hello': 1})")
+    w = harness.Worker("echo", [sys.executable, "-c", code], cwd=repo_root)
+    assert w.facts == {"hello": 1}
+    assert w.ask("run 3") == {"echo": "run 3", "n": 5}
+    w.close()
+    assert w.proc.returncode == 0
+    dead = [sys.executable, "-c", "raise SystemExit(3)"]
+    with pytest.raises(SystemExit, match="the broken worker failed to start"):
+        harness.Worker("broken", dead, cwd=repo_root)
+
+
+def test_mfu_arithmetic(repo_root):
+    step = _load(repo_root, "step")
+    c = load_config(f"{repo_root}/configs/shakespeare.py:gpu")
+    n = 6 * 12 * 384**2 + 65 * 384 + 13 * 384  # nanoGPT's get_num_params(): no position table
+    assert step.model_flops_per_token(c, n) == 6 * n + 12 * 6 * 384 * 256
+    assert step.device_peak_tflops("NVIDIA A100-SXM4-80GB", "bfloat16") == 312.0
+    assert step.device_peak_tflops("NVIDIA H100 PCIe", "bfloat16") == 756.0
+    assert step.device_peak_tflops("NVIDIA H100 80GB HBM3", "bfloat16") == 989.0
+    assert step.device_peak_tflops("NVIDIA A100-SXM4-80GB", "float32") is None
+    assert step.device_peak_tflops("cpu", "bfloat16") is None
+
+
+def test_scaling_points_keep_tokens_and_head_width(repo_root):
+    scaling = _load(repo_root, "scaling")
+    from p2t_jax.configuration import apply_overrides
+
+    for width, context in ((128, 64), (512, 512)):
+        overrides = [o.removeprefix("--config.") for o in scaling.point_overrides(width, context, 8, 1024)]
+        c = apply_overrides(load_config(f"{repo_root}/configs/shakespeare.py:nanogpt_cpu"), overrides)
+        assert c.train.batch_size * c.model.max_len == 1024
+        assert c.model.emb_dim // c.model.num_heads == 32 and c.model.mlp_dim == 4 * width
+        assert c.model.num_layers == 8
+
+
+@pytest.mark.slow
+def test_accelerator_script_smoke(repo_root, tmp_path):
+    """bench/accelerator.sh with P2T_ACCEL_SMOKE=1 (a batch of 2, a few steps; minutes on a CPU): its table."""
+    env = dict(os.environ, P2T_ACCEL_SMOKE="1", OUT=str(tmp_path / "acc"), PYTHON=sys.executable,
+               PYTHONPATH=str(repo_root), XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    result = subprocess.run(["bash", str(repo_root / "bench" / "accelerator.sh")], env=env, capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert out.count("machine: ") >= 2 and "| validation loss at step 6 |" in out and "| tokens/s |" in out
+    again = subprocess.run(["bash", str(repo_root / "bench" / "accelerator.sh")], env=env, capture_output=True,
+                           text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr  # an earlier run is never overwritten
