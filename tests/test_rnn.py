@@ -121,18 +121,15 @@ def test_small_uniform_draws_within_one_over_root_h_and_contracts():
     assert 0.5 < radius < 0.65  # the circular law: about 1/sqrt(3) = 0.577, below 1
 
 
-@pytest.mark.parametrize("recurrent_init", ["orthogonal", "small_uniform"])
 @pytest.mark.parametrize("kind", sorted(CELLS))
-def test_classifier_inits_and_the_lstm_forget_bias(kind, recurrent_init):
+def test_classifier_draws_u_small_and_opens_only_the_lstm_forget_gate(kind):
+    """recurrent_init="small_uniform" draws every block of U within 1/sqrt(H) (the orthogonal default is
+    checked above); forget_bias lands on the LSTM's f block only."""
     model = RecurrentClassifier(vocab_size=11, embed_dim=D, cell_type=kind, features=8, num_classes=3,
-                                recurrent_init=recurrent_init, forget_bias=1.0)
+                                recurrent_init="small_uniform", forget_bias=1.0)
     cell = model.init(jax.random.PRNGKey(2), jnp.ones((2, 5), jnp.int32))["params"]["rnn"]["cell"]
     U, b = np.asarray(cell["recurrent"]["kernel"]), np.asarray(cell["input"]["bias"])
-    if recurrent_init == "orthogonal":
-        for block in np.split(U, CELLS[kind].gates, axis=-1):
-            np.testing.assert_allclose(block.T @ block, np.eye(8), atol=1e-5)
-    else:
-        assert np.abs(U).max() <= 1 / np.sqrt(8)
+    assert U.shape == (8, CELLS[kind].gates * 8) and 0 < np.abs(U).max() <= 1 / np.sqrt(8)
     expected = np.zeros_like(b)
     if kind == "lstm":  # only the forget block (i, f, g, o) starts at the bias; the other cells ignore it
         expected[8:16] = 1.0
@@ -312,6 +309,7 @@ def _memory_config(*overrides):
     return config
 
 
+@pytest.mark.slow  # three compilations of the recurrent train step (~20 s on 2 cores)
 def test_the_seed_sweep_is_the_one_seed_step_vmapped():
     """Seed s of train_seeds starts as create_state starts it for seed s and follows the loop's own step."""
     config = _memory_config("train.num_steps=3", "train.log_every=1", "model.cell=rnn")
