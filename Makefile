@@ -10,7 +10,7 @@ WORKDIR ?= runs/shakespeare_$(CONFIG)
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,app]'
 	touch $@
 
 ## Train the Shakespeare Transformer on the embedded corpus, then sample from it.
@@ -19,7 +19,7 @@ demo: $(BIN)/.installed
 	$(BIN)/p2t sample --workdir $(WORKDIR) --prompt "ROMEO:" --max-new-tokens 300 \
 		--temperature 0.8 --top-k 40 --seed 0
 
-## Install the test extra, lint, and run the suite (tests marked slow are left to `make test-slow`).
+## Install the test and app extras, lint, and run the suite (tests marked slow are left to `make test-slow`).
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"

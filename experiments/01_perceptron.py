@@ -46,16 +46,9 @@ def gate_runs(config: ml_collections.ConfigDict, key: jax.Array) -> dict[str, pe
     g = config.gates
     x, _ = truth_table("AND")
     ys = jnp.stack([truth_table(name)[1] for name in g.names])  # [G, 4]
-
-    def one(y, seed_key):
-        k_init, k_order = jax.random.split(seed_key)
-        params = init_params(k_init, 2, g.init_scale)
-        _, history = perceptron_rule.train(params, x, y, k_order, lr=g.learning_rate, num_epochs=g.num_epochs,
-                                           shuffle=g.shuffle)
-        return history
-
     keys = jax.random.split(key, g.num_seeds)
-    histories = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))(ys, keys)
+    histories = perceptron_rule.train_many(x, ys, keys, lr=g.learning_rate, init_scale=g.init_scale,
+                                           num_epochs=g.num_epochs, shuffle=g.shuffle)
     histories = jax.tree.map(np.asarray, histories)
     return {name: jax.tree.map(lambda a, i=i: a[i], histories) for i, name in enumerate(g.names)}
 

@@ -32,8 +32,6 @@ from p2t_jax.viz import chapter04_05 as figures
 from p2t_jax.viz.style import save_figure
 
 FULL_MNIST_ACCURACY = 0.98  # what an MLP should reach on the full 60,000 / 10,000 split
-# Plot window per surface: (x range, y range).
-WINDOWS = {"rosenbrock": ((-2.0, 2.0), (-1.0, 3.0)), "quadratic": ((-4.5, 4.5), (-2.0, 2.0))}
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -71,15 +69,15 @@ def surface_figure(config: ml_collections.ConfigDict) -> tuple[object, dict]:
     e = config.experiment
     fn, start, minimum = surfaces.SURFACES[e.surface]
     paths, ends = {}, {}
-    for name, build in scratch.OPTIMIZERS.items():
+    for name in scratch.OPTIMIZERS:
         lr = float(e.surface_learning_rates[name])
-        kwargs = {"weight_decay": float(e.decoupled_weight_decay)} if name in chains.WITH_WEIGHT_DECAY else {}
-        points, losses = surfaces.trajectory(build(lr, **kwargs), fn, jnp.asarray(start), e.surface_steps)
+        path = surfaces.make_trajectory(name, e.surface, e.surface_steps, float(e.decoupled_weight_decay))
+        points, losses = path(lr)
         paths[f"{name} (lr {lr:g}): loss {float(losses[-1]):.2g}"] = np.asarray(points)
         ends[name] = {"learning_rate": lr, "end_point": np.asarray(points[-1]).tolist(),
                       "end_loss": float(losses[-1]), "distance_to_minimum": float(
                           np.linalg.norm(np.asarray(points[-1]) - np.asarray(minimum)))}
-    (x0, x1), (y0, y1) = WINDOWS[e.surface]
+    (x0, x1), (y0, y1) = surfaces.WINDOWS[e.surface]
     xs, ys = np.linspace(x0, x1, 300), np.linspace(y0, y1, 300)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1)
     values = np.asarray(fn(jnp.asarray(grid)))

@@ -1,10 +1,11 @@
-"""The ``p2t`` command: ``p2t train | sample | eval``.
+"""The ``p2t`` command: ``p2t train | sample | eval | playground``.
 
 Examples::
 
     p2t train  --config configs/shakespeare.py:small --workdir runs/small [--config.train.num_steps=500]
     p2t sample --workdir runs/small --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40 --seed 0
     p2t eval   --workdir runs/small
+    p2t playground [--port 8501] [--runs runs] [--host 127.0.0.1]
 
 Bad input (a config value, an argument, a prompt, a path, a checkpoint) is reported in one
 sentence on stderr with exit code 2; nothing on disk is changed by a failed command. A
@@ -62,6 +63,12 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--workdir", required=True)
     evaluate.add_argument("--batches", type=int, default=0, help="validation batches (0: the config's eval_batches)")
     evaluate.add_argument("--best", action="store_true", help="use the best checkpoint by validation loss")
+
+    playground = sub.add_parser("playground",
+                                help="the interactive web app (needs the app extra: pip install -e '.[app]')")
+    playground.add_argument("--port", type=int, default=8501)
+    playground.add_argument("--host", default="127.0.0.1", help="address to serve on; anything but this machine warns")
+    playground.add_argument("--runs", default="runs", help="folder of run folders the pages read")
     return parser
 
 
@@ -238,6 +245,14 @@ def cmd_eval(args, overrides) -> int:
     return 0
 
 
+def cmd_playground(args, overrides) -> int:
+    if overrides:
+        raise UsageError("`p2t playground` takes no --config overrides.")
+    from p2t_jax.playground import launch
+
+    return launch.serve(host=args.host, port=args.port, runs=args.runs)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns its exit status (0, or see p2t_jax.training.stopping)."""
     try:
@@ -260,7 +275,8 @@ def _main(argv: list[str] | None) -> int:
     rest, overrides = split_overrides(argv)
     try:
         args = _build_parser().parse_args(rest)
-        handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}[args.command]
+        handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
+                   "playground": cmd_playground}[args.command]
         return handler(args, overrides)
     except (UsageError, ConfigError, CheckpointError, DataUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,6 +9,9 @@ batch, prompt length and number of new tokens):
   each new token costs one position. When the cache is full it is rebuilt from the last
   ``context - stride`` tokens (one prefill every ``stride`` tokens): every token still sees
   between ``context - stride`` and ``context`` tokens of history.
+* :func:`generate_cached_padded` is the cached sampler for interactive callers: the prompt
+  is padded to a fixed size and its length, the number of new tokens and the three
+  filtering knobs are traced, so one compilation serves every request up to those sizes.
 
 Filtering: ``temperature`` (0: greedy), ``top_k`` (keep the k most likely), ``top_p``
 (keep the smallest set of most likely tokens whose probability reaches p).
@@ -34,13 +37,18 @@ def filter_logits(logits_BV: jax.Array, *, temperature: float, top_k: int = 0, t
         kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
         logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
     if top_p < 1.0:
-        sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
-        probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
-        mass_before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
-        keep_B1 = jnp.sum(mass_before_BV < top_p, axis=-1, keepdims=True)  # >= 1: the top token always stays
-        threshold_B1 = jnp.take_along_axis(sorted_BV, keep_B1 - 1, axis=-1)
-        logits_BV = jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
+        logits_BV = _nucleus(logits_BV, top_p)
     return logits_BV
+
+
+def _nucleus(logits_BV: jax.Array, top_p: float | jax.Array) -> jax.Array:
+    """Keeps the smallest set of most likely tokens whose probability reaches ``top_p``; the rest ``-inf``."""
+    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+    probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+    mass_before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
+    keep_B1 = jnp.sum(mass_before_BV < top_p, axis=-1, keepdims=True)  # >= 1: the top token always stays
+    threshold_B1 = jnp.take_along_axis(sorted_BV, keep_B1 - 1, axis=-1)
+    return jnp.where(logits_BV < threshold_B1, -jnp.inf, logits_BV)
 
 
 def sample_token(rng: jax.Array, logits_BV: jax.Array, *, temperature: float, top_k: int = 0,
@@ -161,3 +169,98 @@ def generate_cached(model: nn.Module, params, prompt_BP: jax.Array, rng: jax.Arr
 
     buffer_BL, _, _ = jax.lax.fori_loop(0, max_new_tokens, body, (buffer_BL, cache, last_BV))
     return buffer_BL[:, :total]
+
+
+def sample_token_traced(rng: jax.Array, logits_BV: jax.Array, temperature: jax.Array, top_k: jax.Array,
+                        top_p: jax.Array) -> jax.Array:
+    """:func:`sample_token` with the three knobs as traced scalars: the same draw for the same values.
+
+    One compiled function then serves every setting (``temperature`` 0 is greedy, ``top_k``
+    0 keeps every token, ``top_p`` 1 keeps the whole distribution). Returns ``int32[B]``.
+    """
+    B, V = logits_BV.shape
+    temperature = jnp.asarray(temperature, jnp.float32)
+    top_k, top_p = jnp.asarray(top_k, jnp.int32), jnp.asarray(top_p, jnp.float32)
+    scaled_BV = logits_BV.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1.0)
+    sorted_BV = jnp.sort(scaled_BV, axis=-1)[:, ::-1]
+    kth_B1 = jax.lax.dynamic_slice_in_dim(sorted_BV, jnp.clip(top_k, 1, V) - 1, 1, axis=1)
+    cut_by_k = (top_k > 0) & (top_k < V)
+    scaled_BV = jnp.where(cut_by_k & (scaled_BV < kth_B1), -jnp.inf, scaled_BV)
+    scaled_BV = jnp.where(top_p < 1.0, _nucleus(scaled_BV, top_p), scaled_BV)
+    drawn_B = jax.random.categorical(rng, scaled_BV)
+    return jnp.where(temperature > 0, drawn_B, logits_BV.argmax(-1)).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "stride", "stream_fn"))
+def generate_cached_padded(model: nn.Module, params, prompt_BP: jax.Array, prompt_len: jax.Array, rng: jax.Array,
+                           num_new: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array, *,
+                           max_new_tokens: int, stride: int = 0, stream_fn: Callable | None = None) -> jax.Array:
+    """:func:`generate_cached` compiled once for every prompt, length and setting up to fixed sizes.
+
+    The prompt arrives padded to P positions with its real length beside it, and the number
+    of new tokens, temperature, top-k and top-p are traced: an interactive caller changes
+    any of them without a new compilation (one per model, batch size, P, N, stride and
+    ``stream_fn``). The prompt is read one token at a time into the cache (``lax.fori_loop``
+    ``prompt_len`` steps, the same loop that then generates) instead of in one call; the draws
+    and the sliding of the cache are :func:`generate_cached`'s, so for the same values both
+    return the same tokens.
+
+    Args:
+      model: a :class:`~p2t_jax.models.transformer.Transformer`.
+      params: its parameters.
+      prompt_BP: ``int32[B, P]``: each row's prompt in its first ``prompt_len`` positions (the
+        rest is ignored).
+      prompt_len: ``int32[]`` in ``[1, P]``.
+      rng: PRNG key; the token at step i uses ``fold_in(rng, i)``.
+      num_new: ``int32[]`` in ``[0, N]``: tokens to generate.
+      temperature, top_k, top_p: scalars, see :func:`sample_token_traced`.
+      max_new_tokens: N, the most tokens one call may generate (static).
+      stride: see :func:`generate_cached` (static).
+      stream_fn: optional host function ``(i, int32[B]) -> None`` called with each new token.
+
+    Returns:
+      ``int32[B, P + N]``: the prompt, then the ``num_new`` generated tokens, then zeros.
+    """
+    B, P = prompt_BP.shape
+    L = model.cfg.max_len
+    stride = stride or max(1, L // 4)
+    keep = L - stride
+    prompt_len = jnp.asarray(prompt_len, jnp.int32)
+    positions_L = jnp.arange(max(P + max_new_tokens, L))
+    buffer_BL = jnp.zeros((B, positions_L.shape[0]), jnp.int32).at[:, :P].set(prompt_BP.astype(jnp.int32))
+    buffer_BL = jnp.where(positions_L < prompt_len, buffer_BL, 0)
+
+    def run(cache, tokens_BT):
+        logits_BTV, mutated = model.apply({"params": params, "cache": cache}, tokens_BT, decode=True,
+                                          mutable=["cache"])
+        return logits_BTV[:, -1], mutated["cache"]
+
+    def feed(t, buffer_BL, cache):
+        """Reads the token at position t; the next-token logits ``[B, V]`` and the cache."""
+
+        def rebuild(_):
+            return run(init_cache(model, B), jax.lax.dynamic_slice_in_dim(buffer_BL, t + 1 - keep, keep, axis=1))
+
+        def extend(cache):
+            return run(cache, jax.lax.dynamic_slice_in_dim(buffer_BL, t, 1, axis=1))
+
+        return jax.lax.cond(cache["position"] >= L, rebuild, extend, cache)
+
+    # One loop reads the prompt and then its own draws: step t reads the token at position t
+    # and, from the prompt's last token on, draws token i = t + 1 - prompt_len into t + 1.
+    # A prompt longer than the context starts from its last ``keep`` tokens, as in generate_cached.
+    first = jnp.where(prompt_len > L, prompt_len - keep, 0)
+
+    def body(t, carry):
+        buffer_BL, cache = carry
+        last_BV, cache = feed(t, buffer_BL, cache)
+        i = t + 1 - prompt_len
+        token_B = sample_token_traced(jax.random.fold_in(rng, jnp.maximum(i, 0)), last_BV, temperature, top_k, top_p)
+        if stream_fn is not None:  # called for the prompt's steps too (i < 0), which it skips
+            _stream(lambda i, token_B: None if i < 0 else stream_fn(i, token_B), i, token_B)
+        drawn_BL = jax.lax.dynamic_update_index_in_dim(buffer_BL, token_B, t + 1, axis=1)
+        return jnp.where(i >= 0, drawn_BL, buffer_BL), cache
+
+    end = prompt_len + jnp.asarray(num_new, jnp.int32) - 1
+    buffer_BL, _ = jax.lax.fori_loop(first, end, body, (buffer_BL, init_cache(model, B)))
+    return buffer_BL[:, :P + max_new_tokens]

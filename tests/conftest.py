@@ -82,3 +82,27 @@ def smoke_config():
     from p2t_jax.configuration import load_config
 
     return load_config(str(REPO / "configs" / "shakespeare.py") + ":smoke")
+
+
+class CompileCounter:
+    """XLA compilations counted while in a ``with`` block: ``with CompileCounter() as c: ...; c.count``."""
+
+    EVENT = "/jax/core/compile/backend_compile_duration"
+
+    def __init__(self):
+        self.count = 0
+
+    def _listen(self, event, duration, **kwargs):
+        if event == self.EVENT:
+            self.count += 1
+
+    def __enter__(self):
+        import jax.monitoring
+
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        return self
+
+    def __exit__(self, *exc):
+        import jax.monitoring
+
+        jax.monitoring.unregister_event_duration_listener(self._listen)

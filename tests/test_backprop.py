@@ -118,3 +118,16 @@ def test_experiment_smoke_run(repo_root, tmp_path, capsys):
     experiment = load_experiment("03_backprop.py")
     assert experiment.cli(["--workdir", str(workdir), "--config.xor.learning_rates=(1.0, 2.0)"]) == 2
     assert "smooth_lr" in capsys.readouterr().err and not workdir.exists()
+
+
+def test_sweep_with_params_and_the_output_grid():
+    keys = jax.random.split(jax.random.PRNGKey(2), 4)
+    params, trace = xor_training.make_sweep_with_params((3, 1), "tanh", "bce", 300)(keys, 1.0)
+    chex.assert_trees_all_equal(trace, xor_training.make_sweep((3, 1), "tanh", "bce", 300)(keys, 1.0))
+    chex.assert_shape(params["dense_0"]["kernel"], (4, 2, 3))
+    grid = xor_training.output_grid(jax.tree.map(lambda p: p[1], params), "tanh", 5)  # corners: the four rows
+    chex.assert_shape(grid, (5, 5))
+    x, _ = xor_training.xor_data()
+    corners = {(0.0, 0.0): grid[1, 1], (0.0, 1.0): grid[3, 1], (1.0, 0.0): grid[1, 3], (1.0, 1.0): grid[3, 3]}
+    for row, (x1, x2) in enumerate(np.asarray(x).tolist()):
+        np.testing.assert_allclose(corners[(x1, x2)], trace.final_probs[1, row], rtol=1e-5)

@@ -1,5 +1,6 @@
 """Every chapter experiment without a smoke test of its own runs end to end on its smoke config."""
 
+import pytest
 from conftest import run_experiment_smoke
 
 
@@ -27,3 +28,18 @@ def test_chapter_10_sharded(tiny_corpus, tmp_path, capsys, repo_root):
     results = run_experiment_smoke("10_transformer_sharded.py", f"{repo_root}/configs/transformer_sharded.py:smoke",
                                    tmp_path, capsys)
     assert {"one device", "fsdp"} <= set(results["strategies"])
+
+
+@pytest.mark.slow
+def test_chapter_11_pointer(tmp_path, capsys, repo_root):
+    """Three tiny runs (sort, hull, tsp): trained, tested by length and drawn. At smoke size the claims are
+    measured, not expected to hold (about 2 minutes on 2 CPU cores, most of it compiling the decoders)."""
+    results = run_experiment_smoke("11_pointer.py", f"{repo_root}/configs/pointer.py:smoke", tmp_path, capsys,
+                                   claims=None)
+    assert set(results["problems"]) == {"sort", "hull", "tsp"}
+    assert set(results["claims"]) == {"sort_trained_lengths", "sort_degrades_gracefully", "hull_area",
+                                      "tsp_near_optimal", "beam_not_worse"}
+    assert results["claims"]["beam_not_worse"]["passed"]  # holds untrained: beam search at least as likely as greedy
+    assert set(results["figures"]) == {"pointer_attention.png", "accuracy_by_length.png", "hulls_and_tours.png"}
+    assert all((tmp_path / name).stat().st_size > 0 for name in results["figures"])
+    assert results["problems"]["sort"]["lengths"] == [5, 8, 12]

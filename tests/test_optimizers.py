@@ -168,3 +168,18 @@ def test_surface_paths_descend_and_sgd_crawls_on_rosenbrock():
     quad, q_start, _ = surfaces.SURFACES["quadratic"]
     _, diverged = surfaces.trajectory(scratch.sgd(2.5 / 25.0), quad, jnp.asarray(q_start), 50)
     assert float(diverged[-1]) > float(diverged[0])  # a step above 2 / kappa diverges
+
+
+def test_make_trajectory_is_the_trajectory_and_compiles_once_for_every_rate():
+    from conftest import CompileCounter
+
+    fn, start, _ = surfaces.SURFACES["rosenbrock"]
+    path = surfaces.make_trajectory("adamw", "rosenbrock", 60, 1e-4)
+    assert surfaces.make_trajectory("adamw", "rosenbrock", 60, 1e-4) is path
+    for n, lr in enumerate((5e-2, 1e-2, 0.3)):
+        with CompileCounter() as compiled:
+            points, losses = path(lr)
+        assert compiled.count >= 1 if n == 0 else compiled.count == 0
+        want_points, want_losses = surfaces.trajectory(scratch.adamw(lr, weight_decay=1e-4), fn, jnp.asarray(start), 60)
+        chex.assert_shape(points, (61, 2))
+        chex.assert_trees_all_close((points, losses), (want_points, want_losses), rtol=1e-5, atol=1e-6)

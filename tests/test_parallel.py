@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 from conftest import PASSAGE
+from flax import linen as nn
 
 from p2t_jax.cli import main
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config
@@ -299,3 +300,47 @@ def test_optimizer_state_follows_its_parameters_under_fsdp(tiny_corpus, optimize
     # small to split, so its state shrinks less.
     shrink = {"adamw_masked": 1 / 4, "adafactor": 3 / 4}[optimizer]
     assert max(bytes_per_device(state.opt_state).values()) < shrink * total
+
+
+def test_activations_have_names_of_their_own():
+    """A parameter's embed axis shards over fsdp; the [B, T, D] activations keep D whole and put
+    their batch over data and fsdp, whatever order the rules come in. Rules written before the
+    activations had their own names still shard as they did."""
+    from jax.sharding import PartitionSpec as P
+
+    from p2t_jax.models import logical
+    from p2t_jax.parallel.partitioning import DEFAULT_RULES, check_rules
+
+    partitioner = Partitioner(make_mesh((2, 2, 2)))
+    assert partitioner.mesh_spec(logical.BTD) == P(("data", "fsdp"), None, None)
+    assert partitioner.mesh_spec(logical.BTF) == P(("data", "fsdp"), None, "tensor")
+    assert partitioner.mesh_spec(logical.BTHK) == P(("data", "fsdp"), None, "tensor", None)
+    assert partitioner.mesh_spec(("embed", "mlp")) == P("fsdp", "tensor")
+    reordered = tuple(reversed(DEFAULT_RULES))  # parameters' rules first: nothing they say reaches activations
+    assert Partitioner(make_mesh((2, 2, 2)), reordered).mesh_spec(logical.BTD) == P(("data", "fsdp"), None, None)
+    names = {name for name, _ in DEFAULT_RULES}
+    assert set(logical.BTD + logical.BTF + logical.BTHK + logical.BTV) <= names
+    old = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"), ("kv", None),
+           ("vocab", None), ("length", None))
+    derived = Partitioner(make_mesh((2, 2, 2)), old)
+    assert check_rules(old)[-len(old):] == old
+    for acts in (logical.BTD, logical.BTF, logical.BTHK, logical.BTV):
+        shared = tuple(n.removeprefix("activation_") for n in acts)
+        assert derived.mesh_spec(acts) == derived.mesh_spec(shared) == partitioner.mesh_spec(acts)
+
+
+def test_every_transformer_parameter_has_logical_names():
+    """Every parameter initialiser goes through models.logical.param: each leaf has one name (or
+    None) per axis, and only parameter names."""
+    from p2t_jax.models import logical
+
+    c = tiny_config()
+    model = language_model.make_model(c)
+    boxed = jax.eval_shape(lambda: language_model.init_params(model, jax.random.PRNGKey(0), unbox=False))["params"]
+    specs = jax.tree.leaves(nn.get_partition_spec(boxed), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    shapes = [x.shape for x in jax.tree.leaves(nn.meta.unbox(boxed))]
+    assert len(specs) == len(shapes) > 10
+    activation_names = set(logical.ACTIVATION_OF.values())
+    for spec, shape in zip(specs, shapes):
+        assert isinstance(spec, jax.sharding.PartitionSpec) and len(spec) == len(shape)
+        assert not set(spec) & activation_names

@@ -54,14 +54,8 @@ def test_gates_learned_and_xor_never_over_100_seeds_1000_epochs():
     names = ("AND", "OR", "NAND", "XOR")
     x, _ = truth_table("AND")
     ys = jnp.stack([truth_table(n)[1] for n in names])
-
-    def one(y, key):
-        k_init, k_order = jax.random.split(key)
-        params = init_params(k_init, 2, 0.5)
-        return perceptron_rule.train(params, x, y, k_order, lr=1.0, num_epochs=num_epochs, shuffle=True)[1]
-
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-    history = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None)))(ys, keys)
+    history = perceptron_rule.train_many(x, ys, keys, lr=1.0, init_scale=0.5, num_epochs=num_epochs, shuffle=True)
     chex.assert_shape(history.errors, (len(names), num_seeds, num_epochs))
     errors = np.asarray(history.errors)
     for i, name in enumerate(names[:3]):
@@ -73,6 +67,21 @@ def test_gates_learned_and_xor_never_over_100_seeds_1000_epochs():
         assert all(mistakes[s, first[s] + 1:].sum() == 0 for s in range(num_seeds))
     assert errors[3].min() >= 1, "XOR reached zero errors, which no line can do"
     assert np.asarray(history.mistakes[3]).min() >= 1  # and the line never stops moving
+
+
+def test_train_many_is_train_per_gate_and_seed_and_compiles_once():
+    from conftest import CompileCounter
+
+    x, _ = truth_table("AND")
+    keys = jax.random.split(jax.random.PRNGKey(3), 5)
+    for n, (gates, lr, scale) in enumerate(((("OR", "XOR"), 1.0, 0.5), (("NAND", "AND"), 0.3, 0.0))):
+        ys = jnp.stack([truth_table(g)[1] for g in gates])
+        with CompileCounter() as compiled:
+            many = perceptron_rule.train_many(x, ys, keys, lr=lr, init_scale=scale, num_epochs=7, shuffle=True)
+        assert compiled.count >= 1 if n == 0 else compiled.count == 0  # other gates, rates and scales: no compile
+        k_init, k_order = jax.random.split(keys[4])
+        _, one = perceptron_rule.train(init_params(k_init, 2, scale), x, ys[1], k_order, lr=lr, num_epochs=7)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[1, 4], many), one)
 
 
 def test_separable_points_have_the_stated_margin():

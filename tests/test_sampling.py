@@ -153,3 +153,76 @@ def test_streaming_reports_every_token_in_order():
     jax.effects_barrier()
     assert [i for i, _ in seen] == list(range(12))
     assert [t for _, t in seen] == out[0, 2:].tolist()
+
+
+# --- one compilation for every request (the playground's sampler) ----------------------
+
+from conftest import CompileCounter  # noqa: E402
+
+from p2t_jax.sampling import generate_cached_padded, sample_token, sample_token_traced  # noqa: E402
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 3, 1.0), (1.3, 0, 0.6),
+                                                       (0.9, 5, 0.8), (1.0, V, 1.0), (1.0, 1, 1.0)])
+def test_traced_knobs_draw_what_the_static_ones_draw(temperature, top_k, top_p):
+    logits = jax.random.normal(jax.random.PRNGKey(2), (64, V)) * 2.0
+    draw = jax.jit(sample_token_traced)
+    for seed in range(4):
+        rng = jax.random.PRNGKey(seed)
+        static = sample_token(rng, logits, temperature=temperature, top_k=top_k, top_p=top_p)
+        chex.assert_trees_all_equal(draw(rng, logits, temperature, top_k, top_p), static)
+    assert draw._cache_size() == 1  # every setting above ran through one compilation
+
+
+def _padded(model, params, prompt, n, *, pad_to=12, cap=24, **kw):
+    """``generate_cached_padded`` on ``prompt`` ``[B, P]`` padded with junk to ``pad_to``; the valid part."""
+    B, P = prompt.shape
+    padded = jnp.concatenate([prompt, jnp.full((B, pad_to - P), 7, jnp.int32)], axis=1)
+    knobs = dict(temperature=kw.pop("temperature", 1.0), top_k=kw.pop("top_k", 0), top_p=kw.pop("top_p", 1.0))
+    out = generate_cached_padded(model, params, padded, P, kw.pop("rng", jax.random.PRNGKey(3)), n,
+                                 knobs["temperature"], knobs["top_k"], knobs["top_p"], max_new_tokens=cap, **kw)
+    chex.assert_shape(out, (B, pad_to + cap))
+    assert not np.asarray(out[:, P + n:]).any()  # past the generated tokens: zeros, not the padding
+    return out[:, :P + n]
+
+
+def test_padded_generation_equals_generate_cached():
+    """Same tokens for short and full-context prompts, also sliding past the context (8)."""
+    model, params = _cached_model()
+    new, kw = 20, dict(temperature=0.8, top_k=3, top_p=0.9)
+    for prompt_len in (1, 8):
+        prompt = jax.random.randint(jax.random.PRNGKey(prompt_len), (2, prompt_len), 0, V)
+        chex.assert_trees_all_equal(_padded(model, params, prompt, new, **kw),
+                                    generate_cached(model, params, prompt, jax.random.PRNGKey(3), max_new_tokens=new,
+                                                    **kw))
+    chex.assert_trees_all_equal(_padded(model, params, prompt, 0, **kw), prompt)  # nothing new: the prompt
+
+
+def test_padded_generation_slides_the_window_like_the_reference():
+    """Greedy, from a prompt longer than the context (8), sliding by 3 as the cache fills."""
+    model, params = _cached_model()
+    prompt_len, stride = 11, 3
+    prompt = [int(x) for x in jax.random.randint(jax.random.PRNGKey(7), (prompt_len,), 0, V)]
+    out = _padded(model, params, jnp.asarray([prompt]), 20, temperature=0.0, stride=stride)
+    assert out[0].tolist() == _stride_reference(model, params, prompt, 20, stride)
+
+
+def test_padded_generation_compiles_once_and_streams_in_order():
+    model, params = _cached_model()
+    seen = []
+
+    def stream(i, tokens):
+        seen.append((i, int(tokens[0])))
+
+    requests = ((2, 12, 1.0, 0, 1.0), (5, 3, 0.0, 4, 0.5), (1, 20, 0.6, 2, 0.9))
+    for n, (prompt_len, new, temperature, top_k, top_p) in enumerate(requests):
+        seen.clear()
+        padded = np.zeros((1, 6), np.int32)
+        padded[0, :prompt_len] = np.arange(1, prompt_len + 1)
+        with CompileCounter() as compiled:
+            out = generate_cached_padded(model, params, padded, prompt_len, jax.random.PRNGKey(1), new, temperature,
+                                         top_k, top_p, max_new_tokens=20, stream_fn=stream)
+            jax.effects_barrier()
+        assert compiled.count >= 1 if n == 0 else compiled.count == 0  # later requests reuse the first compilation
+        assert [i for i, _ in seen] == list(range(new))
+        assert [t for _, t in seen] == out[0, prompt_len:prompt_len + new].tolist()

@@ -129,3 +129,29 @@ def test_gelu_exact_matches_flax_gelu_and_its_gradient():
     grad_ours = jax.vmap(jax.grad(gelu_exact))(x)
     grad_flax = jax.vmap(jax.grad(lambda v: nn.gelu(v, approximate=False)))(x)
     chex.assert_trees_all_close(grad_ours, grad_flax, atol=1e-6)
+
+
+def test_attention_maps_are_causal_rows_of_probabilities_and_ignore_the_padding():
+    from conftest import CompileCounter
+
+    from p2t_jax.chapters.transformer_attention import attention_maps
+
+    model, params = _tiny_model()
+    tokens = np.asarray(jax.random.randint(jax.random.PRNGKey(3), (7,), 0, 17))
+    maps = attention_maps(model, params, tokens)
+    chex.assert_shape(maps, (2, 2, 7, 7))  # layers, heads, query, key
+    np.testing.assert_allclose(maps.sum(-1), 1.0, rtol=1e-5)
+    assert np.all(np.triu(maps, k=1) == 0)
+    _, state = jax.jit(lambda p, t: model.apply({"params": p}, t, mutable=["intermediates"]))(params, tokens[None])
+    unpadded = np.stack([state["intermediates"][f"block_{i}"]["attn"]["attention_weights"][0][0] for i in range(2)])
+    np.testing.assert_allclose(maps, unpadded, atol=1e-6)  # the text alone: the same weights
+    with CompileCounter() as compiled:
+        assert attention_maps(model, params, tokens[:3]).shape == (2, 2, 3, 3)
+    assert compiled.count == 0  # every text length runs through the one padded compilation
+    # Scanned layers sow one stacked array; the result has the same layout.
+    scanned = Transformer(TransformerConfig(**{**model.cfg.__dict__, "scan_layers": True}))
+    init = jax.jit(scanned.init)
+    scanned_params = nn.meta.unbox(init(jax.random.PRNGKey(1), jnp.zeros((1, 12), jnp.int32)))["params"]
+    chex.assert_shape(attention_maps(scanned, scanned_params, tokens), (2, 2, 7, 7))
+    with pytest.raises(ValueError, match="between 1 and 12 tokens"):
+        attention_maps(model, params, np.zeros(13, np.int32))

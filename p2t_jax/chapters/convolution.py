@@ -6,6 +6,7 @@ loop's (through :func:`p2t_jax.tasks.image_classification.train_or_reuse`).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -29,8 +30,15 @@ def parameter_counts(config: ml_collections.ConfigDict, image_shape: tuple[int, 
             "first_layer_weights": math.prod(first.shape)}
 
 
-def feature_maps(model: nn.Module, variables: dict, image_HWC: np.ndarray) -> dict[str, np.ndarray]:
-    """Every map the CNN sows for one image, in the order computed.
+@functools.partial(jax.jit, static_argnums=0)
+def _apply_sown(model: nn.Module, variables: dict, x_BHWC: jax.Array) -> tuple[jax.Array, Any]:
+    """``(logits [B, K], sown intermediates)``; one compilation per model and input shape."""
+    logits, state = model.apply(variables, x_BHWC, mutable=["intermediates"])
+    return logits, state["intermediates"]
+
+
+def logits_and_maps(model: nn.Module, variables: dict, image_HWC: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """One image through the CNN: its logits ``[K]`` and every map the CNN sows, in the order computed.
 
     Args:
       model: a :class:`p2t_jax.models.cnn.CNN`.
@@ -38,14 +46,17 @@ def feature_maps(model: nn.Module, variables: dict, image_HWC: np.ndarray) -> di
       image_HWC: one image ``[H, W, C]`` scaled to [0, 1].
 
     Returns:
-      ``{"relu_0": [H, W, F_0], "pool_0": [H/2, W/2, F_0], "relu_1": ..., ...}`` (each conv's
-      ReLU output and the pooled maps).
+      ``(logits, maps)`` with maps ``{"relu_0": [H, W, F_0], "pool_0": [H/2, W/2, F_0], "relu_1": ...}``
+      (each conv's ReLU output and the pooled maps). Compiled once per model and image shape.
     """
-    apply = jax.jit(lambda v, x: model.apply(v, x, mutable=["intermediates"]))
-    _, state = apply(variables, np.asarray(image_HWC, np.float32)[None])
-    sown: Any = state["intermediates"]
+    logits, sown = _apply_sown(model, variables, np.asarray(image_HWC, np.float32)[None])
     order = sorted(sown, key=lambda name: (int(name.rsplit("_", 1)[1]), name.startswith("pool")))  # relu_0, pool_0, ...
-    return {name: np.asarray(sown[name][0][0]) for name in order}
+    return np.asarray(logits[0]), {name: np.asarray(sown[name][0][0]) for name in order}
+
+
+def feature_maps(model: nn.Module, variables: dict, image_HWC: np.ndarray) -> dict[str, np.ndarray]:
+    """The maps of :func:`logits_and_maps`."""
+    return logits_and_maps(model, variables, image_HWC)[1]
 
 
 def summarise_seeds(values: list[float]) -> dict[str, float]:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from p2t_jax.models.perceptron import predict
+from p2t_jax.models.perceptron import init_params, predict
 
 
 class History(NamedTuple):
@@ -93,6 +93,32 @@ def train(params: dict, x: jax.Array, y: jax.Array, key: jax.Array, *, lr: float
         return p, History(mistakes, num_errors(p, x, y), p["w"], p["b"])
 
     return jax.lax.scan(epoch, params, jnp.arange(num_epochs))
+
+
+@partial(jax.jit, static_argnames=("num_epochs", "shuffle"))
+def train_many(x: jax.Array, ys: jax.Array, keys: jax.Array, *, lr: float, init_scale: float, num_epochs: int,
+               shuffle: bool = True) -> History:
+    """Every target set times every seed in one compiled call (``vmap`` over both).
+
+    Args:
+      x: inputs ``[N, D]``, shared by every run.
+      ys: G sets of labels ``[G, N]`` in {0, 1} (e.g. one truth table per gate).
+      keys: ``[S, 2]``, one PRNG key per seed: split into the initial weights'
+        (``N(0, init_scale^2)``, :func:`p2t_jax.models.perceptron.init_params`) and the example order's.
+      lr, init_scale: traced scalars (one compilation serves every value).
+      num_epochs, shuffle: as in :func:`train`.
+
+    Returns:
+      :class:`History` with leading ``[G, S]``.
+    """
+
+    def one(y, seed_key):
+        k_init, k_order = jax.random.split(seed_key)
+        params = init_params(k_init, x.shape[1], init_scale)
+        _, history = train(params, x, y, k_order, lr=lr, num_epochs=num_epochs, shuffle=shuffle)
+        return history
+
+    return jax.vmap(jax.vmap(one, in_axes=(None, 0)), in_axes=(0, None))(ys, keys)
 
 
 def first_zero(errors: jax.Array | np.ndarray) -> jax.Array | np.ndarray:

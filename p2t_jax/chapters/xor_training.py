@@ -3,6 +3,7 @@
 Shapes: S seeds, T steps, L layers, B = 4 examples. One run is a ``lax.scan`` over steps;
 :func:`make_sweep` ``vmap``s that run over seeds so that hundreds of runs are one compiled
 call. The learning rate is an argument, not a constant, so one compile serves every rate.
+:func:`output_grid` evaluates a trained network over the input square (the decision band).
 """
 
 from __future__ import annotations
@@ -104,16 +105,39 @@ def make_sweep(features: Sequence[int], activation: str, loss: str, num_steps: i
     return _make_run(tuple(features), activation, loss, num_steps, True)
 
 
+def make_sweep_with_params(features: Sequence[int], activation: str, loss: str, num_steps: int) -> Callable:
+    """``sweep(keys [S, 2], lr) -> (params, Trace)``: :func:`make_sweep` that also returns each
+    seed's final parameters (leading ``[S]``). Cached like :func:`make_run`."""
+    return _make_run(tuple(features), activation, loss, num_steps, True, True)
+
+
 @functools.cache
-def _make_run(features: tuple[int, ...], activation: str, loss: str, num_steps: int, over_seeds: bool) -> Callable:
+def _make_run(features: tuple[int, ...], activation: str, loss: str, num_steps: int, over_seeds: bool,
+              with_params: bool = False) -> Callable:
     x, y = xor_data()
 
     def run(key, lr):
         params = init_params(key, features, activation)
-        _, trace = train_gd(params, x, y, lr, num_steps=num_steps, activation=activation, loss=loss)
-        return trace
+        params, trace = train_gd(params, x, y, lr, num_steps=num_steps, activation=activation, loss=loss)
+        return (params, trace) if with_params else trace
 
     return jax.jit(jax.vmap(run, in_axes=(0, None)) if over_seeds else run)
+
+
+GRID_LIMITS = (-0.5, 1.5)  # the square around the four XOR rows that decision figures show
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "grid_size"))
+def output_grid(params: dict, activation: str, grid_size: int) -> jax.Array:
+    """The network's output ``sigmoid(logit)`` over the square :data:`GRID_LIMITS`, ``[G, G]``.
+
+    Row i is ``x2 = grid[i]``, column j is ``x1 = grid[j]``, with ``grid = linspace(*GRID_LIMITS, G)``
+    (the layout of :func:`p2t_jax.viz.mlp_figures.xor_band`).
+    """
+    grid = jnp.linspace(*GRID_LIMITS, grid_size)
+    gx, gy = jnp.meshgrid(grid, grid)
+    z, _ = forward(params, jnp.stack([gx.ravel(), gy.ravel()], axis=1), activation)
+    return jax.nn.sigmoid(z[:, 0]).reshape(grid_size, grid_size)
 
 
 def rise_share(losses: jax.Array, rel_tol: float) -> jax.Array:

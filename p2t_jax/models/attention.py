@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from p2t_jax.models import logical
 from p2t_jax.models.dense import project
 
 MASKED = jnp.finfo(jnp.float32).min  # the logit of a masked position: exp() of it is exactly 0
@@ -103,24 +104,28 @@ class AdditiveAttention(nn.Module):
         """``W_k k`` for every key: ``[B, S, A]`` (once per source, reused at every query)."""
         return self.key(keys_BSK)
 
+    def logits(self, query: jax.Array, projected_keys_BSA: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """The scores before the softmax, ``float32``: one query ``[B, Dq] -> [B, S]``, or T queries
+        ``[B, T, Dq] -> [B, T, S]`` at once (e.g. every step of a teacher-forced decoder).
+
+        ``mask`` (bool, broadcastable to the result): True where a key may be scored; elsewhere
+        the logit is :data:`MASKED`, so its softmax weight is exactly 0. A pointer network
+        (:mod:`p2t_jax.models.pointer`) uses these logits as its output distribution.
+        """
+        q_A = self.query(query)
+        q_A = q_A[:, None, :] if query.ndim == 2 else q_A[:, :, None, :]
+        keys_BSA = projected_keys_BSA if query.ndim == 2 else projected_keys_BSA[:, None]
+        logits = self.score(jnp.tanh(q_A + keys_BSA))[..., 0].astype(jnp.float32)
+        return logits if mask is None else jnp.where(mask, logits, MASKED)
+
     def __call__(self, query_BQ: jax.Array, projected_keys_BSA: jax.Array, values_BSV: jax.Array,
                  mask_BS: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """One query against all keys: ``(context [B, V], weights float32[B, S])``.
 
         ``mask_BS`` (bool): True at real keys; padded keys get weight 0.
         """
-        hidden_BSA = jnp.tanh(self.query(query_BQ)[:, None, :] + projected_keys_BSA)
-        logits_BS = self.score(hidden_BSA)[..., 0].astype(jnp.float32)
-        if mask_BS is not None:
-            logits_BS = jnp.where(mask_BS, logits_BS, MASKED)
-        weights_BS = jax.nn.softmax(logits_BS, axis=-1)
+        weights_BS = jax.nn.softmax(self.logits(query_BQ, projected_keys_BSA, mask_BS), axis=-1)
         return jnp.einsum("bs,bsv->bv", weights_BS.astype(values_BSV.dtype), values_BSV), weights_BS
-
-
-def _logical(init: Callable, axes: tuple) -> Callable:
-    # rules=(): the names shard the parameter through p2t_jax.parallel (which places the
-    # initialised state); flax must not also constrain the raw init value with them.
-    return nn.with_logical_partitioning(init, axes, rules=())
 
 
 class MultiHeadAttention(nn.Module):
@@ -169,8 +174,8 @@ class MultiHeadAttention(nn.Module):
     def _project(self, x, features, axes, name, contract_axes=1, bias_axes=None, kernel_init=None):
         return project(x, features, contract_axes=contract_axes, rows=self.dense_impl == "rows", name=name,
                        use_bias=self.use_bias, dtype=self.dtype,
-                       kernel_init=_logical(kernel_init or self.kernel_init, axes),
-                       bias_init=_logical(nn.initializers.zeros, bias_axes or axes[contract_axes:]))
+                       kernel_init=logical.param(kernel_init or self.kernel_init, axes),
+                       bias_init=logical.param(nn.initializers.zeros, bias_axes or axes[contract_axes:]))
 
     def _cached_keys_values(self, k_BTHK, v_BTHK):
         """Appends the new keys/values to the cache; returns (keys, values, mask ``[1, 1, T, S]`` or None for
@@ -209,7 +214,7 @@ class MultiHeadAttention(nn.Module):
             q_BTHK = self._project(x_BTD, (H, K), ("embed", "heads", "kv"), "query")
             kv_BS2HK = self._project(inputs_kv, (2, H, K), ("embed", None, "heads", "kv"), "kv")
             k_BSHK, v_BSHK = kv_BS2HK[:, :, 0], kv_BS2HK[:, :, 1]
-        q_BTHK = nn.with_logical_constraint(q_BTHK, ("batch", "length", "heads", "kv"))
+        q_BTHK = logical.constrain(q_BTHK, logical.BTHK)
         is_causal = self.causal
         if decode:
             k_BSHK, v_BSHK, cache_mask = self._cached_keys_values(k_BSHK, v_BSHK)
@@ -226,6 +231,6 @@ class MultiHeadAttention(nn.Module):
             self.sow("intermediates", "attention_weights", attn_BHTS)
             attn_BHTS = nn.Dropout(self.dropout_rate)(attn_BHTS, deterministic=deterministic)
             out_BTHK = attend(attn_BHTS, v_BSHK)
-        out_BTHK = nn.with_logical_constraint(out_BTHK, ("batch", "length", "heads", "kv"))
+        out_BTHK = logical.constrain(out_BTHK, logical.BTHK)
         return self._project(out_BTHK, self.out_features, ("heads", "kv", "embed"), "out", contract_axes=2,
                              kernel_init=self.out_kernel_init)

@@ -4,9 +4,9 @@ Shapes use single-letter suffixes: B batch, T length (query), S length (key), D 
 width, H heads, K head width (D = H*K), F MLP width, V vocabulary.
 
 Every parameter carries logical axis names (``vocab``, ``embed``, ``heads``, ``kv``,
-``mlp``) through ``nn.with_logical_partitioning`` and the activations carry logical
-constraints; ``p2t_jax.parallel`` maps those names onto a device mesh. Without a mesh they
-change nothing.
+``mlp``) and the activations names of their own (``activation_batch``, ...), both through
+:mod:`p2t_jax.models.logical`; ``p2t_jax.parallel`` maps those names onto a device mesh.
+Without a mesh they change nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from p2t_jax.models import logical
 from p2t_jax.models.attention import MultiHeadAttention, causal_mask  # noqa: F401 (causal_mask: re-exported)
 from p2t_jax.models.dense import project
 
@@ -80,15 +81,13 @@ class TransformerConfig:
 
 
 def _init(axes: tuple, stddev: float = 0.02, init=None):
-    # rules=(): the names shard the parameter through p2t_jax.parallel (which places the
-    # initialised state); flax must not also constrain the raw init value with them.
-    return nn.with_logical_partitioning(init or nn.initializers.normal(stddev), axes, rules=())
+    return logical.param(init or nn.initializers.normal(stddev), axes)
 
 
 def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=1e-5, use_bias=cfg.use_bias, dtype=cfg.dtype, name=name,
-                        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)))
+                        scale_init=_init(("embed",), init=nn.initializers.ones),
+                        bias_init=_init(("embed",), init=nn.initializers.zeros))
 
 
 @jax.custom_jvp
@@ -143,7 +142,7 @@ class MLP(nn.Module):
         h_BTF = project(x_BTD, cfg.mlp_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="fc",
                         kernel_init=_init(("embed", "mlp")), bias_init=_init(("mlp",), init=nn.initializers.zeros))
         h_BTF = nn.gelu(h_BTF, approximate=True) if cfg.gelu_approximate else gelu_exact(h_BTF)
-        h_BTF = nn.with_logical_constraint(h_BTF, ("batch", "length", "mlp"))
+        h_BTF = logical.constrain(h_BTF, logical.BTF)
         return project(h_BTF, cfg.emb_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="proj",
                        kernel_init=_init(("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
                        bias_init=_init(("embed",), init=nn.initializers.zeros))
@@ -163,7 +162,7 @@ class Block(nn.Module):
         x_BTD = x_BTD + drop(h, deterministic=deterministic)
         h = MLP(cfg, name="mlp")(_layer_norm(cfg, "ln2")(x_BTD), deterministic=deterministic)
         x_BTD = x_BTD + drop(h, deterministic=deterministic)
-        return nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
+        return logical.constrain(x_BTD, logical.BTD)
 
 
 class _ScannedBlock(nn.Module):
@@ -210,7 +209,7 @@ class Transformer(nn.Module):
                 self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
             pos_TD = pos_table[:T]
         x_BTD = (embed(tokens_BT) + pos_TD[None]).astype(cfg.dtype)
-        x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "embed"))
+        x_BTD = logical.constrain(x_BTD, logical.BTD)
         x_BTD = nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
         if cfg.scan_layers:
             blocks = nn.scan(_ScannedBlock, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
@@ -226,6 +225,6 @@ class Transformer(nn.Module):
         else:
             logits_BTV = nn.Dense(cfg.vocab_size, use_bias=cfg.use_bias, dtype=cfg.dtype, name="head",
                                   kernel_init=_init(("embed", "vocab")),
-                                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)))(x_BTD)
-        logits_BTV = nn.with_logical_constraint(logits_BTV, ("batch", "length", "vocab"))
+                                  bias_init=_init(("vocab",), init=nn.initializers.zeros))(x_BTD)
+        logits_BTV = logical.constrain(logits_BTV, logical.BTV)
         return logits_BTV.astype(jnp.float32)

@@ -26,20 +26,27 @@ from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from p2t_jax.configuration import ConfigError, require
+from p2t_jax.models import logical as logical_names
 from p2t_jax.parallel import distributed
 from p2t_jax.parallel.mesh import AXES, describe, make_mesh
 
-# Logical name -> mesh axis (or axes, or None: replicated). Rules are tried in order and a
-# mesh axis is used once per array, so "embed" is sharded over fsdp in parameters but not
-# in activations, whose "batch" already took fsdp.
+# Logical name -> mesh axis (or axes, or None: replicated), tried in order; a mesh axis is
+# used once per array. Activations have names of their own (p2t_jax.models.logical), so a
+# parameter's "embed" is sharded over fsdp while the activations' embed axis stays whole and
+# their batch takes data and fsdp. Configs import this table (p2t_jax.tasks.language_model).
 DEFAULT_RULES = (
-    ("batch", ("data", "fsdp")),
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_mlp", "tensor"),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_vocab", None),
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
     ("kv", None),
     ("vocab", None),
-    ("length", None),
 )
 
 
@@ -61,7 +68,18 @@ def check_rules(rules: Any) -> tuple:
         require(all(a in AXES for a in named),
                 f"{key} maps '{name}' to {axes!r}; the mesh axes are {', '.join(AXES)} (or None).")
         out.append((name, axes))
-    return tuple(out)
+    return _with_activation_names(tuple(out))
+
+
+def _with_activation_names(rules: tuple) -> tuple:
+    """Rules written when activations shared the parameters' names (``batch``, ``embed``, ...)
+    gain the activation names those stood for, mapped the same way and in the same order, so a
+    run saved then shards as it did."""
+    names = {name for name, _ in rules}
+    if any(n.startswith("activation_") for n in names):
+        return rules
+    derived = tuple((logical_names.ACTIVATION_OF[n], axes) for n, axes in rules if n in logical_names.ACTIVATION_OF)
+    return derived + rules
 
 
 def _path(path: tuple) -> str:
@@ -137,7 +155,7 @@ class Partitioner:
         self.rules = check_rules(rules)
         self.variable_axes = variable_axes
         self.batch_size = batch_size
-        self.batch_sharding = NamedSharding(mesh, self.mesh_spec(("batch",)))
+        self.batch_sharding = NamedSharding(mesh, self.mesh_spec((logical_names.BATCH,)))
         self.replicated = NamedSharding(mesh, PartitionSpec())
 
     # ---- names -> shardings -----------------------------------------------------------------
@@ -154,7 +172,7 @@ class Partitioner:
     @property
     def batch_shards(self) -> int:
         """How many pieces the batch is cut into (the product of the batch's mesh axes)."""
-        return self.shards(self.mesh_spec(("batch",))[0])
+        return self.shards(self.mesh_spec((logical_names.BATCH,))[0])
 
     def describe(self) -> str:
         return describe(self.mesh)

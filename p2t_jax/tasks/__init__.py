@@ -30,6 +30,7 @@ REGISTRY: dict[str, str] = {
     "image_classification": "p2t_jax.tasks.image_classification",
     "memory": "p2t_jax.tasks.memory",
     "reorder": "p2t_jax.tasks.reorder",
+    "pointer": "p2t_jax.tasks.pointer",
 }
 DEFAULT_TASK = "language_model"  # runs saved before configs named their task
 

@@ -14,7 +14,7 @@ def _steps(num_steps: int, points: int) -> np.ndarray:
 
 
 def loss_by_lr(losses: dict[float, np.ndarray], rise: dict[float, float], *, points: int,
-               band: tuple[float, float]) -> Figure:
+               band: tuple[float, float], architecture: str = "2-4-1") -> Figure:
     """Median loss over seeds per learning rate, with a quantile band (log scale).
 
     Args:
@@ -22,6 +22,7 @@ def loss_by_lr(losses: dict[float, np.ndarray], rise: dict[float, float], *, poi
       rise: learning rate -> median share of steps that raised the loss (for the legend).
       points: steps drawn per curve.
       band: lower and upper quantile of the band.
+      architecture: the network's name for the title.
     """
     with figure_style():
         fig, ax = new_figure(width=6.0, height=3.6)
@@ -37,7 +38,7 @@ def loss_by_lr(losses: dict[float, np.ndarray], rise: dict[float, float], *, poi
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
-        ax.set_title(f"2-4-1 on XOR: median loss over {values.shape[0]} seeds, "
+        ax.set_title(f"{architecture} on XOR: median loss over {values.shape[0]} seeds, "
                      f"{band[0]:.0%}-{band[1]:.0%} band")
         ax.legend(fontsize=7, loc="lower left")
     return fig

@@ -28,9 +28,13 @@ def activations(z: np.ndarray, values: dict[str, np.ndarray], derivatives: dict[
     return fig
 
 
+HAND_SET_TITLE = "Hand-set 2-2-1 net: output 1 only in the band\nbetween the OR line and the AND line"
+
+
 def xor_band(grid: np.ndarray, probs: np.ndarray, x: np.ndarray, y: np.ndarray,
-             lines: Sequence[tuple[float, float, float]], line_names: Sequence[str]) -> Figure:
-    """The 2-2-1 network's output over the input square, with its hidden units' lines.
+             lines: Sequence[tuple[float, float, float]], line_names: Sequence[str], *,
+             title: str = HAND_SET_TITLE) -> Figure:
+    """A network's output over the input square, with its hidden units' lines.
 
     Args:
       grid: ``[G]`` coordinates along each axis; probs: ``[G, G]`` output probability at
@@ -38,20 +42,22 @@ def xor_band(grid: np.ndarray, probs: np.ndarray, x: np.ndarray, y: np.ndarray,
       x: XOR inputs ``[4, 2]``; y: targets ``[4]``.
       lines: each hidden unit's line ``(a, b, c)``: ``a x1 + b x2 + c = 0``.
       line_names: a label per line.
+      title: the panel's title.
     """
     with figure_style():
         fig, ax = new_figure(width=4.6, height=3.8)
         image = ax.contourf(grid, grid, probs, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.55)
         ax.contour(grid, grid, probs, levels=[0.5], colors="black", linewidths=1.0)
-        for (a, b, c), name, color in zip(lines, line_names, (PALETTE[2], PALETTE[4])):
-            draw_line(ax, np.array([a, b]), c, color=color, lw=2, ls="--", label=name)
+        colors = (PALETTE[2], PALETTE[4]) + tuple(c for i, c in enumerate(PALETTE) if i not in (2, 4))
+        for i, ((a, b, c), name) in enumerate(zip(lines, line_names)):
+            draw_line(ax, np.array([a, b]), c, color=colors[i % len(colors)], lw=2, ls="--", label=name)
         draw_points(ax, x, y)
         ax.set_xlim(*LIMITS)
         ax.set_ylim(*LIMITS)
         ax.set_aspect("equal")
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
-        ax.set_title("Hand-set 2-2-1 net: output 1 only in the band\nbetween the OR line and the AND line")
+        ax.set_title(title)
         ax.legend(loc="upper left", fontsize=7)
         fig.colorbar(image, ax=ax, label="output probability", shrink=0.85)
     return fig

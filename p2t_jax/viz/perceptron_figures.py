@@ -42,7 +42,7 @@ def _square(ax, limits=LIMITS) -> None:
 
 
 def decision_lines(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, errors: np.ndarray, *,
-                   title: str, shade_final: bool) -> Figure:
+                   title: str, shade_final: bool, first_epoch: int = 1) -> Figure:
     """The decision line after each epoch, coloured from early (dark) to late (yellow).
 
     Args:
@@ -50,12 +50,13 @@ def decision_lines(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, e
       w: weights after each epoch ``[E, 2]``; b: biases ``[E]``; errors: ``[E]``.
       title: panel title.
       shade_final: shade the half-plane the last line classifies as 1.
+      first_epoch: the number of the epoch in row 0 (for the colour bar).
     """
     w, b, errors = np.asarray(w), np.asarray(b), np.asarray(errors)
     epochs = len(b)
     with figure_style():
         fig, ax = new_figure(width=4.4, height=3.8)
-        cmap, norm = matplotlib.colormaps["viridis"], Normalize(1, max(epochs, 2))
+        cmap, norm = matplotlib.colormaps["viridis"], Normalize(first_epoch, first_epoch + max(epochs, 2) - 1)
         if shade_final:
             grid = np.linspace(*LIMITS, 200)
             gx, gy = np.meshgrid(grid, grid)
@@ -63,7 +64,8 @@ def decision_lines(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: np.ndarray, e
             ax.contourf(gx, gy, fires.astype(float), levels=[0.5, 1.5], colors=[PALETTE[0]], alpha=0.12)
         for e in range(epochs):
             last = e == epochs - 1
-            draw_line(ax, w[e], b[e], color=cmap(norm(e + 1)), lw=2.5 if last else 1.2, alpha=1.0 if last else 0.8)
+            draw_line(ax, w[e], b[e], color=cmap(norm(first_epoch + e)), lw=2.5 if last else 1.2,
+                      alpha=1.0 if last else 0.8)
         draw_points(ax, x, y)
         _square(ax)
         ax.set_title(f"{title}\nerrors after each epoch: {' '.join(str(int(v)) for v in errors)}", fontsize=8)

@@ -1,0 +1,452 @@
+"""The playground's pages under Streamlit's AppTest, then in a real headless browser.
+
+Every page renders without an exception, changing a widget changes what it shows, bad
+input becomes one message on the page, and a second interaction compiles nothing. The run
+folders the pages read are trained here, tiny, with the same code the CLI and the
+experiments use.
+"""
+
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+pytest.importorskip("streamlit", reason="the playground needs the app extra: pip install -e '.[app]'")
+
+from conftest import PASSAGE, REPO, CompileCounter, load_experiment  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+# Under pytest-xdist with --dist loadgroup, every test here runs on one worker, which trains the
+# run folders below once (with plain -n they may land on both workers, each training them).
+pytestmark = pytest.mark.xdist_group("playground")
+
+TIMEOUT_S = 180  # per script run: the first run of a page compiles its functions (AppTest's default is 3 s)
+
+PAGE_SCRIPT = """
+import pathlib
+from p2t_jax.playground import ui
+from p2t_jax.playground.views import {name} as page
+ui.show_page(page.render, ui.Settings(runs_dir=pathlib.Path({runs!r})))
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A runs folder as the commands leave it: a Transformer run (`p2t train`, smoke config on a
+    tiny corpus), an optimiser run, two regularisation runs and a CNN (the experiments' own configs
+    and folder layout, smoke variants)."""
+    from p2t_jax.cli import main
+    from p2t_jax.configuration import load_config
+    from p2t_jax.data import mnist, shakespeare
+    from p2t_jax.tasks import image_classification as ic
+
+    root = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as mp:
+        texts = {"train": PASSAGE * 40, "validation": PASSAGE * 4}
+        mp.setattr(shakespeare, "load_texts", lambda source="auto", data_dir=None: (dict(texts), "test:passage"))
+        assert main(["train", "--config", f"{REPO}/configs/shakespeare.py:smoke", "--workdir", str(root / "smoke"),
+                     "--no-progress", "--config.parallel.mesh_shape=(1,1,1)", "--config.train.num_steps=20"]) == 0
+    splits, source = mnist.load_splits("embedded", "mnist")
+    optimisers = load_experiment("04_optimisers.py")
+    config = load_config(f"{REPO}/configs/mnist_optimizers.py:smoke")
+    config.train.num_epochs = 1
+    ic.train_or_reuse(optimisers.optimizer_config(config, "adam"), root / "04_optimisers" / "adam", splits, source,
+                      log=lambda *_: None)
+    regularisation = load_experiment("05_regularisation.py")
+    config = load_config(f"{REPO}/configs/mnist_regularisation.py:smoke")
+    config.train.num_epochs = 2
+    for name in ("baseline", "dropout+decay"):
+        ic.train_or_reuse(regularisation.run_config(config, name, config.seed),
+                          root / "05_regularisation" / name.replace("+", "_and_"), splits, source, log=lambda *_: None)
+    cnn = load_experiment("06_cnn.py")
+    config = load_config(f"{REPO}/configs/mnist_cnn.py:smoke")
+    config.train.num_epochs = 1
+    ic.train_or_reuse(cnn.cnn_config(config, config.model.conv_features, config.seed),
+                      root / "06_cnn" / "cnn_smoke_seed0", splits, source, log=lambda *_: None)
+    return root
+
+
+def page(name: str, runs: pathlib.Path) -> AppTest:
+    """The page ``name`` alone, rendered as the app renders it, after its first run."""
+    at = AppTest.from_string(PAGE_SCRIPT.format(name=name, runs=str(runs)), default_timeout=TIMEOUT_S).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def images(at: AppTest) -> list[str]:
+    """The figures on the page, as their content-hashed media addresses."""
+    return [e.proto.imgs[0].url for e in at.get("image")]
+
+
+def errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def rerun(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_perceptron_page(runs):
+    at = page("perceptron", runs)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Seeds at zero errors within 60 epochs"] == "0 / 32"  # XOR: never
+    first = images(at)
+    assert len(first) == 2 and not errors(at)
+    at.selectbox(key="pc_gate").set_value("AND")
+    rerun(at)
+    assert {m.label: m.value for m in at.metric}["Seeds at zero errors within 60 epochs"] == "32 / 32"
+    assert images(at)[0] != first[0]
+    with CompileCounter() as compiled:  # a second interaction: another rate, epoch and seed
+        at.number_input(key="pc_lr").set_value(0.25)
+        at.slider(key="pc_epoch").set_value(3)
+        at.slider(key="pc_seed").set_value(5)
+        rerun(at)
+    assert compiled.count == 0
+    assert "Errors after epoch 3 (seed 5)" in {m.label for m in at.metric}
+    at.number_input(key="pc_lr").set_value(1e9)
+    rerun(at)
+    assert errors(at) == ["Learning rate must be in (0, 100], got 1000000000.0."]
+
+
+def test_mlp_page(runs):
+    at = page("xor_mlp", runs)
+    solved = {m.label: m.value for m in at.metric}["Seeds solving XOR"]
+    first = images(at)
+    assert len(first) == 3 and solved.endswith("/ 64") and not errors(at)
+    with CompileCounter() as compiled:  # another rate and seed count of the same size class: no compile
+        at.number_input(key="mlp_lr").set_value(1.0)
+        at.number_input(key="mlp_seeds").set_value(50)
+        rerun(at)
+    assert compiled.count == 0
+    assert {m.label: m.value for m in at.metric}["Seeds solving XOR"].endswith("/ 50")
+    at.slider(key="mlp_width").set_value(4)
+    rerun(at)
+    wide = int({m.label: m.value for m in at.metric}["Seeds solving XOR"].split("/")[0])
+    assert wide > int(solved.split("/")[0]) * 50 / 64  # chapter 3: 2-4-1 gets stuck far less often
+    assert images(at)[0] != first[0]
+    for key, value, message in (("mlp_seeds", 10**9, "Seeds must be in [1, 1024]"),
+                                ("mlp_lr", -1.0, "Learning rate must be in (0, 1000]")):
+        at.number_input(key=key).set_value(value)
+        rerun(at)
+        assert len(errors(at)) == 1 and errors(at)[0].startswith(message)
+        at.number_input(key=key).set_value(1.0 if key == "mlp_lr" else 64)
+
+
+def test_optimisers_page(runs):
+    at = page("optimisers", runs)
+    surface = at.dataframe[0].value
+    assert list(surface["optimiser"]) == ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "lion"]
+    mnist = at.dataframe[1].value
+    assert list(mnist["optimiser"]) == ["adam"] and len(images(at)) == 2 and not errors(at)
+    with CompileCounter() as compiled:  # a new learning rate and a shorter race reuse the compiled paths
+        at.number_input(key="opt_lr_adam").set_value(0.2)
+        at.slider(key="opt_shown_500").set_value(50)
+        rerun(at)
+    assert compiled.count == 0
+    after = at.dataframe[0].value.set_index("optimiser")
+    assert after.loc["adam", "learning rate"] == 0.2 and "loss at step 50" in after.columns
+    assert after.loc["sgd", "loss at step 50"] != surface.set_index("optimiser").loc["sgd", "loss at step 500"]
+    at.text_input(key="opt_folder").set_value(str(runs / "nothing here"))
+    rerun(at)
+    assert any("python experiments/04_optimisers.py --workdir" in c.value for c in at.code)
+    at.multiselect(key="opt_names").set_value([])
+    rerun(at)
+    assert errors(at) == ["Pick at least one optimiser."]
+
+
+def test_regularisation_page(runs):
+    at = page("regularisation", runs)
+    assert {m.label for m in at.metric} == {"Train accuracy", "Test accuracy", "Gap (points)"}
+    baseline_gap = {m.label: m.value for m in at.metric}["Gap (points)"]
+    first = images(at)
+    at.select_slider(key="reg_dropout").set_value(0.2)
+    at.select_slider(key="reg_decay").set_value(1e-4)
+    rerun(at)
+    gap = [m for m in at.metric if m.label == "Gap (points)"][0]
+    assert not errors(at) and "vs baseline" in gap.proto.delta and images(at) != first
+    assert len(at.dataframe[0].value) == 2
+    at.select_slider(key="reg_dropout").set_value(0.0)  # decay without dropout: not trained here
+    rerun(at)
+    assert errors(at) and errors(at)[0].startswith("No run in")
+    at.text_input(key="reg_folder").set_value(str(runs / "missing"))
+    rerun(at)
+    assert any("python experiments/05_regularisation.py --workdir" in c.value for c in at.code)
+    assert baseline_gap
+
+
+def test_cnn_page(runs):
+    from p2t_jax.data import mnist
+
+    at = page("cnn", runs)
+    first = images(at)
+    assert len(first) == 2 and not errors(at)  # feature maps, filters
+    with CompileCounter() as compiled:  # another digit: the same shapes, nothing to compile
+        at.number_input(key="cnn_digit").set_value(5)
+        rerun(at)
+    assert compiled.count == 0
+    maps, filters = images(at)
+    assert maps != first[0] and filters == first[1]
+    label = int(mnist.load_splits("embedded", "mnist")[0]["test"].labels[5])
+    assert at.metric[0].label == "Predicted digit" and at.metric[0].proto.delta == f"label {label}"
+    at.number_input(key="cnn_digit").set_value(10**6)
+    rerun(at)
+    assert errors(at) == ["Test digit (index) must be in [0, 999], got 1000000."]
+    at.text_input(key="cnn_folder").set_value(str(runs / "04_optimisers"))  # runs, but no CNN
+    rerun(at)
+    assert any(c.value.startswith("python experiments/06_cnn.py --workdir") for c in at.code)
+
+
+def test_transformer_page_streams_what_p2t_sample_prints(runs, capsys):
+    from p2t_jax.cli import main
+
+    at = page("transformer", runs)
+    assert not errors(at) and at.code[0].value.startswith("ROMEO:")
+    at.number_input(key="tf_length").set_value(40)
+    at.number_input(key="tf_seed").set_value(3)
+    rerun(at)
+    text = at.code[0].value
+    capsys.readouterr()
+    assert main(["sample", "--workdir", str(runs / "smoke"), "--prompt", "ROMEO:", "--max-new-tokens", "40",
+                 "--temperature", "0.8", "--top-k", "40", "--seed", "3"]) == 0
+    assert text == capsys.readouterr().out.rstrip("\n") and len(text) == len("ROMEO:") + 40
+    with CompileCounter() as compiled:  # another prompt (length), temperature, top-k, top-p and length
+        at.text_area(key="tf_prompt").set_value("JULIET:\nO Romeo")
+        at.number_input(key="tf_temperature").set_value(1.3)
+        at.number_input(key="tf_top_k").set_value(0)
+        at.number_input(key="tf_top_p").set_value(0.9)
+        at.number_input(key="tf_length").set_value(25)
+        rerun(at)
+    assert compiled.count == 0 and not errors(at)
+    assert at.code[0].value.startswith("JULIET:\nO Romeo") and at.code[0].value != text
+    for key, value, message in (("tf_prompt", "ROMEO@", "The prompt holds '@', which is not in the model's"),
+                                ("tf_prompt", "", "The prompt is empty"),
+                                ("tf_length", 10**9, "Characters to generate must be in [1, 1000]"),
+                                ("tf_top_p", 0.0, "Top-p must be in (0, 1]")):
+        (at.text_area if key == "tf_prompt" else at.number_input)(key=key).set_value(value)
+        rerun(at)
+        assert len(errors(at)) == 1 and errors(at)[0].startswith(message), errors(at)
+        (at.text_area if key == "tf_prompt" else at.number_input)(key=key).set_value(
+            {"tf_prompt": "ROMEO:", "tf_length": 40, "tf_top_p": 1.0}[key])
+        assert not errors(rerun(at))
+    heads = images(at)
+    assert len(heads) == 1  # the attention figure of the last layer
+    with CompileCounter() as compiled:  # another text and layer: the one padded compilation
+        at.text_area(key="tf_attention_text").set_value("JULIET:\nO")
+        at.slider(key="tf_attention_layer").set_value(1)
+        rerun(at)
+    assert compiled.count == 0 and images(at) != heads and not errors(at)
+    at.text_area(key="tf_attention_text").set_value("x" * 17)
+    rerun(at)
+    assert errors(at) == ["The attention text has 17 characters; the model reads at most 16."]
+    at.text_input(key="tf_typed").set_value(str(runs / "04_optimisers"))  # a run, but not a language model
+    rerun(at)
+    assert any(c.value.startswith("p2t train --config configs/shakespeare.py:small --workdir") for c in at.code)
+
+
+def test_transformer_page_without_runs_says_how_to_make_one(tmp_path):
+    at = page("transformer", tmp_path)
+    assert [c.value for c in at.code] == [f"p2t train --config configs/shakespeare.py:small --workdir {tmp_path}/small"]
+    assert not errors(at)
+
+
+def test_the_app_opens_on_the_overview(runs):
+    at = AppTest.from_string(f"from p2t_jax.playground.app import main\nmain(['--runs', {str(runs)!r}])",
+                             default_timeout=TIMEOUT_S).run()
+    assert not at.exception and at.title[0].value == "p2t playground"
+    assert str(runs / "smoke") in " ".join(m.value for m in at.markdown)
+
+
+def test_errors_become_one_message_on_the_page(capfd):
+    script = """
+import pathlib
+from p2t_jax.configuration import ConfigError
+from p2t_jax.playground import ui
+def render(settings):
+    raise {error}
+ui.show_page(render, ui.Settings(runs_dir=pathlib.Path(".")))
+"""
+    for error, message in (("ConfigError('config key x must be positive.')", "config key x must be positive."),
+                           ("ui.InputError('Seeds must be in [1, 9], got 0.')", "Seeds must be in [1, 9], got 0."),
+                           ("RuntimeError('a defect')", "This page failed (RuntimeError: a defect); the traceback is "
+                                                        "in the server's log.")):
+        at = AppTest.from_string(script.format(error=error), default_timeout=TIMEOUT_S).run()
+        assert not at.exception and errors(at) == [message]
+    assert "RuntimeError: a defect" in capfd.readouterr().err  # the defect's traceback, for the server's log
+
+
+# --- a real browser ----------------------------------------------------------------------
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+SCREENSHOTS = os.environ.get("P2T_PLAYGROUND_SCREENSHOTS")  # e.g. docs/figures; default: the test's tmp folder
+REAL_RUNS = os.environ.get("P2T_PLAYGROUND_RUNS")  # e.g. runs: take the screenshots over real runs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Browser:
+    """Headless Chromium on one playground page at a time (selenium; no browser is downloaded)."""
+
+    def __init__(self, base: str, profile: pathlib.Path):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1500,1300"):
+            options.add_argument(flag)
+        self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        self.base = base
+
+    def idle(self, timeout: float = TIMEOUT_S) -> None:
+        """Waits until the app has rendered and no script run is in progress."""
+        from selenium.webdriver.common.by import By
+
+        deadline, quiet_since = time.time() + timeout, None
+        while time.time() < deadline:
+            app = self.driver.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"]')
+            running = app and app[0].get_attribute("data-test-script-state") == "running"
+            ready = app and self.driver.find_elements(By.CSS_SELECTOR, "h1")
+            if ready and not running:
+                quiet_since = quiet_since or time.time()
+                if time.time() - quiet_since > 0.5:
+                    return
+            else:
+                quiet_since = None
+            time.sleep(0.2)
+        raise AssertionError(f"the page did not finish within {timeout} s")
+
+    def open(self, url: str) -> None:
+        self.driver.get(f"{self.base}/{url}")
+        self.idle()
+
+    def find(self, css: str):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def labelled(self, label: str, tag: str = "input"):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.CSS_SELECTOR, f'{tag}[aria-label="{label}"]')
+
+    def errors(self) -> list[str]:
+        """The text of every error message and traceback on the page (without the icon's name)."""
+        return [e.text.splitlines()[-1] for e in self.find('[data-testid="stException"], '
+                                                           '[data-testid="stAlertContentError"]')]
+
+    def screenshot(self, path: pathlib.Path, width: int = 1500, most: int = 3200) -> None:
+        """The whole page (up to ``most`` pixels tall) as a PNG."""
+        height = self.driver.execute_script('return document.querySelector(\'[data-testid="stMain"]\').scrollHeight')
+        self.driver.set_window_size(width, min(most, max(1300, int(height) + 150)))
+        time.sleep(1.0)  # the layout settles; resizing does not rerun the page
+        self.driver.save_screenshot(str(path))
+        self.driver.set_window_size(width, 1300)
+
+    def text(self) -> str:
+        return self.find('[data-testid="stMain"]')[0].text
+
+
+def _type(browser: Browser, label: str, value: str, tag: str = "input", submit=None) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    element = browser.labelled(label, tag)
+    element.send_keys(Keys.CONTROL, "a")
+    element.send_keys(Keys.DELETE)
+    element.send_keys(value)
+    element.send_keys(submit or Keys.ENTER)
+    time.sleep(0.5)
+    browser.idle()
+
+
+def _press(browser: Browser, label: str, key) -> None:
+    """Moves the slider called ``label`` with one key press."""
+    browser.labelled(label, 'input[type="range"]').send_keys(key)
+    time.sleep(0.5)
+    browser.idle()
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                    reason="headless Chromium and its driver are not installed (Debian: apt-get install chromium "
+                           "chromium-driver)")
+def test_every_page_in_a_real_browser(request, tmp_path):
+    """Starts `p2t playground`'s server on a free port, opens each page, moves one widget, saves a screenshot."""
+    pytest.importorskip("selenium", reason="the browser test needs selenium (the app extra)")
+    from selenium.webdriver.common.keys import Keys
+
+    from p2t_jax.playground import launch
+
+    runs_dir = REAL_RUNS or request.getfixturevalue("runs")  # the server runs in the repository's folder
+    shots = pathlib.Path(SCREENSHOTS) if SCREENSHOTS else tmp_path / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(launch.command("127.0.0.1", port, str(runs_dir)), stdout=log, stderr=subprocess.STDOUT,
+                              env=env, cwd=REPO)
+    browser = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + TIMEOUT_S
+        while True:
+            try:
+                if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
+                time.sleep(0.5)
+        browser = Browser(base, tmp_path / "chromium-profile")
+
+        def check(name: str, must_show: str) -> None:
+            assert not browser.errors(), (name, browser.errors())
+            assert must_show in browser.text(), (name, must_show)
+            browser.screenshot(shots / f"playground_{name}.png")
+
+        browser.open("")
+        check("overview", "Runs in")
+        browser.find('[data-testid="stPageLink-NavLink"]')[0].click()  # the first link: the perceptron page
+        browser.idle()
+        _press(browser, "Epoch", Keys.ARROW_RIGHT)
+        check("perceptron", "Errors after epoch 9")
+        browser.open("mlp")
+        _type(browser, "Seeds", "48")
+        check("mlp", "/ 48")
+        browser.open("optimisers")
+        _press(browser, "Race: steps shown", Keys.ARROW_LEFT)
+        check("optimisers", "499")
+        browser.open("regularisation")
+        _press(browser, "Dropout rate", Keys.ARROW_RIGHT)
+        if browser.errors():  # dropout alone was not trained (the tiny runs): add the decay too
+            _press(browser, "Weight decay (decoupled, AdamW)", Keys.ARROW_RIGHT)
+        check("regularisation", "vs baseline")
+        browser.open("cnn")
+        _type(browser, "Test digit (index)", "3")
+        check("cnn", "Predicted digit")
+        browser.open("transformer")
+        _type(browser, "Prompt", "JULIET:", tag="textarea", submit=Keys.CONTROL + Keys.ENTER)
+        check("transformer", "JULIET:")
+        # Bad input: a message on the page, no traceback, and the server keeps serving.
+        _type(browser, "Prompt", "JULIET@", tag="textarea", submit=Keys.CONTROL + Keys.ENTER)
+        assert browser.errors() == ["The prompt holds '@', which is not in the model's 65-character vocabulary."]
+        assert not browser.find('[data-testid="stException"]')
+        browser.open("perceptron")
+        assert not browser.errors() and "Seeds at zero errors" in browser.text()
+    finally:
+        if browser is not None:
+            browser.driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
