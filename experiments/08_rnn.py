@@ -149,11 +149,11 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
         # Not a claim: the series expects the vanilla RNN to fall toward chance past the trained range, and
         # here it does not (docs/chapters_08_09.md): trained on short lags it latches the subject in a
         # contracting state that the fillers barely move. Measured and recorded, reproduced or not.
-        falls = r["first_below_half"] is not None
+        falls = trained_acc >= 0.95 and r["first_below_half"] is not None  # a fall from a learnt range, not chance
         results["observations"] = {"rnn_falls_toward_chance": {
-            "statement": f"the vanilla RNN's mean accuracy over seeds falls below 50% (chance "
-                         f"{1 / memory.NUM_CLASSES:.1%}) past the trained {train_lo}-{train_hi} fillers",
-            "reproduced": falls, "first_below_half": r["first_below_half"],
+            "statement": f"having learnt the trained {train_lo}-{train_hi} fillers (>= 95%), the vanilla RNN's mean "
+                         f"accuracy over seeds falls below 50% (chance {1 / memory.NUM_CLASSES:.1%}) past them",
+            "reproduced": falls, "trained_range_accuracy": trained_acc, "first_below_half": r["first_below_half"],
             "per_seed": r["first_below_half_per_seed"],
             "accuracy_at_max_fillers": float(accuracy["rnn"][-1].mean()),
             "accuracy_at_max_fillers_min_seed": float(accuracy["rnn"][-1].min())}}
