@@ -127,7 +127,7 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
         r["first_below_half_per_seed"] = [rm.first_below(fillers, acc[:, s], 0.5, train_hi)
                                           for s in range(len(seeds))]
         results["cells"][cell] = r
-        shown = [n for n in (0, train_hi, 10, 15, 20, 30) if n in fillers]
+        shown = sorted({n for n in (0, train_hi, 10, 15, 20, 30) if n in fillers})
         print(f"  {cell}: {wall:.1f} s ({summary['ms_per_step']:.1f} ms/step for {len(seeds)} seeds); accuracy by "
               f"fillers (mean, min-max over seeds): " + ", ".join(
                   f"{n}: {100 * mean[fillers.index(n)]:.1f}% ({100 * acc[fillers.index(n)].min():.0f}-"
