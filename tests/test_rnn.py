@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from p2t_jax.models.rnn import CELLS, Bidirectional, GRUCell, LSTMCell, Recurrent, make_cell, orthogonal_blocks, per_gate
+from p2t_jax.models.rnn import (
+    CELLS,
+    Bidirectional,
+    GRUCell,
+    LSTMCell,
+    Recurrent,
+    RecurrentClassifier,
+    make_cell,
+    orthogonal_blocks,
+    per_gate,
+    small_uniform,
+)
 
 B, T, D, H = 3, 7, 5, 4
 
@@ -99,6 +110,37 @@ def test_recurrent_gate_blocks_are_each_orthogonal(rows):
             gram = block.T @ block if n >= H else block @ block.T
             np.testing.assert_allclose(gram, np.eye(min(n, H)), atol=1e-5)
         assert float(jnp.abs(blocks[0] - blocks[1]).max()) > 0.1  # each block drawn apart
+
+
+def test_small_uniform_draws_within_one_over_root_h_and_contracts():
+    U = small_uniform(jax.random.PRNGKey(0), (256, 256))
+    bound = 1 / np.sqrt(256)
+    assert float(jnp.abs(U).max()) <= bound and float(jnp.abs(U).max()) > 0.99 * bound
+    np.testing.assert_allclose(float(U.std()), bound / np.sqrt(3), rtol=0.02)  # the variance of U(-a, a)
+    radius = float(np.abs(np.linalg.eigvals(np.asarray(U, np.float64))).max())
+    assert 0.5 < radius < 0.65  # the circular law: about 1/sqrt(3) = 0.577, below 1
+
+
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_classifier_draws_u_small_and_opens_only_the_lstm_forget_gate(kind):
+    """recurrent_init="small_uniform" draws every block of U within 1/sqrt(H) (the orthogonal default is
+    checked above); forget_bias lands on the LSTM's f block only."""
+    model = RecurrentClassifier(vocab_size=11, embed_dim=D, cell_type=kind, features=8, num_classes=3,
+                                recurrent_init="small_uniform", forget_bias=1.0)
+    cell = model.init(jax.random.PRNGKey(2), jnp.ones((2, 5), jnp.int32))["params"]["rnn"]["cell"]
+    U, b = np.asarray(cell["recurrent"]["kernel"]), np.asarray(cell["input"]["bias"])
+    assert U.shape == (8, CELLS[kind].gates * 8) and 0 < np.abs(U).max() <= 1 / np.sqrt(8)
+    expected = np.zeros_like(b)
+    if kind == "lstm":  # only the forget block (i, f, g, o) starts at the bias; the other cells ignore it
+        expected[8:16] = 1.0
+    np.testing.assert_array_equal(b, expected)
+
+
+def test_an_unknown_recurrent_init_is_refused():
+    model = RecurrentClassifier(vocab_size=11, embed_dim=D, cell_type="rnn", features=8, num_classes=3,
+                                recurrent_init="identity")
+    with pytest.raises(ValueError, match="unknown recurrent init 'identity'; choose one of orthogonal, small_uniform"):
+        model.init(jax.random.PRNGKey(0), jnp.ones((1, 3), jnp.int32))
 
 
 def test_per_gate_draws_each_block_on_its_own_key():
@@ -267,6 +309,7 @@ def _memory_config(*overrides):
     return config
 
 
+@pytest.mark.slow  # three compilations of the recurrent train step (~20 s on 2 cores)
 def test_the_seed_sweep_is_the_one_seed_step_vmapped():
     """Seed s of train_seeds starts as create_state starts it for seed s and follows the loop's own step."""
     config = _memory_config("train.num_steps=3", "train.log_every=1", "model.cell=rnn")
@@ -330,6 +373,7 @@ def test_first_input_gradient_is_jax_grad_of_the_loss():
     ("data.test_fillers=(0, 14)", "sentences of 17 words, longer than model.max_len = 16"),
     ("data.train_fillers=(5, 2)", "must be \\(lo, hi\\) with 0 <= lo <= hi"),
     ("model.cell=transformer", "config key 'model.cell' must be one of rnn, lstm, gru"),
+    ("model.recurrent_init=identity", "config key 'model.recurrent_init' must be one of orthogonal, small_uniform"),
     ("experiment.cells=('rnn', 'tcn')", "allowed cells are rnn, lstm, gru"),
     ("experiment.examples=('alice saw dog',)", "holds 'dog', not in the vocabulary"),
     ("experiment.examples=(' ',)", "is empty; give at least one word"),
@@ -378,7 +422,9 @@ def test_experiment_smoke_run(tmp_path, capsys):
     status = load_experiment("08_rnn.py").cli(["--workdir", str(tmp_path), "--config", "configs/rnn_memory.py:smoke"])
     assert status in (0, 1), capsys.readouterr().err
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["claims"]) == {"rnn_falls_toward_chance", "gated_cells_hold", "gradient_vanishes_for_rnn"}
+    assert set(results["claims"]) == {"rnn_learns_trained_range", "gated_cells_hold", "gradient_vanishes_for_rnn"}
+    observed = results["observations"]["rnn_falls_toward_chance"]
+    assert observed["reproduced"] == (observed["trained_range_accuracy"] >= 0.95 and observed["first_below_half"] is not None)
     assert set(results["figures"]) == {"accuracy_by_fillers.png", "gradient_by_distance.png"}
     assert {c: r["params"] for c, r in results["cells"].items()} == {"rnn": "rnn/params.msgpack",
                                                                       "lstm": "lstm/params.msgpack"}

@@ -135,10 +135,10 @@ def test_a_tiny_run_through_the_loop_learns(tmp_path):
     config = load_config("configs/reorder.py:smoke")
     with config.unlocked():
         del config["experiment"]
-    apply_overrides(config, ["train.num_steps=30", "train.eval_every=30", "train.checkpoint_every=30"])
+    apply_overrides(config, ["train.num_steps=60", "train.eval_every=60", "train.checkpoint_every=60"])
     task, config = reorder_task.build(config)
     _, summary = train_and_evaluate(task, config, tmp_path / "run", progress=False)
-    assert summary["final_step"] == 30 and summary["train"]["loss"] < 0.9 * np.log(len(reorder.TARGET_VOCAB))
+    assert summary["final_step"] == 60 and summary["train"]["loss"] < 0.9 * np.log(len(reorder.TARGET_VOCAB))
     assert {"loss", "token_accuracy", "exact_match"} <= set(summary["eval"])
 
 

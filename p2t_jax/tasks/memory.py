@@ -19,7 +19,7 @@ import optax
 
 from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data import memory
-from p2t_jax.models.rnn import CELLS, RecurrentClassifier
+from p2t_jax.models.rnn import CELLS, RECURRENT_INITS, RecurrentClassifier
 from p2t_jax.optim import chains
 from p2t_jax.training.loop import Task
 
@@ -40,6 +40,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.embed_dim = 32  # word embedding width E
     c.model.features = 64  # hidden width H
     c.model.max_len = 40  # the most words in a sentence; longer ones are refused
+    # U drawn as the classic recurrent nets drew it, small and uniform (radius ~0.58 < 1), the vanishing
+    # gradient's setting; "orthogonal" (Saxe et al. 2014, Keras's default) is its later remedy.
+    c.model.recurrent_init = "small_uniform"
+    c.model.forget_bias = 1.0  # LSTM only: forget gates start open (Gers et al. 2000; Jozefowicz et al. 2015)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"  # any of p2t_jax.optim.chains.OPTIMIZERS
@@ -72,6 +76,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a memory-task config before anything compiles (ConfigError, one sentence)."""
     m, o = config.model, config.optim
     require_choice(config, "model.cell", tuple(CELLS))
+    require_choice(config, "model.recurrent_init", tuple(RECURRENT_INITS))
     require_positive(config, "model.embed_dim", "model.features", "model.max_len", "optim.learning_rate",
                      "train.batch_size", "train.num_steps", "train.log_every", "train.eval_every", "train.eval_size",
                      "train.checkpoint_every", "train.keep_checkpoints")
@@ -97,7 +102,8 @@ def make_model(config: ml_collections.ConfigDict) -> RecurrentClassifier:
     """``tokens_BT -> logits[B, 6]``: the classifier of ``config.model``."""
     m = config.model
     return RecurrentClassifier(vocab_size=len(memory.VOCAB), embed_dim=m.embed_dim, cell_type=m.cell,
-                               features=m.features, num_classes=memory.NUM_CLASSES)
+                               features=m.features, num_classes=memory.NUM_CLASSES,
+                               recurrent_init=m.recurrent_init, forget_bias=float(m.forget_bias))
 
 
 def make_loss_fn(model: RecurrentClassifier):
