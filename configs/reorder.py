@@ -25,6 +25,7 @@ def get_config(arg=None):
     c.train.num_steps = 1500
 
     c.experiment = ml_collections.ConfigDict()
+    c.experiment.models = ("with attention", "without attention")  # the models trained ("with attention" needed)
     c.experiment.seeds = 2  # seeds seed .. seed + N - 1 per model, trained at once (vmap)
     c.experiment.eval_size = 128  # held-out sentences per length
     c.experiment.heatmap_lengths = (6, 10, 16)  # heat maps of the first held-out sentence of each length ...

@@ -16,7 +16,8 @@ RNN's gradient shrinks geometrically with distance and the LSTM's at less than h
 (the trained slopes are reported beside them). Every cell draws its recurrent weights small
 and uniform and the LSTM starts with its forget gates open (``model.recurrent_init``,
 ``model.forget_bias``: see :mod:`p2t_jax.tasks.memory`). Writes ``accuracy_by_fillers.png``,
-``gradient_by_distance.png`` and ``results.json``; exits 1 if a claim fails.
+``gradient_by_distance.png``, ``results.json`` and each cell's trained parameters (every
+seed) in ``CELL/params.msgpack``; exits 1 if a claim fails.
 
 Recorded under ``observations``, not claimed: whether the vanilla RNN's mean accuracy falls
 below 50% past the trained range (the filler count where it does, per seed). The series
@@ -102,12 +103,14 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
         states, summary = sweep.train_seeds(build, c, seeds, log=lambda line: print(line, flush=True))
         wall = time.perf_counter() - t0
         model, batches = memory_task.make_model(c), memory_task.make_batches(c)
+        params_file = sweep.save_params(workdir / cell / sweep.PARAMS_FILE, states.params)
         acc = rm.accuracy_by_fillers(model, states.params, batches, fillers, e.eval_size)  # [N, S]
         initial = sweep.initial_states(build(c), c, seeds).params
         per_state = {"at initialisation": initial, "trained": states.params}
         r: dict = {"accuracy": acc, "train_wall_s": wall, "compile_s": summary["compile_s"],
                    "ms_per_step": summary["ms_per_step"], "final_train_loss": summary["loss"][-1],
-                   "predictions": rm.predictions(model, states.params, example_rows)}
+                   "predictions": rm.predictions(model, states.params, example_rows),
+                   "params": str(params_file.relative_to(workdir))}
         for title, params in per_state.items():
             g = rm.gradient_by_distance(model, params, batches, fillers, e.gradient_size)  # [N, S]
             fits = [rm.geometric_slope(distance, g[:, s]) for s in range(len(seeds))]

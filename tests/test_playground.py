@@ -68,7 +68,28 @@ def runs(tmp_path_factory):
     config.train.num_epochs = 1
     ic.train_or_reuse(cnn.cnn_config(config, config.model.conv_features, config.seed),
                       root / "06_cnn" / "cnn_smoke_seed0", splits, source, log=lambda *_: None)
+    # Chapters 8, 9 and 11: the experiments' own command lines, smoke configs cut further (a few steps, one
+    # seed, hulls only). Too short to learn, so claims may fail (exit 1); the folders are written the same.
+    for script, config, overrides in CHAPTER_RUNS:
+        status = load_experiment(script).cli(["--workdir", str(root / script.removesuffix(".py")), "--config",
+                                              f"{REPO}/configs/{config}"] + overrides)
+        assert status in (0, 1), script
     return root
+
+
+CHAPTER_RUNS = (
+    ("08_rnn.py", "rnn_memory.py:smoke", ["--config.train.num_steps=20", "--config.experiment.seeds=1",
+                                          "--config.data.test_fillers=(0,6)", "--config.experiment.claim_fillers=5",
+                                          "--config.experiment.eval_size=16", "--config.experiment.gradient_size=8"]),
+    ("09_attention.py", "reorder.py:smoke", ["--config.experiment.models=('with attention',)",
+                                             "--config.train.num_steps=20", "--config.experiment.eval_size=4",
+                                             "--config.experiment.dims=(4,8)", "--config.experiment.num_queries=4",
+                                             "--config.experiment.num_keys=4"]),
+    ("11_pointer.py", "pointer.py:smoke", ["--config.experiment.problems=('hull',)", "--config.decode.beam_width=1",
+                                           "--config.experiment.test_size=4",
+                                           "--config.experiment.hull.num_steps=15", "--config.experiment.num_drawn=0",
+                                           "--config.experiment.hull.test_lengths=(5,)"]),
+)
 
 
 def page(name: str, runs: pathlib.Path) -> AppTest:
@@ -201,6 +222,76 @@ def test_cnn_page(runs):
     at.text_input(key="cnn_folder").set_value(str(runs / "04_optimisers"))  # runs, but no CNN
     rerun(at)
     assert any(c.value.startswith("python experiments/06_cnn.py --workdir") for c in at.code)
+
+
+def test_rnn_page(runs, tmp_path):
+    from p2t_jax.data import memory
+
+    at = page("rnn", runs)
+    assert not errors(at) and len(images(at)) == 1  # accuracy by fillers
+    table, answers = at.dataframe[0].value, at.dataframe[1].value
+    assert list(table["cell"]) == ["rnn", "lstm"] and "accuracy at 6 fillers" in table.columns
+    assert list(answers["cell"]) == ["rnn", "lstm"] and set(answers["seed 0"]) <= set(memory.SUBJECTS)
+    assert {m.label: m.value for m in at.metric}["Fillers in your sentence"] == "2"
+    with CompileCounter() as compiled:  # another sentence and filler count: the same padded shape
+        at.text_input(key="rnn_sentence").set_value("carol quite often still then met dave")
+        at.slider(key="rnn_fillers").set_value(3)
+        rerun(at)
+    assert compiled.count == 0 and not errors(at)
+    assert {m.label: m.value for m in at.metric}["Fillers in your sentence"] == "4"
+    assert "accuracy at 3 fillers" in at.dataframe[0].value.columns
+    assert "carol quite often still then met dave" in " ".join(m.value for m in at.markdown)
+    at.text_input(key="rnn_sentence").set_value("alice very zebra saw bob")
+    rerun(at)
+    assert len(errors(at)) == 1 and "'zebra', not in the vocabulary" in errors(at)[0], errors(at)
+    at.text_input(key="rnn_sentence").set_value("alice very old saw bob")
+    older = tmp_path / "08_rnn"  # results but no trained parameters (copied alone): the curve, and the command
+    older.mkdir()
+    shutil.copy(runs / "08_rnn" / "results.json", older)
+    at.text_input(key="rnn_folder").set_value(str(older))
+    rerun(at)
+    assert not errors(at) and len(images(at)) == 1 and [c.value for c in at.code] == [f"python experiments/08_rnn.py "
+                                                                                      f"--workdir {older}"]
+    at.text_input(key="rnn_folder").set_value(str(runs / "06_cnn"))
+    rerun(at)
+    assert any(c.value.startswith("python experiments/08_rnn.py --workdir") for c in at.code)
+
+
+def test_attention_page(runs):
+    at = page("attention", runs)
+    first = images(at)
+    assert not errors(at) and len(first) == 1
+    assert any(m.label == "Attention on the source verb when writing word 2" for m in at.metric)
+    with CompileCounter() as compiled:  # another sentence, shorter: the source is padded to max_len
+        at.text_input(key="att_sentence").set_value("ben die katze sieht")
+        rerun(at)
+    assert compiled.count == 0 and not errors(at) and images(at) != first
+    for sentence, message in (("ben die zebra sieht", "holds 'zebra', not in the vocabulary"),
+                              ("ben " * 7 + "sieht", "has 8 words, more than the configured maximum of 6"),
+                              ("  ", "is empty")):
+        at.text_input(key="att_sentence").set_value(sentence)
+        rerun(at)
+        assert len(errors(at)) == 1 and message in errors(at)[0], errors(at)
+    at.text_input(key="att_folder").set_value(str(runs / "08_rnn"))  # results, but not chapter 9's
+    rerun(at)
+    assert any(c.value.startswith("python experiments/09_attention.py --workdir") for c in at.code)
+
+
+def test_pointer_page(runs):
+    at = page("pointer", runs)
+    first = images(at)
+    assert not errors(at) and len(first) == 1 and at.metric[0].label == "Exactly right"
+    with CompileCounter() as compiled:  # other points, fewer: padded to the run's max_length
+        at.number_input(key="ptr_seed").set_value(4)
+        at.number_input(key="ptr_n").set_value(6)
+        rerun(at)
+    assert compiled.count == 0 and not errors(at) and images(at) != first
+    at.number_input(key="ptr_n").set_value(10**4)
+    rerun(at)
+    assert errors(at) == ["Points must be in [3, 16], got 10000."]
+    at.text_input(key="ptr_folder").set_value(str(runs / "missing"))
+    rerun(at)
+    assert any(c.value.startswith("python experiments/11_pointer.py --workdir") for c in at.code)
 
 
 def test_transformer_page_streams_what_p2t_sample_prints(runs, capsys):
@@ -435,6 +526,15 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         browser.open("cnn")
         _type(browser, "Test digit (index)", "3")
         check("cnn", "Predicted digit")
+        browser.open("rnn")
+        _type(browser, "Your sentence", "erin very old quite young saw frank")
+        check("rnn", "Fillers in your sentence")
+        browser.open("attention")
+        _type(browser, "Source sentence (verb-final)", "ben die katze sieht")
+        check("attention", "Translation")
+        browser.open("pointer")
+        _type(browser, "Seed", "3")
+        check("pointer", "Exactly right")
         browser.open("transformer")
         _type(browser, "Prompt", "JULIET:", tag="textarea", submit=Keys.CONTROL + Keys.ENTER)
         check("transformer", "JULIET:")

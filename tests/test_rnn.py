@@ -389,6 +389,22 @@ def test_bad_input_is_one_sentence(override, match):
         load_experiment("08_rnn.py").validate(config)
 
 
+def test_saved_sweep_parameters_load_back_exactly(tmp_path):
+    from p2t_jax.training.checkpoint import CheckpointError
+
+    config = _memory_config()
+    states = sweep.initial_states(memory_task.build(config)[0], config, [0, 1])
+    path = sweep.save_params(tmp_path / "rnn" / sweep.PARAMS_FILE, states.params)
+    loaded = sweep.load_params(path)
+    chex.assert_trees_all_equal(loaded, jax.device_get(states.params))
+    assert jax.tree.structure(loaded) == jax.tree.structure(jax.device_get(states.params))
+    assert not list(path.parent.glob("*.partial"))
+    (tmp_path / "junk").write_bytes(b"not msgpack")
+    for bad, match in ((tmp_path / "none", "does not exist"), (tmp_path / "junk", "is not a parameter file")):
+        with pytest.raises(CheckpointError, match=match):
+            sweep.load_params(bad)
+
+
 def test_experiment_refuses_bad_input_with_exit_status_2(tmp_path, capsys):
     workdir = tmp_path / "w"
     status = load_experiment("08_rnn.py").cli(["--workdir", str(workdir), "--config", "configs/rnn_memory.py:smoke",
@@ -410,6 +426,8 @@ def test_experiment_smoke_run(tmp_path, capsys):
     observed = results["observations"]["rnn_falls_toward_chance"]
     assert observed["reproduced"] == (observed["trained_range_accuracy"] >= 0.95 and observed["first_below_half"] is not None)
     assert set(results["figures"]) == {"accuracy_by_fillers.png", "gradient_by_distance.png"}
+    assert {c: r["params"] for c, r in results["cells"].items()} == {"rnn": "rnn/params.msgpack",
+                                                                      "lstm": "lstm/params.msgpack"}
     for name in results["figures"]:
         assert (tmp_path / name).stat().st_size > 0
     acc = np.asarray(results["cells"]["rnn"]["accuracy"])

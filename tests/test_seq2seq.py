@@ -152,6 +152,9 @@ def test_a_tiny_run_through_the_loop_learns(tmp_path):
     ("experiment.heatmap_sentences=('',)", "is empty; give at least one word"),
     ("experiment.heatmap_sentences=('anna oft oft oft oft oft sieht',)",
      "has 7 words, more than the configured maximum of 6"),
+    ("experiment.models=('with attention',)", None),  # fine: the heat maps' model alone
+    ("experiment.models=('without attention',)", "must hold 'with attention'"),
+    ("experiment.models=('transformer',)", "allowed models are with attention, without attention"),
 ])
 def test_bad_input_is_one_sentence(override, match):
     config = load_config("configs/reorder.py:smoke")

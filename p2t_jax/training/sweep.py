@@ -6,12 +6,15 @@ compiled step updates every seed (each its own initialisation, PRNG key and data
 ``create_state`` would start it for ``config.seed = seed`` and steps with
 ``make_train_step``'s step, so seed ``s`` of the sweep follows the one-seed run of seed
 ``s`` (tested). There are no checkpoints, evaluations or early stops here: a sweep is
-short and is simply run again.
+short and is simply run again. An experiment keeps its trained parameters (every seed,
+stacked) with :func:`save_params`, for readers such as the playground (:func:`load_params`).
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import pathlib
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -20,8 +23,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import serialization
 
 from p2t_jax.optim.chains import make_optimizer
+from p2t_jax.training.checkpoint import CheckpointError
 from p2t_jax.training.loop import Task, create_state
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import make_train_step
@@ -103,3 +108,34 @@ def train_seeds(build: Callable[[ml_collections.ConfigDict], Task], config: ml_c
             interval, t_start = [], time.perf_counter()
     summary["ms_per_step"] = statistics.median(intervals_ms) if intervals_ms else None
     return states, summary
+
+
+PARAMS_FILE = "params.msgpack"  # an experiment's trained parameters, in each model's folder
+
+
+def save_params(path: pathlib.Path, params_S) -> pathlib.Path:
+    """Writes stacked parameters (every leaf ``[S, ...]``) to ``path`` as Flax msgpack, atomically."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(serialization.msgpack_serialize(jax.device_get(params_S)))
+    os.replace(partial, path)
+    return path
+
+
+def load_params(path: pathlib.Path):
+    """The parameter tree written by :func:`save_params` (NumPy leaves, ``[S, ...]``).
+
+    Raises:
+      CheckpointError: if ``path`` is missing or not such a file (one sentence).
+    """
+    path = pathlib.Path(path)
+    try:
+        tree = serialization.msgpack_restore(path.read_bytes())
+    except FileNotFoundError:
+        raise CheckpointError(f"'{path}' does not exist.") from None
+    except Exception as e:  # noqa: BLE001 - any decoding failure: the file is not saved parameters
+        raise CheckpointError(f"'{path}' is not a parameter file ({type(e).__name__}).") from None
+    if not isinstance(tree, dict) or not tree:
+        raise CheckpointError(f"'{path}' holds no parameters.")
+    return tree

@@ -38,7 +38,7 @@ def accuracy_by_fillers(fillers: Sequence[int], accuracy: Mapping[str, np.ndarra
         ax.set_ylim(0, 102)
         ax.set_xlabel("filler words between the subject and the verb")
         ax.set_ylabel("accuracy (%)")
-        ax.set_title("Who was the subject? Trained on 2-5 fillers; band: min-max over seeds")
+        ax.set_title(f"Who was the subject? Trained on {train_range[0]}-{train_range[1]} fillers; band: min-max over seeds")
         ax.legend(fontsize=7, loc="lower left")
     return fig
 

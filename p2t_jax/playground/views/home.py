@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from p2t_jax.playground import ui
-from p2t_jax.playground.views import cnn, optimisers, regularisation, transformer
+from p2t_jax.playground.views import attention, cnn, optimisers, pointer, regularisation, rnn, transformer
 
 TITLE = "Overview"
 ICON = ":material/home:"
@@ -20,8 +20,14 @@ CHAPTERS = (
                    "chapter's runs."),
     ("regularisation", "Dropout and weight decay against the train/test gap, from the chapter's runs."),
     ("cnn", "A trained CNN's first-layer filters and its feature maps, layer by layer, for a test digit you choose."),
+    ("rnn", "Who was the subject? A vanilla RNN, an LSTM and a GRU by the number of filler words, and a sentence "
+            "you type, classified by every trained seed of each."),
+    ("attention", "Type a verb-final sentence: the trained encoder-decoder translates it to verb-second order and "
+                  "the heat map shows where its attention went for every word it wrote."),
     ("transformer", "Type a prompt: a trained character-level Transformer continues it, streamed as it is "
                     "sampled with the key/value cache."),
+    ("pointer", "Place points (or numbers): the trained pointer network draws their convex hull, a tour through "
+                "them, or their sorted order, against the exact answer."),
 )
 
 
@@ -49,7 +55,13 @@ def render(settings: ui.Settings) -> None:
             ("Regularisation runs", f"{len(ui.read_results(settings.runs_dir / '05_regularisation'))} runs",
              regularisation.EXPERIMENT.format(folder=settings.runs_dir / "05_regularisation")),
             ("CNN runs", f"{len(cnn.cnn_runs(settings.runs_dir / '06_cnn'))} runs",
-             cnn.EXPERIMENT.format(folder=settings.runs_dir / "06_cnn"))]
+             cnn.EXPERIMENT.format(folder=settings.runs_dir / "06_cnn")),
+            ("Recurrent-memory results", "found" if rnn.read_run(settings.runs_dir / "08_rnn") else "none",
+             rnn.EXPERIMENT.format(folder=settings.runs_dir / "08_rnn")),
+            ("Attention results", "found" if attention.read_run(settings.runs_dir / "09_attention") else "none",
+             attention.EXPERIMENT.format(folder=settings.runs_dir / "09_attention")),
+            ("Pointer-network runs", ", ".join(pointer.pointer_runs(settings.runs_dir / "11_pointer")) or "none",
+             pointer.EXPERIMENT.format(folder=settings.runs_dir / "11_pointer"))]
     for what, status, command in rows:
         st.markdown(f"- **{what}**: {status}" + ("" if status not in ("none", "0 runs") else
                                                  f" — make them with `{command}`"))
