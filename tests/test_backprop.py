@@ -107,6 +107,7 @@ def test_sharpness_of_a_quadratic_bowl():
     np.testing.assert_allclose(sharpness, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_experiment_smoke_run(repo_root, tmp_path, capsys):
     results = run_experiment_smoke("03_backprop.py", "configs/backprop.py:smoke", tmp_path, capsys)
     assert results["architectures"]["2-4-1"]["success_rate"] == 1.0

@@ -105,6 +105,7 @@ def test_xor_is_linearly_separable_in_hidden_space():
     assert int(on_inputs.errors.min()) >= 1
 
 
+@pytest.mark.slow
 def test_experiment_smoke_run(repo_root, tmp_path, capsys):
     results = run_experiment_smoke("02_mlp_xor.py", "configs/xor_mlp.py:smoke", tmp_path, capsys)
     assert results["hand_xor"]["accuracy"] == 1.0

@@ -106,7 +106,8 @@ def test_mesh_shapes_resolve_and_refuse_clearly():
             resolve_mesh_shape(shape, 8, use_all=True)
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("strategy", [pytest.param(s, marks=pytest.mark.slow) if s in ("data", "tensor") else s
+                                      for s in sorted(STRATEGIES)])  # 2d holds data x tensor; fsdp the sharded state
 def test_strategy_matches_one_device_and_shards_as_declared(runs, strategy):
     mesh_shape = STRATEGIES[strategy]
     ref_losses, ref_state = runs(None)
