@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from p2t_jax.cli import main
 from p2t_jax.configuration import load_config
@@ -34,6 +35,7 @@ def test_gpu_recipe_is_nanogpts(repo_root):
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
 
 
+@pytest.mark.slow
 def test_gpu_recipe_trains_on_cpu(tiny_corpus, repo_root, tmp_path):
     """The recipe unchanged but for a batch of 2 on one device and the step counts: bfloat16 compute
     and dropout run here."""

@@ -11,6 +11,7 @@ import time
 import chex
 import jax
 import numpy as np
+import pytest
 
 from p2t_jax.configuration import apply_overrides, load_config
 from p2t_jax.tasks import language_model
@@ -31,6 +32,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tiny_corpus, tmp_path):
     multi = tmp_path / "two_processes"
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
