@@ -139,13 +139,18 @@ class MLP(nn.Module):
     def __call__(self, x_BTD: jax.Array, *, deterministic: bool) -> jax.Array:
         cfg = self.cfg
         rows = cfg.resolved_dense_impl == "rows"
-        h_BTF = project(x_BTD, cfg.mlp_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="fc",
-                        kernel_init=_init(("embed", "mlp")), bias_init=_init(("mlp",), init=nn.initializers.zeros))
-        h_BTF = nn.gelu(h_BTF, approximate=True) if cfg.gelu_approximate else gelu_exact(h_BTF)
-        h_BTF = logical.constrain(h_BTF, logical.BTF)
-        return project(h_BTF, cfg.emb_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="proj",
-                       kernel_init=_init(("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
-                       bias_init=_init(("embed",), init=nn.initializers.zeros))
+        B, T, D = x_BTD.shape
+        # rows: [N, D] from the first matmul to the last, GELU included (measured: 2-D all the way is
+        # faster on XLA-CPU than folding and unfolding around each projection)
+        x = x_BTD.reshape(B * T, D) if rows else x_BTD
+        h = project(x, cfg.mlp_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="fc",
+                    kernel_init=_init(("embed", "mlp")), bias_init=_init(("mlp",), init=nn.initializers.zeros))
+        h = nn.gelu(h, approximate=True) if cfg.gelu_approximate else gelu_exact(h)
+        h = logical.constrain(h, (logical.BATCH, logical.MLP) if rows else logical.BTF)
+        out = project(h, cfg.emb_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="proj",
+                      kernel_init=_init(("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
+                      bias_init=_init(("embed",), init=nn.initializers.zeros))
+        return out.reshape(B, T, D) if rows else out
 
 
 class Block(nn.Module):
