@@ -94,7 +94,8 @@ def _trial(reference, workdir: pathlib.Path, signum: int, rng: random.Random) ->
     assert code in allowed, (code, err[-2000:])
     if code in (130, 143):
         last = err.strip().splitlines()[-1]
-        assert last.startswith(("stopped: interrupted at step", "interrupted before training started")) or (
+        assert last.startswith(("stopped: interrupted at step", "stopped: interrupted before training started",
+                                "interrupted before training started")) or (
             code == 130 and not out and not last), err[-2000:]
         assert "Traceback" not in err, err[-3000:]
     assert not list(workdir.glob("checkpoints/*" + ckpt.TMP_MARKER + "*")) or code == -signal.SIGKILL
