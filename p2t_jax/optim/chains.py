@@ -14,13 +14,27 @@ import jax
 import ml_collections
 import optax
 
-from p2t_jax.configuration import ConfigError
+from p2t_jax.configuration import ConfigError, require, require_choice
 from p2t_jax.optim import scratch
 
 OPTIMIZERS = tuple(scratch.OPTIMIZERS)  # sgd, momentum, nesterov, rmsprop, adam, adamw, lion
 IMPLEMENTATIONS = ("optax", "scratch")
 SCHEDULES = ("warmup_cosine", "constant")
 WITH_WEIGHT_DECAY = ("adamw", "lion")  # optimisers whose update carries decoupled weight decay
+
+
+def validate_optim(config: ml_collections.ConfigDict) -> None:
+    """The checks of ``config.optim`` that every task with the standard chain shares (ConfigError)."""
+    o = config.optim
+    require_choice(config, "optim.name", OPTIMIZERS)
+    require_choice(config, "optim.implementation", IMPLEMENTATIONS)
+    require_choice(config, "optim.schedule", SCHEDULES)
+    require(o.grad_clip_norm >= 0 and o.weight_decay >= 0 and o.warmup_steps >= 0,
+            "config keys 'optim.grad_clip_norm', 'optim.weight_decay' and 'optim.warmup_steps' must be >= 0.")
+    require(o.weight_decay == 0 or o.name in WITH_WEIGHT_DECAY,
+            f"config key 'optim.weight_decay' is used by {' and '.join(WITH_WEIGHT_DECAY)} only; "
+            f"set it to 0 for {o.name}.")
+    require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "config keys 'optim.b1' and 'optim.b2' must be in [0, 1).")
 
 
 def decay_mask(params) -> dict:

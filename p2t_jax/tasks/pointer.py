@@ -93,7 +93,7 @@ def _range(config: ml_collections.ConfigDict, key: str) -> tuple[int, int]:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a pointer-network config before anything compiles (ConfigError, one sentence)."""
-    d, o = config.data, config.optim
+    d = config.data
     require_choice(config, "data.problem", problems.PROBLEMS)
     require(isinstance(d.max_length, int) and d.max_length >= problems.MIN_LENGTH[d.problem],
             f"config key 'data.max_length' must be at least {problems.MIN_LENGTH[d.problem]} for {d.problem}, "
@@ -115,15 +115,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require_positive(config, "model.embed_dim", "model.features", "model.attention_dim", "optim.learning_rate",
                      "train.batch_size", "train.num_steps", "train.log_every", "train.eval_every", "train.eval_size",
                      "train.eval_batch_size", "train.checkpoint_every", "train.keep_checkpoints")
-    require_choice(config, "optim.name", chains.OPTIMIZERS)
-    require_choice(config, "optim.implementation", chains.IMPLEMENTATIONS)
-    require_choice(config, "optim.schedule", chains.SCHEDULES)
-    require(o.grad_clip_norm >= 0 and o.weight_decay >= 0 and o.warmup_steps >= 0,
-            "config keys 'optim.grad_clip_norm', 'optim.weight_decay' and 'optim.warmup_steps' must be >= 0.")
-    require(o.weight_decay == 0 or o.name in chains.WITH_WEIGHT_DECAY,
-            f"config key 'optim.weight_decay' is used by {' and '.join(chains.WITH_WEIGHT_DECAY)} only; "
-            f"set it to 0 for {o.name}.")
-    require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "config keys 'optim.b1' and 'optim.b2' must be in [0, 1).")
+    chains.validate_optim(config)
 
 
 def make_model(config: ml_collections.ConfigDict) -> PointerNetwork:

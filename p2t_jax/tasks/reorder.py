@@ -75,7 +75,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a reordering config before anything compiles (ConfigError, one sentence)."""
-    m, o = config.model, config.optim
+    m = config.model
     require_choice(config, "model.cell", tuple(CELLS))
     require_choice(config, "model.bridge", BRIDGES)
     require_positive(config, "model.embed_dim", "model.features", "model.attention_features", "model.max_len",
@@ -89,15 +89,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                                      f"than model.max_len = {m.max_len}.")
     require(0 < config.data.test_share < 1,
             f"config key 'data.test_share' must be in (0, 1), got {config.data.test_share}.")
-    require_choice(config, "optim.name", chains.OPTIMIZERS)
-    require_choice(config, "optim.implementation", chains.IMPLEMENTATIONS)
-    require_choice(config, "optim.schedule", chains.SCHEDULES)
-    require(o.grad_clip_norm >= 0 and o.weight_decay >= 0 and o.warmup_steps >= 0,
-            "config keys 'optim.grad_clip_norm', 'optim.weight_decay' and 'optim.warmup_steps' must be >= 0.")
-    require(o.weight_decay == 0 or o.name in chains.WITH_WEIGHT_DECAY,
-            f"config key 'optim.weight_decay' is used by {' and '.join(chains.WITH_WEIGHT_DECAY)} only; "
-            f"set it to 0 for {o.name}.")
-    require(0 <= o.b1 < 1 and 0 <= o.b2 < 1, "config keys 'optim.b1' and 'optim.b2' must be in [0, 1).")
+    chains.validate_optim(config)
 
 
 def make_model(config: ml_collections.ConfigDict) -> Seq2Seq:
