@@ -381,6 +381,8 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         train_batch, eval_batches = partitioner.batch_readers(task)
 
     compile_s, batch = None, None
+    if start < tc.num_steps and partitioner is not None:  # not at the first evaluation, after steps have run
+        partitioner.check_eval_batches(task)
     if start < tc.num_steps:  # compile before writing anything: a step that cannot run fails here
         batch = train_batch(start)
         t0 = time.perf_counter()
