@@ -8,8 +8,8 @@ What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit
 
 * Everything is checked before the workdir is touched: the config (:func:`check_run_config`
   and the task's own checks), the workdir, the saved config of a run being resumed, the
-  checkpoint to resume from, and the first step's compilation and memory. A failed start
-  leaves the workdir as it was.
+  checkpoint to resume from, every evaluation batch against the mesh, and the first step's
+  compilation and memory. A failed start leaves the workdir as it was.
 * A non-finite loss or gradient stops the run (``train.on_nonfinite = "stop"``, the
   default) before anything from that step is saved or ranked; ``"skip"`` leaves the state
   unchanged on such steps instead and counts them (the ``nonfinite`` metric).
