@@ -489,15 +489,31 @@ def test_a_damaged_archive_is_fetched_again(tmp_path, monkeypatch):
         cache.cached_archive("a.tar.gz", "a==1", source=True, sha256=digest)
 
 
-def test_an_experiment_that_checks_no_claim_fails(tiny_corpus, repo_root, tmp_path, capsys):
-    """Every strategy skipped (3 does not divide the 8 devices): nothing shown, so not a pass."""
+def test_a_sharded_experiment_with_no_strategy_that_fits_is_refused(tiny_corpus, repo_root, tmp_path, capsys):
+    """Every strategy skipped (3 does not divide the 8 devices): one sentence, exit 2, nothing written."""
     from conftest import load_experiment
 
+    workdir = tmp_path / "sharded"
     code = load_experiment("10_transformer_sharded.py").cli(
-        ["--workdir", str(tmp_path), "--config", f"{repo_root}/configs/transformer_sharded.py:smoke",
+        ["--workdir", str(workdir), "--config", f"{repo_root}/configs/transformer_sharded.py:smoke",
          "--config.strategies=(('tensor', (1, 1, 3)),)"])
-    err = capsys.readouterr().err
-    assert code == 1 and "no claim was checked" in err, err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: none of the 1 strategies"), err
+    assert "'tensor'" in err[0] and not workdir.exists()
+
+
+def test_an_experiment_that_checks_no_claim_fails(repo_root, tmp_path, capsys):
+    """An experiment that ran but checked nothing: results.json is written, and exit 1 with an error line."""
+    from p2t_jax.chapters import experiment
+
+    code = experiment.main(lambda config, workdir, claims: {"measured": 1.0}, script=__file__,
+                           description="nothing checked", default_workdir=str(tmp_path / "w"),
+                           default_config=f"{repo_root}/configs/xor_mlp.py", validate=lambda config: None,
+                           argv=[])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err == [err[0]] and err[0].startswith("error: no claim was checked"), err
+    results = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert results["claims"] == {} and results["measured"] == 1.0
 
 
 def test_check_run_config_names_the_key():

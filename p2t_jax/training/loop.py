@@ -21,6 +21,7 @@ What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -48,6 +49,7 @@ from p2t_jax.training.checkpoint import Checkpoints
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import LossFn, make_eval_step, make_train_step
 from p2t_jax.training.stopping import Diverged, EarlyStopping, Interrupted, StopSignals
+from p2t_jax.training.workdir_lock import hold
 
 # Config groups that may change when a run is resumed: how long and how often (``train``)
 # and on which devices (``parallel``). Everything else (seed, model, data, optim, loss, ...)
@@ -286,11 +288,11 @@ def _diverged(step: int, values: dict, last_saved: int | None, what: str | None 
 
 
 def _start_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, task: Task,
-                   resumed_from: int | None) -> None:
+                   resumed_from: int | None, created: bool) -> None:
     """The first writes of a run, once everything has been checked: the folder, config.json,
     the task's assets, and the clean-up of what a stopped run left (metrics past the
-    restored step, unreadable checkpoints moved aside)."""
-    created = not workdir.exists()
+    restored step, unreadable checkpoints moved aside). ``created``: this run created the folder."""
+    created = created or not workdir.exists()
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
@@ -337,14 +339,19 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
       CheckpointError: no readable checkpoint to resume from.
       Diverged, Interrupted, SaveFailed: see :mod:`p2t_jax.training.stopping`.
     """
-    with StopSignals() as signals:  # from the start: a Ctrl-C while compiling ends the run before it writes
-        return _train(task, config, pathlib.Path(workdir), progress, tx, signals)
+    # From the start: a Ctrl-C while compiling ends the run before it writes.
+    with StopSignals() as signals, contextlib.ExitStack() as held:
+        return _train(task, config, pathlib.Path(workdir), progress, tx, signals, held)
 
 
 def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool,
-           tx: optax.GradientTransformation | None, signals: StopSignals) -> tuple[TrainState, dict]:
+           tx: optax.GradientTransformation | None, signals: StopSignals,
+           held: contextlib.ExitStack) -> tuple[TrainState, dict]:
     check_run_config(config)
     check_workdir(workdir)
+    # One writer per workdir, for the whole run: taken before the workdir is read (process 0's,
+    # for every process of a multi-process run); a refused run has touched nothing.
+    created = held.enter_context(hold(workdir, enabled=jax.process_index() == 0))
     _check_resumable(workdir, config)
     tc = config.train
     schedule = None
@@ -394,7 +401,7 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     # ---- from here on the run has started: the workdir is written ----
     if signals.requested:
         raise Interrupted("interrupted before training started; nothing was written.", signals.signum)
-    _start_workdir(workdir, config, task, resumed_from)
+    _start_workdir(workdir, config, task, resumed_from, created)
     checkpoints = Checkpoints(workdir, tc.keep_checkpoints, write=True)
     checkpoints.set_aside(skipped)
     writer = metrics_lib.MetricsWriter(workdir)
