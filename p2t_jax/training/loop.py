@@ -6,14 +6,17 @@ TensorBoard), a progress bar, Orbax checkpoints and exact resume.
 
 What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit codes):
 
+* One run per workdir: the run holds the workdir's lock (:mod:`p2t_jax.training.workdir_lock`)
+  from before it reads the workdir to its end; a second one is refused, naming the first.
 * Everything is checked before the workdir is touched: the config (:func:`check_run_config`
-  and the task's own checks), the workdir, the saved config of a run being resumed, the
-  checkpoint to resume from, and the first step's compilation and memory. A failed start
-  leaves the workdir as it was.
+  and the task's own checks), the workdir and every path the run writes in it
+  (:func:`check_run_paths`), the saved config of a run being resumed, the checkpoint to
+  resume from, and the first step's compilation and memory. A failed start leaves the
+  workdir as it was; a run that exists is resumed or refused, never started over.
 * A non-finite loss or gradient stops the run (``train.on_nonfinite = "stop"``, the
   default) before anything from that step is saved or ranked; ``"skip"`` leaves the state
   unchanged on such steps instead and counts them (the ``nonfinite`` metric).
-* SIGINT / SIGTERM stop the run at the next step boundary, after saving that step.
+* SIGINT / SIGTERM / SIGHUP stop the run at the next step boundary, after saving that step.
 * A failed save (a full disk) stops the run at once; the last good checkpoint stands.
 * After any stop, even ``kill -9``, the same command resumes from the newest readable
   checkpoint and ends exactly where the uninterrupted run would have.
@@ -25,6 +28,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import shutil
 import statistics
@@ -147,6 +151,44 @@ def check_workdir(workdir: pathlib.Path) -> None:
     existing = workdir if workdir.exists() else next((p for p in workdir.absolute().parents if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ConfigError(f"workdir '{workdir}' cannot be created: '{existing}' is a file.")
+
+
+# What a run writes inside its workdir: folders, and files it appends to or replaces.
+RUN_FOLDERS = ("checkpoints", "tb")
+RUN_FILES = ("metrics.jsonl", "config.json", "summary.json")
+
+
+def check_run_paths(workdir: pathlib.Path) -> None:
+    """Every path the run will write inside ``workdir`` is of the right kind and writable, and a
+    run that exists there can be resumed (its ``checkpoints`` folder is there).
+
+    Called before anything is written, so a bad path never costs a rewritten config.json or
+    a truncated metrics.jsonl. (A ``checkpoints`` folder without a complete save is a run
+    stopped before its first save: it starts again from step 0.)
+
+    Raises:
+      ConfigError: one sentence naming the path.
+    """
+    if not workdir.is_dir():
+        return
+    for name in RUN_FOLDERS:
+        path = workdir / name
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                raise ConfigError(f"'{path}' is not a folder, so the run cannot write its {name} there; "
+                                  f"move it away or choose another --workdir.")
+            if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+                raise ConfigError(f"'{path}' cannot be written (permission denied); choose another --workdir.")
+    for name in RUN_FILES:
+        path = workdir / name
+        if path.exists() or path.is_symlink():
+            if not path.is_file():
+                raise ConfigError(f"'{path}' is not a file; move it away or choose another --workdir.")
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise ConfigError(f"'{path}' cannot be written (permission denied); choose another --workdir.")
+    if (workdir / "config.json").exists() and not (workdir / "checkpoints").exists():
+        raise ConfigError(f"workdir '{workdir}' holds a run (config.json) but no checkpoints folder, so it cannot "
+                          f"be resumed and is not started over; restore the folder or choose another --workdir.")
 
 
 def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -296,6 +338,7 @@ def _start_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, tas
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
+            (workdir / "checkpoints").mkdir(exist_ok=True)  # before config.json: see check_run_paths
             metrics_lib.write_json(workdir / "config.json", json.loads(config.to_json()))
             if task.save_assets is not None:
                 task.save_assets(workdir)
@@ -352,6 +395,7 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     # One writer per workdir, for the whole run: taken before the workdir is read (process 0's,
     # for every process of a multi-process run); a refused run has touched nothing.
     created = held.enter_context(hold(workdir, enabled=jax.process_index() == 0))
+    check_run_paths(workdir)
     _check_resumable(workdir, config)
     tc = config.train
     schedule = None
