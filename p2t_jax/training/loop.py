@@ -447,8 +447,13 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         raise Interrupted("interrupted before training started; nothing was written.", signals.signum)
     _start_workdir(workdir, config, task, resumed_from, created)
     checkpoints = Checkpoints(workdir, tc.keep_checkpoints, write=True)
-    checkpoints.set_aside(skipped)
-    writer = metrics_lib.MetricsWriter(workdir)
+    try:
+        checkpoints.set_aside(skipped)
+        writer = metrics_lib.MetricsWriter(workdir)
+    except BaseException:  # the checkpointer's threads closed on this path too
+        with contextlib.suppress(Exception):
+            checkpoints.close()
+        raise
     run = _Run(task, config, workdir, progress, start)
     say = run.say
     early = EarlyStopping.from_meta(tc.get("early_stop_patience", 0), saved_meta.get("early_stop"))
