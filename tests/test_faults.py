@@ -419,10 +419,10 @@ def test_bad_input_to_a_trained_run_gets_one_sentence(trained, tmp_path, capsys)
 
 def test_garbled_metrics_lines_are_skipped_and_dropped_on_resume(trained, tmp_path, capsys):
     run = _copy(trained, tmp_path, "garbled_metrics")
-    with open(run / "metrics.jsonl", "a") as f:
-        f.write('{"step": 999, "split": "train", "loss": 1.0}\n{garbled\n')
-    assert len(read_metrics(run)) == len(read_metrics(trained)) + 1  # the garbled line skipped, with a warning
-    assert "skipped 1 line" in capsys.readouterr().err
+    with open(run / "metrics.jsonl", "ab") as f:  # a line cut short, bytes that are not UTF-8, a wrong type
+        f.write(b'{"step": 999, "split": "train", "loss": 1.0}\n{garbled\n\xff\xfe{"step": 1}\n{"step": "x", "split": 1}\n')
+    assert len(read_metrics(run)) == len(read_metrics(trained)) + 1  # the garbled lines skipped, with a warning
+    assert f"warning: skipped 3 line(s) of {run / 'metrics.jsonl'} that are not metric records." in capsys.readouterr().err
     assert main(["train", "--config", "shakespeare:smoke", "--workdir", str(run), "--no-progress",
                  "--config.train.num_steps=20"]) == 0
     steps = [r["step"] for r in read_metrics(run, "train")]
