@@ -23,8 +23,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config, require, require_positive
+from p2t_jax.experiment import Claims, main
 from p2t_jax.optim.chains import make_optimizer
 from p2t_jax.parallel.partitioning import bytes_per_device, make_partitioner
 from p2t_jax.tasks import language_model

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from conftest import load_experiment
 
-from p2t_jax.chapters import pointer as metrics
 from p2t_jax.cli import main
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config
 from p2t_jax.data import geometry
@@ -20,6 +19,7 @@ from p2t_jax.data import pointer as problems
 from p2t_jax.models.attention import MASKED
 from p2t_jax.models.pointer import END, PAD, beam_search, greedy_decode, sequence_log_likelihood
 from p2t_jax.tasks import pointer as pointer_task
+from p2t_jax.tasks import pointer_metrics as metrics
 from p2t_jax.training.loop import parameter_count
 
 SMOKE = "configs/pointer.py:smoke"

@@ -18,9 +18,9 @@ from typing import Any
 
 import streamlit as st
 
-from p2t_jax.cli import UsageError
 from p2t_jax.configuration import ConfigError
 from p2t_jax.data.cache import DataUnavailableError
+from p2t_jax.runs import UsageError
 from p2t_jax.training.checkpoint import CheckpointError
 
 

@@ -35,10 +35,10 @@ import ml_collections
 import numpy as np
 from flax import linen as nn
 
-from p2t_jax.chapters import regularisation
 from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data import image_datasets
 from p2t_jax.data.images import ImageBatches, ImageRecords, split_off
+from p2t_jax.models import regularisation
 from p2t_jax.optim import chains
 from p2t_jax.tasks import image_models
 from p2t_jax.training.loop import Task, evaluate, restore_state, train_and_evaluate

@@ -8,7 +8,7 @@ the range of n trained on, ``model.*`` the pointer network (:mod:`p2t_jax.models
 The loss is the cross-entropy of the pointer distribution at each target step (teacher
 forcing), averaged over the batch's real steps. Evaluation also decodes (greedy, and a
 beam when ``decode.beam_width > 1``) and measures the outputs
-(:func:`p2t_jax.chapters.pointer.output_metrics`) on ``train.eval_size`` instances with n
+(:func:`p2t_jax.tasks.pointer_metrics.output_metrics`) on ``train.eval_size`` instances with n
 cycling over ``data.eval_lengths``; ``p2t eval --config.data.eval_lengths="(20, 20)"``
 measures a trained run on longer inputs.
 """
@@ -23,12 +23,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from p2t_jax.chapters import pointer as metrics
 from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data import pointer as problems
 from p2t_jax.models.pointer import PointerNetwork, beam_search, greedy_decode
 from p2t_jax.models.rnn import CELLS
 from p2t_jax.optim import chains
+from p2t_jax.tasks import pointer_metrics as metrics
 from p2t_jax.training.loop import Task
 
 
@@ -137,7 +137,7 @@ def make_loss_fn(model: PointerNetwork, problem: str, beam_width: int = 1):
 
     Training: the mean cross-entropy of the target positions under teacher forcing, and
     ``teacher_forced_accuracy``. Evaluation adds the greedy outputs' metrics
-    (:func:`p2t_jax.chapters.pointer.output_metrics`, averaged) and, when ``beam_width > 1``,
+    (:func:`p2t_jax.tasks.pointer_metrics.output_metrics`, averaged) and, when ``beam_width > 1``,
     the beam's under ``beam_*``.
     """
 
@@ -209,7 +209,7 @@ def measure(model: PointerNetwork, problem: str, params, batch: dict, beam_width
 
     Returns:
       NumPy: ``greedy_positions`` ``[B, T]``, ``greedy_weights`` ``[B, T, S]``, ``greedy_log_likelihood``
-      ``[B]`` and ``greedy_<metric>`` ``[B]`` for every :func:`p2t_jax.chapters.pointer.output_metrics`;
+      ``[B]`` and ``greedy_<metric>`` ``[B]`` for every :func:`p2t_jax.tasks.pointer_metrics.output_metrics`;
       the same under ``beam_`` (no weights).
     """
     greedy_fn, beam_fn = decoders(model, beam_width)
