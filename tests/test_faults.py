@@ -639,7 +639,7 @@ def test_a_sharded_experiment_with_no_strategy_that_fits_is_refused(tiny_corpus,
 
 def test_an_experiment_that_checks_no_claim_fails(repo_root, tmp_path, capsys):
     """An experiment that ran but checked nothing: results.json is written, and exit 1 with an error line."""
-    from p2t_jax.chapters import experiment
+    from p2t_jax import experiment
 
     code = experiment.main(lambda config, workdir, claims: {"measured": 1.0}, script=__file__,
                            description="nothing checked", default_workdir=str(tmp_path / "w"),

@@ -30,7 +30,7 @@ def convex_hull(points_N2: np.ndarray) -> np.ndarray:
     """The convex hull's vertices as indices into ``points_N2``: counter-clockwise, starting
     from the lowest index (Vinyals et al.'s order). Collinear points on an edge are not vertices.
     A location held by several points (duplicates) is one vertex, named by the lowest index
-    among them, so the answer is well defined (the metrics of :mod:`p2t_jax.chapters.pointer`
+    among them, so the answer is well defined (the metrics of :mod:`p2t_jax.tasks.pointer_metrics`
     score an output through another copy the same).
 
     Args:
