@@ -81,6 +81,8 @@ def test_accelerator_script_smoke(repo_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert out.count("machine: ") >= 2 and "| validation loss at step 6 |" in out and "| tokens/s |" in out
+    assert "| FLOPs per step (XLA's cost analysis, lowered step) |" in out and "| predicted on cpu |" in out
+    assert "| H100 | 989 |" in out and "| A100 | 312 |" in out and "| v5e | 197 |" in out
     again = subprocess.run(["bash", str(repo_root / "bench" / "accelerator.sh")], env=env, capture_output=True,
                            text=True)
     assert again.returncode == 2 and "already exists" in again.stderr  # an earlier run is never overwritten
