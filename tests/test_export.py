@@ -167,7 +167,8 @@ def test_the_host_callback_check_finds_one():
 
 @pytest.fixture(scope="module")
 def sharded(no_data):
-    """``mesh name -> (partitioner, abstract state, abstract batch, {platform: Exported train step})``."""
+    """``mesh name -> (partitioner, abstract state, abstract batch, {platform: Exported train step},
+    {platform: Exported eval step})``."""
     cache = {}
 
     def get(mesh_name):
@@ -180,9 +181,11 @@ def sharded(no_data):
             state = partitioner.abstract_state(lambda: create_state(task.init_variables, config, tx))
             step = partitioner.jit_train_step(make_train_step(task.loss_fn, schedule), state)
             step = getattr(step, "step", step)  # the jitted step inside the CPU mesh's in-flight bound
+            evaluate = partitioner.jit_eval_step(make_eval_step(task.loss_fn), state)
             batch = _abstract(task.train_batch(0), partitioner.batch_sharding)
             cache[mesh_name] = (partitioner, state, batch,
-                                {p: export.export(step, platforms=[p])(state, batch) for p in PLATFORMS})
+                                {p: export.export(step, platforms=[p])(state, batch) for p in PLATFORMS},
+                                {p: export.export(evaluate, platforms=[p])(state, batch) for p in PLATFORMS})
         return cache[mesh_name]
 
     return get
@@ -196,8 +199,8 @@ def _spec(sharding, ndim):
 
 
 @pytest.mark.parametrize("mesh_name", sorted(MESHES))
-def test_sharded_step_lowers_with_the_shardings_the_rules_ask_for(sharded, mesh_name):
-    partitioner, state, batch, by_platform = sharded(mesh_name)
+def test_sharded_steps_lower_with_the_shardings_the_rules_ask_for(sharded, mesh_name):
+    partitioner, state, batch, by_platform, eval_by_platform = sharded(mesh_name)
     leaves = jax.tree.leaves((state, batch))
     expected = [_spec(x.sharding, x.ndim) for x in leaves]
     if mesh_name != "data":  # parameters really are split: the rules reach the module
@@ -222,6 +225,15 @@ def test_sharded_step_lowers_with_the_shardings_the_rules_ask_for(sharded, mesh_
         bthk = sdy_dims(partitioner.mesh_spec(("activation_batch", "activation_length", "activation_heads",
                                                "activation_kv")), 4)
         assert "sdy.sharding_constraint" in text and f"[{bthk}]" in text, platform
+        # the eval step: the same shardings in, its metrics replicated out
+        evaluated = eval_by_platform[platform]
+        assert host_callbacks(evaluated) == [] and evaluated.nr_devices == 8
+        kept = evaluated.module_kept_var_idx  # the optimiser state is not an input of the eval step's module
+        assert len(kept) < len(leaves)
+        got_in = evaluated.in_shardings_jax(partitioner.mesh)
+        assert [_spec(got_in[i], leaves[i].ndim) for i in kept] == [expected[i] for i in kept]
+        assert all(_spec(s, a.ndim) == () for s, a in zip(evaluated.out_shardings_jax(partitioner.mesh),
+                                                          evaluated.out_avals))
 
 
 def _gpu_recipe(**overrides):
