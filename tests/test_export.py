@@ -214,6 +214,12 @@ def test_sharded_steps_lower_with_the_shardings_the_rules_ask_for(sharded, mesh_
         assert len(in_module) == len(kept) == len(leaves)
         for arg, i in enumerate(kept):
             assert in_module[arg] == sdy_dims(leaves[i].sharding.spec, leaves[i].ndim), (platform, arg)
+        # and what the rules table says, read off the module: embed -> fsdp, mlp -> tensor, vocab whole
+        paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path((state, batch))[0]]
+        arg_of = {path: kept.index(i) for i, path in enumerate(paths)}
+        assert in_module[arg_of["[0].params['block_0']['mlp']['fc']['kernel']"]] == '{"fsdp"}, {"tensor"}'
+        assert in_module[arg_of["[0].params['token_embed']['embedding']"]] == '{}, {"fsdp"}'
+        assert in_module[arg_of["[1]['inputs']"]] == '{"data", "fsdp"}, {}'
         # what the Exported object says, in and out: the state's own shardings, metrics replicated
         got_in = [_spec(s, x.ndim) for s, x in zip(exported.in_shardings_jax(partitioner.mesh), leaves)]
         assert got_in == expected
