@@ -33,7 +33,7 @@ from p2t_jax.parallel.mesh import AXES, describe, make_mesh
 # Logical name -> mesh axis (or axes, or None: replicated), tried in order; a mesh axis is
 # used once per array. Activations have names of their own (p2t_jax.models.logical), so a
 # parameter's "embed" is sharded over fsdp while the activations' embed axis stays whole and
-# their batch takes data and fsdp. Configs import this table (p2t_jax.tasks.language_model).
+# their batch takes data and fsdp. Configs import this table (p2t_jax.training.config_groups).
 DEFAULT_RULES = (
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", None),
@@ -91,11 +91,21 @@ def _is_spec(x: Any) -> bool:
 
 
 def bytes_per_device(tree: Any) -> dict[jax.Device, int]:
-    """Bytes of ``tree``'s arrays held by each (addressable) device."""
+    """Bytes of ``tree``'s arrays that each device holds, computed from their shardings.
+
+    Works alike for arrays and for abstract ``jax.ShapeDtypeStruct`` leaves with a sharding
+    (nothing allocated), over every device of the shardings (all processes'). A replicated
+    array counts whole on each device; a leaf without a sharding counts on the first device.
+    """
     held: collections.Counter = collections.Counter()
     for x in jax.tree.leaves(tree):
-        for shard in x.addressable_shards:
-            held[shard.device] += shard.data.nbytes
+        shape, itemsize = tuple(np.shape(x)), np.dtype(x.dtype).itemsize
+        sharding = getattr(x, "sharding", None)
+        if sharding is None:
+            held[jax.devices()[0]] += math.prod(shape) * itemsize
+            continue
+        for device, index in sharding.devices_indices_map(shape).items():
+            held[device] += math.prod(len(range(*s.indices(n))) for s, n in zip(index, shape)) * itemsize
     return dict(held)
 
 
@@ -174,6 +184,12 @@ class Partitioner:
         """How many pieces the batch is cut into (the product of the batch's mesh axes)."""
         return self.shards(self.mesh_spec((logical_names.BATCH,))[0])
 
+    @property
+    def batch_axes(self) -> tuple[str, ...]:
+        """The mesh axes the batch is split over (e.g. ``("data", "fsdp")``)."""
+        axes = self.mesh_spec((logical_names.BATCH,))[0]
+        return axes if isinstance(axes, tuple) else (() if axes is None else (axes,))
+
     def describe(self) -> str:
         return describe(self.mesh)
 
@@ -184,6 +200,21 @@ class Partitioner:
         require(batch_size % n == 0,
                 f"config key '{key}' ({batch_size}) must be divisible by the {n} batch shards of the mesh "
                 f"({self.describe()}).")
+
+    def check_eval_batches(self, task: Any) -> None:
+        """Every evaluation batch of ``task`` must split over the batch shards: checked before the
+        run starts, not at its first evaluation (reads the evaluation data once, unplaced).
+
+        Raises:
+          ConfigError: the first batch whose rows do not divide, in one sentence.
+        """
+        n = self.batch_shards
+        for batch in task.eval_batches():
+            rows = int(jax.tree.leaves(batch)[0].shape[0])
+            require(rows % n == 0,
+                    f"an evaluation batch of {rows} rows cannot be split into the {n} batch shards of the mesh "
+                    f"({self.describe()}); choose evaluation sizes (train.eval_*) divisible by {n}, or another "
+                    f"'parallel.mesh_shape'.")
 
     def check_variables(self, abstract_variables: Any) -> None:
         """Every sharded variable axis must divide evenly over its mesh axes (one sentence otherwise)."""

@@ -18,9 +18,10 @@ from p2t_jax.configuration import ConfigError, require, require_choice, require_
 from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
+from p2t_jax.models.attention import ATTENTION_IMPLS
 from p2t_jax.models.transformer import DENSE_IMPLS, Transformer, TransformerConfig
-from p2t_jax.parallel.partitioning import DEFAULT_RULES
 from p2t_jax.resources import require_memory
+from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -56,38 +57,28 @@ def default_config() -> ml_collections.ConfigDict:
     # p2t_jax.models.dense.Dense (plain-matmul weight gradients, the faster XLA-CPU kernels);
     # general: nn.DenseGeneral on [B, T, D] (what GPUs and TPUs want).
     c.model.dense_impl = "auto"
+    # The fused attention's kernel: auto (cuDNN's fused kernel in the code lowered for a CUDA
+    # GPU with bfloat16 compute, XLA's elsewhere; decided for the platform the step is lowered
+    # for), xla, or cudnn (cuDNN's or refuse: needs a GPU). Attention with dropout on its
+    # probabilities (model.dropout_rate > 0, training) is written out and uses neither.
+    c.model.attention_impl = "auto"
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 3e-3  # peak learning rate after warm-up
-    c.optim.end_learning_rate = 3e-4  # cosine decays to this
-    c.optim.warmup_steps = 100  # linear warm-up from 0
-    c.optim.decay_steps = 0  # cosine length; 0 means train.num_steps
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.99
-    c.optim.eps = 1e-8
-    c.optim.weight_decay = 0.1  # decoupled, on matrices and embeddings only
-    c.optim.grad_clip_norm = 1.0  # clip_by_global_norm; 0 turns it off
+    c.optim = default_optim(  # the standard chain: clip_by_global_norm -> adamw on warm-up + cosine
+        name="adamw", implementation="optax", schedule="warmup_cosine",
+        learning_rate=3e-3,  # peak learning rate after warm-up
+        end_learning_rate=3e-4,  # cosine decays to this
+        warmup_steps=100,  # linear warm-up from 0
+        b1=0.9, b2=0.99, eps=1e-8,
+        weight_decay=0.1,  # decoupled, on matrices and embeddings only
+        grad_clip_norm=1.0)  # clip_by_global_norm; 0 turns it off
 
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 32  # windows per step
-    c.train.num_steps = 2000
-    c.train.log_every = 50  # train metrics every N steps
-    c.train.eval_every = 250  # validation loss every N steps
+    c.train = default_train(batch_size=32,  # windows per step
+                            num_steps=2000, log_every=50, eval_every=250, checkpoint_every=500,
+                            keep_checkpoints=2)  # latest saves kept (the best by val loss is kept besides)
     c.train.eval_batches = 20  # validation batches per evaluation
-    c.train.checkpoint_every = 500  # Orbax save every N steps (and at each eval and the end)
-    c.train.keep_checkpoints = 2  # latest saves kept (the best by val loss is kept besides)
-    c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
 
-    # Devices and hosts (README, "Scaling out"). Not part of what a resumed run must match:
-    # a checkpoint saved on one mesh restores onto another.
-    c.parallel = ml_collections.ConfigDict()
-    c.parallel.mesh_shape = (-1, 1, 1)  # devices along (data, fsdp, tensor); -1: the rest; one device: 1x1x1
-    c.parallel.logical_axis_rules = DEFAULT_RULES  # logical axis name -> mesh axis (p2t_jax.parallel.partitioning)
-    c.parallel.coordinator_address = ""  # multi-process: process 0's host:port; "" reads $P2T_COORDINATOR_ADDRESS
-    c.parallel.num_processes = 0  # processes in the run; 0 reads $P2T_NUM_PROCESSES
-    c.parallel.process_id = -1  # this process's index; -1 reads $P2T_PROCESS_ID
-    c.parallel.cluster_detect = False  # let JAX find the processes itself (TPU pod, SLURM, Open MPI)
-    c.parallel.initialization_timeout = 300  # seconds to wait for every process to join
+    # Devices and hosts (README, "Scaling out"): the batch over every device by default.
+    c.parallel = default_parallel(mesh_shape=(-1, 1, 1))
     return c
 
 
@@ -103,6 +94,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(0.0 <= m.dropout_rate < 1.0, f"config key 'model.dropout_rate' must be in [0, 1), got {m.dropout_rate}.")
     require_choice(config, "model.dtype", DTYPES)
     require_choice(config, "model.dense_impl", DENSE_IMPLS)
+    require_choice(config, "model.attention_impl", ATTENTION_IMPLS)
     require_choice(config, "data.source", ("auto", "embedded", "tfds"))
     require(o.warmup_steps >= 0, f"config key 'optim.warmup_steps' must be >= 0, got {o.warmup_steps}.")
     require(0 <= o.end_learning_rate <= o.learning_rate,
@@ -114,6 +106,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(m.vocab_size >= len(shakespeare.SHAKESPEARE_ALPHABET),
             f"config key 'model.vocab_size' must be at least {len(shakespeare.SHAKESPEARE_ALPHABET)} "
             f"(the character alphabet), got {m.vocab_size}.")
+    validate_groups(config)
 
 
 def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
@@ -123,7 +116,8 @@ def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
                              num_layers=m.num_layers, mlp_dim=m.mlp_dim, dropout_rate=m.dropout_rate,
                              use_bias=m.use_bias, tie_embeddings=m.tie_embeddings,
                              gelu_approximate=m.gelu_approximate, dtype=DTYPES[m.dtype],
-                             scan_layers=m.scan_layers, dense_impl=m.dense_impl)
+                             scan_layers=m.scan_layers, dense_impl=m.dense_impl,
+                             attention_impl=m.get("attention_impl", "auto"))
 
 
 def make_model(config: ml_collections.ConfigDict) -> Transformer:
@@ -159,6 +153,9 @@ def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.Confi
     """
     validate(config)
     t, m = config.train, config.model
+    require(m.get("attention_impl", "auto") != "cudnn" or jax.default_backend() == "gpu",
+            f"config key 'model.attention_impl' is 'cudnn', which needs a GPU with cuDNN, and JAX runs on "
+            f"{jax.default_backend()} here; choose auto (cuDNN's kernel wherever it can run) or xla.")
     require_memory(3 * 8 * t.batch_size * (m.max_len + 1), "one batch of windows",
                    "lower train.batch_size or model.max_len")
     splits, tokenizer, source = shakespeare.load_ids(config.data.source, config.data.tfds_data_dir or None)

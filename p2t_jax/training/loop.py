@@ -11,8 +11,9 @@ What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit
 * Everything is checked before the workdir is touched: the config (:func:`check_run_config`
   and the task's own checks), the workdir and every path the run writes in it
   (:func:`check_run_paths`), the saved config of a run being resumed, the checkpoint to
-  resume from, and the first step's compilation and memory. A failed start leaves the
-  workdir as it was; a run that exists is resumed or refused, never started over.
+  resume from, every evaluation batch against the mesh, and the first step's compilation
+  and memory. A failed start leaves the workdir as it was; a run that exists is resumed or
+  refused, never started over.
 * A non-finite loss or gradient stops the run (``train.on_nonfinite = "stop"``, the
   default) before anything from that step is saved or ranked; ``"skip"`` leaves the state
   unchanged on such steps instead and counts them (the ``nonfinite`` metric).
@@ -46,6 +47,7 @@ from tqdm.auto import tqdm
 
 from p2t_jax.configuration import ConfigError, require
 from p2t_jax.optim.chains import make_optimizer
+from p2t_jax.parallel import footprint
 from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.resources import require_memory
 from p2t_jax.training import metrics as metrics_lib
@@ -432,6 +434,8 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         train_batch, eval_batches = partitioner.batch_readers(task)
 
     compile_s, batch = None, None
+    if start < tc.num_steps and partitioner is not None:  # not at the first evaluation, after steps have run
+        partitioner.check_eval_batches(task)
     if start < tc.num_steps:  # compile before writing anything: a step that cannot run fails here
         batch = train_batch(start)
         t0 = time.perf_counter()
@@ -459,11 +463,19 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     early = EarlyStopping.from_meta(tc.get("early_stop_patience", 0), saved_meta.get("early_stop"))
     if partitioner is not None:
         say(f"mesh: {partitioner.describe()}")
+    state_footprint = footprint.measure(state.params, state.opt_state,
+                                        partitioner.batch_axes if partitioner is not None else ())
+    say(footprint.describe(state_footprint))
+    for text in footprint.warnings(state_footprint):
+        _warn(text)
     if skipped:
         say(f"resuming from step {resumed_from}: the newer checkpoint(s) at step {', '.join(map(str, skipped))} "
             f"could not be read and were moved to {workdir / 'unreadable'}.")
     summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start,
                                "mesh": partitioner.describe() if partitioner is not None else None}
+    summary["state"] = {"parameters": state_footprint.parameters, "param_bytes_per_device": state_footprint.param_bytes,
+                        "opt_state_bytes_per_device": state_footprint.opt_bytes,
+                        "unsharded_mesh_axes": [axis for axis, _ in state_footprint.unsharded_axes]}
     eval_metrics: dict[str, float] = {}
     train_metrics: dict[str, float] = {}
     early_stopped_at = None
