@@ -366,8 +366,8 @@ class Checkpoints:
             if difference is not None:
                 raise ConfigMismatch(
                     f"the checkpoint at step {step} in {manager.directory} holds another model or optimiser than "
-                    f"the config builds ({difference}): the config was changed since the run was saved (use the "
-                    f"one it was trained with, as in its config.json, or choose another --workdir).") from None
+                    f"the config builds ({difference}): the config or the run's config.json was changed since "
+                    f"the run was saved; use the config it was trained with, or choose another --workdir.") from None
             raise CheckpointError(_short(e)) from e
         return restored.state, dict(restored.meta or {})
 
