@@ -43,6 +43,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="config file and variant, e.g. configs/shakespeare.py:large")
     train.add_argument("--workdir", required=True, help="run folder; an existing checkpoint there is resumed")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                       help="on resume, let config KEY (or a group such as optim) differ from the saved run's; "
+                            "repeatable; each change is recorded in metrics.jsonl")
 
     sample = sub.add_parser("sample", help="generate text from a trained run")
     sample.add_argument("--workdir", required=True)
@@ -111,7 +114,8 @@ def cmd_train(args, overrides) -> int:
     task, config = task_module.build(config)
     if hasattr(task_module, "describe"):
         say(f"data: {task_module.describe(task)}")
-    state, summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress)
+    state, summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress,
+                                        allow_change=args.allow_change)
     say(f"model: {tasks.task_name(config)} ({config.get('variant', 'default')}), "
         f"{parameter_count(state.params):,} parameters; steps {summary['start_step']} -> {summary['final_step']}")
     if summary.get("eval"):

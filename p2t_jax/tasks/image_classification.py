@@ -90,6 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-8  # adam, adamw, rmsprop
     c.optim.weight_decay = 0.0  # decoupled weight decay (adamw and lion only), on weight matrices
     c.optim.grad_clip_norm = 0.0  # clip_by_global_norm; 0 turns it off
+    chains.add_fields(c.optim)  # optim.name, .kwargs.*, .chain, .factory: p2t_jax/optim/chains.py
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # examples per update
@@ -121,16 +122,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(lo.l2 >= 0.0, f"config key 'loss.l2' must be >= 0, got {lo.l2}.")
     require_positive(config, "optim.learning_rate", "train.batch_size",
                      "train.eval_batch_size", "train.keep_checkpoints")
-    require_choice(config, "optim.name", chains.OPTIMIZERS)
-    require_choice(config, "optim.implementation", chains.IMPLEMENTATIONS)
-    require_choice(config, "optim.schedule", chains.SCHEDULES)
     require(o.weight_decay >= 0 and o.grad_clip_norm >= 0,
             "config keys 'optim.weight_decay' and 'optim.grad_clip_norm' must be >= 0.")
-    require(o.weight_decay == 0 or o.name in chains.WITH_WEIGHT_DECAY,
+    require(o.weight_decay == 0 or o.name not in chains.CLASSIC or o.name in chains.WITH_WEIGHT_DECAY,
             f"config key 'optim.weight_decay' is used by {' and '.join(chains.WITH_WEIGHT_DECAY)} only; set it to 0 "
             f"for {o.name} or use loss.l2 for an L2 penalty.")
     require(0 <= o.b1 < 1 and 0 <= o.b2 < 1 and 0 <= o.momentum < 1 and 0 <= o.rms_decay < 1,
             "config keys 'optim.b1', 'optim.b2', 'optim.momentum' and 'optim.rms_decay' must be in [0, 1).")
+    chains.validate_optim(config)
     require(t.num_epochs > 0 or t.num_steps > 0,
             "config key 'train.num_epochs' (or 'train.num_steps') must be positive.")
     require(t.num_epochs >= 0 and t.num_steps >= 0 and t.log_every >= 0 and t.eval_every >= 0

@@ -19,6 +19,7 @@ from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
 from p2t_jax.models.transformer import DENSE_IMPLS, Transformer, TransformerConfig
+from p2t_jax.optim import chains
 from p2t_jax.parallel.partitioning import DEFAULT_RULES
 from p2t_jax.resources import require_memory
 from p2t_jax.training.loop import Task
@@ -67,6 +68,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.eps = 1e-8
     c.optim.weight_decay = 0.1  # decoupled, on matrices and embeddings only
     c.optim.grad_clip_norm = 1.0  # clip_by_global_norm; 0 turns it off
+    chains.add_fields(c.optim)  # optim.name, .kwargs.*, .chain, .factory: p2t_jax/optim/chains.py
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 32  # windows per step
@@ -114,6 +116,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(m.vocab_size >= len(shakespeare.SHAKESPEARE_ALPHABET),
             f"config key 'model.vocab_size' must be at least {len(shakespeare.SHAKESPEARE_ALPHABET)} "
             f"(the character alphabet), got {m.vocab_size}.")
+    chains.validate_optim(config)
 
 
 def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
@@ -177,6 +180,8 @@ def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.Confi
         eval_batches=lambda rows=None: batches.eval_batches(t.eval_batches, rows=rows), batch_rows=True,
         items_per_batch=t.batch_size * m.max_len, items_name="tokens",
         save_assets=save_assets,
+        logits_fn=lambda params, model_state, batch: model.apply({"params": params}, batch["inputs"]),
+        labels_key="targets",
         meta={"data_source": source, "train_tokens": int(len(splits["train"])),
               "validation_tokens": int(len(splits["validation"]))})
     return task, config

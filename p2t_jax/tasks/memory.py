@@ -46,7 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.forget_bias = 1.0  # LSTM only: forget gates start open (Gers et al. 2000; Jozefowicz et al. 2015)
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"  # any of p2t_jax.optim.chains.OPTIMIZERS
+    c.optim.name = "adam"  # any of p2t_jax.optim.chains.OPTIMIZERS (Optax's optimisers)
     c.optim.implementation = "optax"  # optax or scratch
     c.optim.learning_rate = 3e-3  # peak learning rate
     c.optim.schedule = "warmup_cosine"  # warmup_cosine or constant
@@ -60,6 +60,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.rms_decay = 0.9  # rmsprop only
     c.optim.weight_decay = 0.0  # decoupled decay (adamw, lion)
     c.optim.grad_clip_norm = 1.0  # clip_by_global_norm in the chain; 0 turns it off
+    chains.add_fields(c.optim)  # optim.name, .kwargs.*, .chain, .factory: p2t_jax/optim/chains.py
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64  # sentences per step

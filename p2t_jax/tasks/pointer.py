@@ -56,7 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.decode.beam_width = 4  # beam search keeps this many outputs per input (1: greedy)
 
     c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"  # any of p2t_jax.optim.chains.OPTIMIZERS
+    c.optim.name = "adam"  # any of p2t_jax.optim.chains.OPTIMIZERS (Optax's optimisers)
     c.optim.implementation = "optax"  # optax or scratch
     c.optim.learning_rate = 1e-3  # peak learning rate
     c.optim.schedule = "warmup_cosine"  # warmup_cosine or constant
@@ -70,6 +70,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.rms_decay = 0.9  # rmsprop only
     c.optim.weight_decay = 0.0  # decoupled decay (adamw, lion)
     c.optim.grad_clip_norm = 2.0  # clip_by_global_norm (the paper clips at 2); 0 turns it off
+    chains.add_fields(c.optim)  # optim.name, .kwargs.*, .chain, .factory: p2t_jax/optim/chains.py
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 128  # instances per step (the paper's)

@@ -61,6 +61,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.rms_decay = 0.9
     c.optim.weight_decay = 0.0
     c.optim.grad_clip_norm = 1.0  # clip_by_global_norm; 0 turns it off
+    chains.add_fields(c.optim)  # optim.name, .kwargs.*, .chain, .factory: p2t_jax/optim/chains.py
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64

@@ -73,6 +73,40 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be found or read; the message is one sentence for the user."""
 
 
+class CheckpointMismatch(CheckpointError):
+    """A readable checkpoint whose arrays do not fit the state the config builds (another model
+    or optimiser): every save of the run would fail alike, so no older one is tried."""
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(getattr(leaf, "shape", ()))
+            for path, leaf in leaves}
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return f"[{', '.join(map(str, shape))}]"
+
+
+def describe_mismatch(expected: Any, saved: Any) -> str | None:
+    """The first array path where ``saved`` (the checkpoint's tree of shapes) and ``expected``
+    (the state's abstract tree) differ, as a clause naming both sides; None when they fit."""
+    want, have = _flat_shapes(expected), _flat_shapes(saved)
+    for path, shape in want.items():
+        if path not in have:
+            group = path.split("/")[0]
+            return (f"{path} (shape {_shape_text(shape)}) is in the {'optimiser state' if group == 'opt_state' else group}"
+                    f" this config builds but not in the checkpoint, which holds {len(have)} arrays to its "
+                    f"{len(want)}")
+        if have[path] != shape:
+            return f"{path} has shape {_shape_text(have[path])} in the checkpoint but {_shape_text(shape)} in this config"
+    extra = next((p for p in have if p not in want), None)
+    if extra is not None:
+        return (f"{extra} (shape {_shape_text(have[extra])}) is in the checkpoint but not in the state this config "
+                f"builds, which holds {len(want)} arrays to its {len(have)}")
+    return None
+
+
 def _short(e: BaseException) -> str:
     """One short clause for an exception: the operating system's reason when it names one
     (``No space left on device``), else its type and the start of its first line."""
@@ -272,7 +306,25 @@ class Checkpoints:
 
     # ---- restoring ------------------------------------------------------------------------
 
+    def _saved_shapes(self, manager: ocp.CheckpointManager, step: int) -> Any | None:
+        """The tree of array metadata (shapes) saved at ``step``, or None when it cannot be read."""
+        try:
+            folder = pathlib.Path(manager.directory) / str(step) / "state"
+            with ocp.Checkpointer(ocp.StandardCheckpointHandler()) as reader:
+                metadata = reader.metadata(folder)
+            tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
+            return tree if isinstance(tree, dict) else None
+        except Exception:  # noqa: BLE001 - unreadable metadata: the restore itself reports it
+            return None
+
     def _read(self, manager: ocp.CheckpointManager, step: int, abstract: Any) -> tuple[Any, dict]:
+        saved = self._saved_shapes(manager, step)
+        if saved is not None:
+            mismatch = describe_mismatch(abstract, saved)
+            if mismatch is not None:
+                raise CheckpointMismatch(f"the checkpoint at step {step} in {self.directory} does not fit the model "
+                                         f"and optimiser this config builds: {mismatch}; resume with the config "
+                                         f"that saved it, or choose a new --workdir.")
         try:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -315,6 +367,8 @@ class Checkpoints:
         for manager, s in candidates:
             try:
                 items, meta = self._read(manager, s, abstract)
+            except CheckpointMismatch:
+                raise
             except CheckpointError as e:
                 if len(candidates) == 1:
                     raise CheckpointError(f"the checkpoint at step {s} in {where} cannot be read ({e}).") from e
@@ -325,6 +379,17 @@ class Checkpoints:
             return Restored(items, meta, s, skipped)
         raise CheckpointError(f"none of the {len(candidates)} checkpoints in {where} can be read (newest, step "
                               f"{candidates[0][1]}: {skipped[candidates[0][1]]}).")
+
+    def newest_meta(self) -> dict:
+        """The meta dict of the newest save whose meta can be read ({} if none): facts fixed
+        for the whole run, such as the schedule's horizon, read before the state is restored."""
+        for step in reversed(self.steps()):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                return dict(restored.meta or {})
+            except Exception:  # noqa: BLE001 - an unreadable save: try the one before
+                continue
+        return {}
 
     def set_aside(self, steps: list[int]) -> pathlib.Path | None:
         """Moves the saves at ``steps`` to ``unreadable/`` in the workdir (kept, not deleted).
