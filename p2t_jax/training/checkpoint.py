@@ -92,7 +92,10 @@ def describe_mismatch(expected: Any, saved: Any) -> str | None:
     """The first array path where ``saved`` (the checkpoint's tree of shapes) and ``expected``
     (the state's abstract tree) differ, as a clause naming both sides; None when they fit."""
     want, have = _flat_shapes(expected), _flat_shapes(saved)
-    for path, shape in want.items():
+    order = ("params", "model_state", "opt_state")  # the model's own arrays first
+    ranked = sorted(want, key=lambda p: order.index(p.split("/")[0]) if p.split("/")[0] in order else len(order))
+    for path in ranked:
+        shape = want[path]
         if path not in have:
             group = path.split("/")[0]
             return (f"{path} (shape {_shape_text(shape)}) is in the {'optimiser state' if group == 'opt_state' else group}"

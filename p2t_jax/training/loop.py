@@ -221,10 +221,9 @@ def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict,
     refused = {k: v for k, v in changes.items() if not _allowed(k, allow_change)}
     if refused:
         listed = "; ".join(f"{k} was {json.dumps(a)}, now {json.dumps(b)}" for k, (a, b) in refused.items())
-        first = next(iter(refused))
+        flags = " ".join(f"--allow-change {k}" for k in refused)
         raise ConfigError(f"workdir {workdir} holds a run whose config differs: {listed}; resume with the saved "
-                          f"values, pass --allow-change {first} (once per key) for a change you mean, or choose "
-                          f"a new --workdir.")
+                          f"values, pass {flags} for changes you mean, or choose a new --workdir.")
     return changes
 
 
