@@ -84,27 +84,6 @@ OPTAX_OPTIMIZERS = _optax_optimizers()
 OPTIMIZERS = tuple(sorted(set(OPTAX_OPTIMIZERS) | set(CLASSIC)))
 
 
-def add_fields(optim: ml_collections.ConfigDict, *, name: str = "adamw", implementation: str = "optax",
-               schedule: str = "warmup_cosine") -> ml_collections.ConfigDict:
-    """Adds the fields that pick the optimiser to a task's ``optim`` group (those it lacks), so
-    every task takes ``--config.optim.name=lion``, ``optim.kwargs.*``, ``optim.chain`` and
-    ``optim.factory`` from the command line. Returns ``optim``."""
-    defaults = dict(
-        name=name,  # an Optax optimiser (adamw, adam, sgd, lion, adafactor, ...), or momentum / nesterov
-        implementation=implementation,  # optax, or scratch (p2t_jax/optim/scratch.py; the classic seven)
-        schedule=schedule,  # warmup_cosine or constant
-        chain=(),  # ((optax transform name, {kwargs}), ...): the whole optimiser; () uses optim.name
-        factory="",  # "module:function", function(config) -> GradientTransformation; "" uses chain or name
-    )
-    with optim.unlocked():
-        for key, value in defaults.items():
-            if key not in optim:
-                optim[key] = value
-        if "kwargs" not in optim:
-            optim.kwargs = ml_collections.ConfigDict()  # the optimiser's further hyperparameters (open group)
-    return optim
-
-
 # ---- checking keyword arguments against an Optax function -------------------------------------
 
 def _signature(fn: Callable) -> inspect.Signature:
