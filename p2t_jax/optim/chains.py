@@ -178,8 +178,8 @@ def _named(optim: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.
     name = optim.get("name", "adamw")
     impl = optim.get("implementation", "optax")
     if name not in OPTIMIZERS:
-        raise ConfigError(f"config key 'optim.name' must be an Optax optimiser ({', '.join(OPTIMIZERS)}), "
-                          f"got {name!r}.")
+        raise ConfigError(f"config key 'optim.name' must be one of {', '.join(OPTIMIZERS)} (Optax's optimisers "
+                          f"and momentum, nesterov), got {name!r}.")
     if impl not in IMPLEMENTATIONS:
         raise ConfigError(f"config key 'optim.implementation' must be one of {', '.join(IMPLEMENTATIONS)}, "
                           f"got {impl!r}.")
