@@ -186,3 +186,11 @@ def test_a_pooled_output_without_logits_fn_is_one_sentence_not_a_traceback(own_t
                                           r"check that the model's output and the loss's labels agree in shape\."):
         train_and_evaluate(task, config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_allow_change_must_name_a_config_key(own_task, tmp_path):
+    code, _, err = _p2t("train", "--config", str(tmp_path / "own_config.py"), "--workdir", str(tmp_path / "run"),
+                        "--no-progress", "--allow-change", "optim.learning_rate", "--allow-change", "optim.lr")
+    assert code == 2 and err.strip() == ("error: --allow-change 'optim.lr' is not a config key (such as "
+                                         "optim.learning_rate, or a group such as optim).")
+    assert not (tmp_path / "run").exists()
