@@ -11,8 +11,9 @@ What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit
 * Everything is checked before the workdir is touched: the config (:func:`check_run_config`
   and the task's own checks), the workdir and every path the run writes in it
   (:func:`check_run_paths`), the saved config of a run being resumed, the checkpoint to
-  resume from, and the first step's compilation and memory. A failed start leaves the
-  workdir as it was; a run that exists is resumed or refused, never started over.
+  resume from, every evaluation batch against the mesh, and the first step's compilation
+  and memory. A failed start leaves the workdir as it was; a run that exists is resumed or
+  refused, never started over.
 * A non-finite loss or gradient stops the run (``train.on_nonfinite = "stop"``, the
   default) before anything from that step is saved or ranked; ``"skip"`` leaves the state
   unchanged on such steps instead and counts them (the ``nonfinite`` metric).
