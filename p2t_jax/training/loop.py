@@ -10,10 +10,12 @@ What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit
   from before it reads the workdir to its end; a second one is refused, naming the first.
 * Everything is checked before the workdir is touched: the config (:func:`check_run_config`
   and the task's own checks), the workdir and every path the run writes in it
-  (:func:`check_run_paths`), the saved config of a run being resumed, the checkpoint to
-  resume from, every evaluation batch against the mesh, and the first step's compilation
-  and memory. A failed start leaves the workdir as it was; a run that exists is resumed or
-  refused, never started over.
+  (:func:`check_run_paths`), the saved config of a run being resumed (key by key, each
+  difference named with both values; ``allow_change`` lets chosen ones through), the
+  checkpoint to resume from, every evaluation batch against the mesh, the task's logits
+  against its labels (:func:`check_outputs`), and the first step's compilation and memory.
+  A failed start leaves the workdir as it was; a run that exists is resumed or refused,
+  never started over.
 * A non-finite loss or gradient stops the run (``train.on_nonfinite = "stop"``, the
   default) before anything from that step is saved or ranked; ``"skip"`` leaves the state
   unchanged on such steps instead and counts them (the ``nonfinite`` metric).
@@ -58,7 +60,8 @@ from p2t_jax.training.workdir_lock import hold
 
 # Config groups that may change when a run is resumed: how long and how often (``train``)
 # and on which devices (``parallel``). Everything else (seed, model, data, optim, loss, ...)
-# must match the run's saved config.json.
+# must match the run's saved config.json, unless named in ``allow_change``. More steps keep
+# the learning-rate schedule of the first start (:func:`schedule_horizon`).
 RESUME_MAY_CHANGE = ("train", "parallel", "variant")
 NONFINITE_POLICIES = ("stop", "skip")
 INT32_MAX = 2**31 - 1
