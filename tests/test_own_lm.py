@@ -194,3 +194,20 @@ def test_allow_change_must_name_a_config_key(own_task, tmp_path):
     assert code == 2 and err.strip() == ("error: --allow-change 'optim.lr' is not a config key (such as "
                                          "optim.learning_rate, or a group such as optim).")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_head_too_small_without_logits_fn_is_not_blamed_on_the_learning_rate(own_task, tmp_path):
+    from p2t_jax.configuration import load_config
+    from p2t_jax.training.loop import train_and_evaluate
+    from p2t_jax.training.stopping import Diverged
+
+    config = load_config(str(tmp_path / "own_config.py"))
+    with config.unlocked():
+        config.model.vocab_size = 20  # labels reach further: their log-probabilities are NaN from the start
+    task, config = own_task.build(config)
+    task.logits_fn = None
+    with pytest.raises(Diverged, match=r"training diverged at step 1, before any update could have: the loss became "
+                                       r"nan; nothing was saved \(the initial model already gives it: check that "
+                                       r"its output fits the labels") as e:
+        train_and_evaluate(task, config, tmp_path / "run", progress=False)
+    assert "learning_rate" not in str(e.value)

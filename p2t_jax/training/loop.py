@@ -458,6 +458,11 @@ def _diverged(step: int, values: dict, last_saved: int | None, what: str | None 
         what = (f"the loss became {loss}" if not math.isfinite(loss)
                 else f"the gradient norm became {values.get('grad_norm')}")
     kept = f"the last checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was saved"
+    if step == 1:  # not finite before any update: the model's output and the labels, more likely than the rate
+        return Diverged(f"training diverged at step 1, before any update could have: {what}; nothing was saved "
+                        f"(the initial model already gives it: check that its output fits the labels, e.g. a "
+                        f"vocabulary or head larger than the largest label, which Task.logits_fn lets the loop "
+                        f"check, and that the batches hold finite numbers).")
     return Diverged(f"training diverged at step {step}: {what}; nothing from it was saved and {kept} "
                     f"(lower optim.learning_rate, or set train.on_nonfinite=skip to skip such steps).")
 
