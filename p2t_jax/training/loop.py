@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from p2t_jax.configuration import ConfigError, require
 from p2t_jax.optim.chains import make_optimizer
+from p2t_jax.parallel import footprint
 from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.resources import require_memory
 from p2t_jax.training import metrics as metrics_lib
@@ -609,11 +610,19 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     early = EarlyStopping.from_meta(tc.get("early_stop_patience", 0), saved_meta.get("early_stop"))
     if partitioner is not None:
         say(f"mesh: {partitioner.describe()}")
+    state_footprint = footprint.measure(state.params, state.opt_state,
+                                        partitioner.batch_axes if partitioner is not None else ())
+    say(footprint.describe(state_footprint))
+    for text in footprint.warnings(state_footprint):
+        _warn(text)
     if skipped:
         say(f"resuming from step {resumed_from}: the newer checkpoint(s) at step {', '.join(map(str, skipped))} "
             f"could not be read and were moved to {workdir / 'unreadable'}.")
     summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "schedule_steps": horizon,
                                "mesh": partitioner.describe() if partitioner is not None else None}
+    summary["state"] = {"parameters": state_footprint.parameters, "param_bytes_per_device": state_footprint.param_bytes,
+                        "opt_state_bytes_per_device": state_footprint.opt_bytes,
+                        "unsharded_mesh_axes": [axis for axis, _ in state_footprint.unsharded_axes]}
     eval_metrics: dict[str, float] = {}
     train_metrics: dict[str, float] = {}
     early_stopped_at = None
