@@ -416,6 +416,17 @@ class Checkpoints:
         raise CheckpointError(f"none of the {len(candidates)} checkpoints in {where} can be read (newest, step "
                               f"{candidates[0][1]}: {skipped[candidates[0][1]]}).")
 
+    def newest_meta(self) -> dict:
+        """The meta dict of the newest save whose meta can be read ({} if none): facts fixed
+        for the whole run, such as the schedule's horizon, read before the state is restored."""
+        for step in reversed(self.steps()):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                return dict(restored.meta or {})
+            except Exception:  # noqa: BLE001 - an unreadable save: try the one before
+                continue
+        return {}
+
     def set_aside(self, steps: list[int]) -> pathlib.Path | None:
         """Moves the saves at ``steps`` to ``unreadable/`` in the workdir (kept, not deleted).
 
