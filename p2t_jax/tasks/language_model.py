@@ -19,6 +19,7 @@ from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
 from p2t_jax.models.attention import ATTENTION_IMPLS
+from p2t_jax.models.decoder import Decoder
 from p2t_jax.models.transformer import DENSE_IMPLS, Transformer, TransformerConfig
 from p2t_jax.resources import require_memory
 from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
@@ -131,6 +132,16 @@ def init_params(model: Transformer, rng: jax.Array, unbox: bool = True) -> dict:
     return nn.meta.unbox(variables) if unbox else variables
 
 
+def decoder(config: ml_collections.ConfigDict) -> Decoder:
+    """How ``p2t sample`` runs this task's Transformer: with its key/value cache, or recomputing."""
+    model, m = make_model(config), config.model
+    cache_bytes = 2 * 4 * m.num_layers * m.max_len * m.emb_dim  # keys and values, float32, per sample
+    return Decoder(init_variables=lambda rng: init_params(model, rng),
+                   logits_fn=lambda params, tokens_BT: model.apply({"params": params}, tokens_BT),
+                   context=m.max_len, cached_model=model,
+                   bytes_per_sample=2 * cache_bytes + 4 * m.max_len * m.vocab_size)
+
+
 def make_loss_fn(model: Transformer):
     """Next-token cross-entropy (mean over ``[B, T]``) and accuracy."""
 
@@ -174,6 +185,8 @@ def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.Confi
         eval_batches=lambda rows=None: batches.eval_batches(t.eval_batches, rows=rows), batch_rows=True,
         items_per_batch=t.batch_size * m.max_len, items_name="tokens",
         save_assets=save_assets,
+        logits_fn=lambda params, model_state, batch: model.apply({"params": params}, batch["inputs"]),
+        labels_key="targets",
         meta={"data_source": source, "train_tokens": int(len(splits["train"])),
               "validation_tokens": int(len(splits["validation"]))})
     return task, config

@@ -366,8 +366,8 @@ class Checkpoints:
             if difference is not None:
                 raise ConfigMismatch(
                     f"the checkpoint at step {step} in {manager.directory} holds another model or optimiser than "
-                    f"the config builds ({difference}): the config was changed since the run was saved (use the "
-                    f"one it was trained with, as in its config.json, or choose another --workdir).") from None
+                    f"the config builds ({difference}): the config or the run's config.json was changed since "
+                    f"the run was saved; use the config it was trained with, or choose another --workdir.") from None
             raise CheckpointError(_short(e)) from e
         return restored.state, dict(restored.meta or {})
 
@@ -415,6 +415,17 @@ class Checkpoints:
             return Restored(items, meta, s, skipped)
         raise CheckpointError(f"none of the {len(candidates)} checkpoints in {where} can be read (newest, step "
                               f"{candidates[0][1]}: {skipped[candidates[0][1]]}).")
+
+    def newest_meta(self) -> dict:
+        """The meta dict of the newest save whose meta can be read ({} if none): facts fixed
+        for the whole run, such as the schedule's horizon, read before the state is restored."""
+        for step in reversed(self.steps()):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                return dict(restored.meta or {})
+            except Exception:  # noqa: BLE001 - an unreadable save: try the one before
+                continue
+        return {}
 
     def set_aside(self, steps: list[int]) -> pathlib.Path | None:
         """Moves the saves at ``steps`` to ``unreadable/`` in the workdir (kept, not deleted).
