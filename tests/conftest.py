@@ -66,14 +66,43 @@ Shall I hear more, or shall I speak at this?
 """
 
 
-@pytest.fixture
-def tiny_corpus(monkeypatch):
-    """Replaces the Shakespeare corpus with a small repeated passage (no download)."""
+def _patch_corpus(monkeypatch) -> dict:
     from p2t_jax.data import shakespeare
 
     texts = {"train": PASSAGE * 40, "validation": PASSAGE * 4}
     monkeypatch.setattr(shakespeare, "load_texts", lambda source="auto", data_dir=None: (dict(texts), "test:passage"))
     return texts
+
+
+@pytest.fixture
+def tiny_corpus(monkeypatch):
+    """Replaces the Shakespeare corpus with a small repeated passage (no download)."""
+    return _patch_corpus(monkeypatch)
+
+
+SMOKE_RUN_STEPS = 20
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One run folder of `p2t train` (the ``smoke`` Shakespeare config on the test passage,
+    ``SMOKE_RUN_STEPS`` steps), trained once per test process and shared by the modules that
+    read a trained Transformer run. Read it only: a test that changes a run copies this one
+    first (``shutil.copytree``)."""
+    from p2t_jax.cli import main
+
+    workdir = tmp_path_factory.mktemp("smoke_run") / "smoke"
+    with pytest.MonkeyPatch.context() as mp:
+        _patch_corpus(mp)
+        assert main(["train", "--config", str(REPO / "configs" / "shakespeare.py") + ":smoke", "--workdir", str(workdir),
+                     "--no-progress", f"--config.train.num_steps={SMOKE_RUN_STEPS}"]) == 0
+    before = _listing(workdir)
+    yield workdir
+    assert _listing(workdir) == before, "a test changed the shared smoke run; copy it first"
+
+
+def _listing(folder: pathlib.Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
 
 
 @pytest.fixture
