@@ -23,6 +23,7 @@ import chex
 import jax
 import numpy as np
 import pytest
+from conftest import SMOKE_RUN_STEPS
 
 from p2t_jax.cli import main
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config
@@ -329,11 +330,9 @@ def test_bad_training_input_gets_one_sentence_and_touches_nothing(tiny_corpus, t
 
 
 @pytest.fixture
-def trained(tiny_corpus, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("trained")
-    assert main(["train", "--config", "shakespeare:smoke", "--workdir", str(workdir), "--no-progress",
-                 "--config.train.num_steps=10"]) == 0
-    return workdir
+def trained(tiny_corpus, smoke_run):
+    """The shared smoke run (conftest.smoke_run: `p2t train` of the smoke config); read only, copied to change."""
+    return smoke_run
 
 
 def _copy(trained: pathlib.Path, tmp_path: pathlib.Path, name: str) -> pathlib.Path:
@@ -370,9 +369,9 @@ def test_garbled_metrics_lines_are_skipped_and_dropped_on_resume(trained, tmp_pa
     assert len(read_metrics(run)) == len(read_metrics(trained)) + 1  # the garbled line skipped, with a warning
     assert "skipped 1 line" in capsys.readouterr().err
     assert main(["train", "--config", "shakespeare:smoke", "--workdir", str(run), "--no-progress",
-                 "--config.train.num_steps=20"]) == 0
+                 f"--config.train.num_steps={SMOKE_RUN_STEPS + 10}"]) == 0
     steps = [r["step"] for r in read_metrics(run, "train")]
-    assert 999 not in steps and steps == sorted(steps) and len(steps) == len(set(steps))
+    assert max(steps) == SMOKE_RUN_STEPS + 10 and 999 not in steps and steps == sorted(steps) and len(steps) == len(set(steps))
 
 
 # ---- the disk -----------------------------------------------------------------------------
