@@ -112,7 +112,8 @@ def smoke_run(tmp_path_factory):
 
 
 def _listing(folder: pathlib.Path) -> list[tuple[str, int, int]]:
-    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+                  if p.is_file())
 
 
 @pytest.fixture

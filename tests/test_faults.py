@@ -474,12 +474,13 @@ def test_the_workdir_lock_is_exclusive_nests_and_dies_with_its_process(tmp_path)
 
 
 def test_a_training_on_a_held_workdir_is_refused_and_touches_nothing(trained, tmp_path, capsys):
-    before = _listing(trained)
-    with _held_by_another_process(trained) as holder:
-        err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(trained),
+    run = _copy(trained, tmp_path, "held")  # the holder leaves its lock file behind
+    before = _listing(run)
+    with _held_by_another_process(run) as holder:
+        err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(run),
                                      "--no-progress", "--config.train.num_steps=20"])
         assert f"is in use by another run (process {holder.pid})" in err, err
-        assert _listing(trained) == dict(before, **{LOCK_NAME: f"{holder.pid}\n".encode()})
+        assert _listing(run) == dict(before, **{LOCK_NAME: f"{holder.pid}\n".encode()})
     new = tmp_path / "new"
     with _held_by_another_process(new):
         assert "is in use by another run" in _one_sentence(capsys, ["train", "--config", "shakespeare:smoke",
