@@ -23,7 +23,7 @@ import chex
 import jax
 import numpy as np
 import pytest
-from conftest import SMOKE_RUN_STEPS
+from conftest import QUICK_COMPILE, SMOKE_RUN_STEPS
 
 from p2t_jax.cli import main
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config
@@ -39,7 +39,7 @@ STEPS = 300
 RUN = ["train", "--config", "shakespeare:smoke", "--no-progress", f"--config.train.num_steps={STEPS}",
        "--config.train.log_every=5", "--config.train.checkpoint_every=25", "--config.train.eval_every=100",
        "--config.model.dropout_rate=0.1"]
-ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", TQDM_DISABLE="1")
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=QUICK_COMPILE, TQDM_DISABLE="1")  # one device, compiled as here
 TIMEOUT_S = 300
 
 
