@@ -102,6 +102,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
     c.train.early_stop_patience = 0  # stop after N evaluations without a lower eval loss; 0: never
     c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
+    c.train.grad_accum_steps = 1  # microbatches per step, scanned inside the one jitted step; divides batch_size
+    c.train.prefetch = 2  # training batches placed on the devices ahead of their step; 0: none
     return c
 
 

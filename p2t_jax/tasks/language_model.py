@@ -77,6 +77,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 500  # Orbax save every N steps (and at each eval and the end)
     c.train.keep_checkpoints = 2  # latest saves kept (the best by val loss is kept besides)
     c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
+    c.train.grad_accum_steps = 1  # microbatches per step, scanned inside the one jitted step; divides batch_size
+    c.train.prefetch = 2  # training batches placed on the devices ahead of their step; 0: none
 
     # Devices and hosts (README, "Scaling out"). Not part of what a resumed run must match:
     # a checkpoint saved on one mesh restores onto another.

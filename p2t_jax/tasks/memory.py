@@ -69,6 +69,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_size = 256  # sentences per filler count in an evaluation
     c.train.checkpoint_every = 1000  # Orbax save every N steps (and at each eval and the end)
     c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
+    c.train.grad_accum_steps = 1  # microbatches per step, scanned inside the one jitted step; divides batch_size
+    c.train.prefetch = 2  # training batches placed on the devices ahead of their step; 0: none
     return c
 
 

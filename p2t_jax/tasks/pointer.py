@@ -30,6 +30,7 @@ from p2t_jax.models.pointer import PointerNetwork, beam_search, greedy_decode
 from p2t_jax.models.rnn import CELLS
 from p2t_jax.optim import chains
 from p2t_jax.training.loop import Task
+from p2t_jax.training.steps import LOSS_WEIGHT
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -81,6 +82,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.checkpoint_every = 1000  # Orbax save every N steps (and at each eval and the end)
     c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
     c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
+    c.train.grad_accum_steps = 1  # microbatches per step, scanned inside the one jitted step; divides batch_size
+    c.train.prefetch = 2  # training batches placed on the devices ahead of their step; 0: none
     return c
 
 
@@ -149,7 +152,7 @@ def make_loss_fn(model: PointerNetwork, problem: str, beam_width: int = 1):
         steps = jnp.maximum(real_BT.sum(), 1)
         loss = jnp.where(real_BT, ce_BT, 0.0).sum() / steps
         tf_accuracy = ((logits_BTS.argmax(-1) == targets_BT) & real_BT).sum() / steps
-        out = {"teacher_forced_accuracy": tf_accuracy}
+        out = {"teacher_forced_accuracy": tf_accuracy, LOSS_WEIGHT: steps}  # the loss is a mean over `steps`
         if not train:
             greedy = greedy_decode(model, params, batch["inputs"], batch["mask"])
             out.update({k: v.mean() for k, v in metrics.output_metrics(problem, batch, greedy.positions_BT).items()})

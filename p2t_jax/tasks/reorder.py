@@ -24,6 +24,7 @@ from p2t_jax.models.rnn import CELLS
 from p2t_jax.models.seq2seq import BRIDGES, Seq2Seq
 from p2t_jax.optim import chains
 from p2t_jax.training.loop import Task
+from p2t_jax.training.steps import LOSS_WEIGHT
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -70,6 +71,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.eval_size = 64  # held-out sentences per length in an evaluation
     c.train.checkpoint_every = 1000
     c.train.keep_checkpoints = 1
+    c.train.grad_accum_steps = 1  # microbatches per step, scanned inside the one jitted step; divides batch_size
+    c.train.prefetch = 2  # training batches placed on the devices ahead of their step; 0: none
     return c
 
 
@@ -115,7 +118,8 @@ def make_loss_fn(model: Seq2Seq):
         loss = jnp.sum(nll_BT * real_BT) / jnp.sum(real_BT)
         right_BT = (logits_BTV.argmax(-1) == target_BT) | ~real_BT
         metrics = {"token_accuracy": jnp.sum(right_BT & real_BT) / jnp.sum(real_BT),
-                   "exact_match": jnp.mean(jnp.all(right_BT, axis=-1))}
+                   "exact_match": jnp.mean(jnp.all(right_BT, axis=-1)),
+                   LOSS_WEIGHT: jnp.sum(real_BT)}  # the loss is a mean over the real tokens
         return loss, (metrics, model_state)
 
     return loss_fn
