@@ -170,3 +170,25 @@ def test_resume_with_accumulation_and_prefetch_equals_an_uninterrupted_run(tiny_
     assert summary["resumed_from"] == 3
     chex.assert_trees_all_equal(full.params, resumed.params)
     chex.assert_trees_all_equal(full.opt_state, resumed.opt_state)
+
+
+def test_reorder_task_weighs_its_microbatches_by_their_real_tokens():
+    """The seq2seq task's sentences differ in length: its loss reports the real target tokens, and
+    two microbatches give the whole batch's loss and gradients (an equal-weights mean would not)."""
+    from p2t_jax import tasks
+
+    task, config = tasks.build(load_config("configs/reorder.py:smoke"))
+    state = create_state(task.init_variables, config)
+    batch = task.train_batch(0)
+
+    @jax.jit
+    def both(params, batch):
+        return [accumulated_gradients(task.loss_fn, k)(params, {}, batch, state.rng) for k in (1, 2)]
+
+    (loss, metrics, _, grads), (loss2, metrics2, _, grads2) = both(state.params, batch)
+    assert LOSS_WEIGHT not in metrics and set(metrics) == set(metrics2)
+    np.testing.assert_allclose(loss2, loss, rtol=1e-5)
+    chex.assert_trees_all_close(grads2, grads, atol=1e-7, rtol=1e-4)
+    _, (halves, _) = task.loss_fn(state.params, {}, {k: v[0::2] for k, v in batch.items()}, state.rng, True)
+    _, (others, _) = task.loss_fn(state.params, {}, {k: v[1::2] for k, v in batch.items()}, state.rng, True)
+    assert float(halves[LOSS_WEIGHT]) != float(others[LOSS_WEIGHT])  # the microbatches' weights differ

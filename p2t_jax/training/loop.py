@@ -406,8 +406,10 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         if memory is not None:
             require_memory(memory.temp_size_in_bytes, "one training step",
                            "lower train.batch_size or the model's size")
-    batch_shardings = train_step.input_shardings[0][1] if batch is not None else None
-    feed = Prefetcher(train_batch, lambda b: jax.device_put(b, batch_shardings), tc.get("prefetch", 0), tc.num_steps)
+    # ahead of each step, its batch onto the devices (the partitioner's readers place batches themselves)
+    shardings = train_step.input_shardings[0][1] if batch is not None and partitioner is None else None
+    place = (lambda b: b) if shardings is None else (lambda b: jax.device_put(b, shardings))  # noqa: E731
+    feed = Prefetcher(train_batch, place, tc.get("prefetch", 0), tc.num_steps)
 
     # ---- from here on the run has started: the workdir is written ----
     if signals.requested:
