@@ -18,9 +18,9 @@ import ml_collections
 import numpy as np
 
 from p2t_jax.chapters import perceptron_rule
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_names, require_positive
 from p2t_jax.data.logic import GATES, separable_points, truth_table
+from p2t_jax.experiment import Claims, main
 from p2t_jax.models.perceptron import init_params
 from p2t_jax.viz import perceptron_figures as figures
 from p2t_jax.viz.style import save_figure

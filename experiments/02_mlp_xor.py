@@ -18,9 +18,9 @@ import ml_collections
 import numpy as np
 
 from p2t_jax.chapters import hand_mlp, perceptron_rule
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data.logic import truth_table
+from p2t_jax.experiment import Claims, main
 from p2t_jax.models.mlp import ACTIVATIONS, MLP
 from p2t_jax.models.perceptron import init_params as perceptron_params
 from p2t_jax.viz import mlp_figures as figures

@@ -17,8 +17,8 @@ import ml_collections
 import numpy as np
 
 from p2t_jax.chapters import backprop, xor_training
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_choice, require_positive
+from p2t_jax.experiment import Claims, main
 from p2t_jax.viz import backprop_figures as figures
 from p2t_jax.viz.style import save_figure
 

@@ -23,9 +23,9 @@ import ml_collections
 import numpy as np
 
 from p2t_jax.chapters import optimisers as surfaces
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_choice, require_names, require_positive
 from p2t_jax.data import image_datasets
+from p2t_jax.experiment import Claims, main
 from p2t_jax.optim import chains, scratch
 from p2t_jax.tasks import image_classification as ic
 from p2t_jax.viz import chapter04_05 as figures

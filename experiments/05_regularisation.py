@@ -32,9 +32,9 @@ import sys
 import ml_collections
 import numpy as np
 
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_names
 from p2t_jax.data import image_datasets
+from p2t_jax.experiment import Claims, main
 from p2t_jax.optim import chains
 from p2t_jax.tasks import image_classification as ic
 from p2t_jax.viz import chapter04_05 as figures

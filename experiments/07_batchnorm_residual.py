@@ -43,9 +43,9 @@ import ml_collections
 import numpy as np
 
 from p2t_jax.chapters import deep_nets
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require
 from p2t_jax.data import image_datasets
+from p2t_jax.experiment import Claims, main
 from p2t_jax.tasks import image_classification as ic
 from p2t_jax.training.metrics import read_metrics
 from p2t_jax.viz import chapter06_07 as figures

@@ -35,9 +35,9 @@ import ml_collections
 import numpy as np
 
 from p2t_jax.chapters import recurrent_memory as rm
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_names, require_positive
 from p2t_jax.data import memory
+from p2t_jax.experiment import Claims, main
 from p2t_jax.models.rnn import CELLS
 from p2t_jax.tasks import memory as memory_task
 from p2t_jax.training import sweep

@@ -33,9 +33,9 @@ import ml_collections
 import numpy as np
 
 from p2t_jax.chapters import reordering
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_names, require_positive
 from p2t_jax.data import reorder
+from p2t_jax.experiment import Claims, main
 from p2t_jax.tasks import reorder as reorder_task
 from p2t_jax.training import sweep
 from p2t_jax.viz import chapter08_09 as figures

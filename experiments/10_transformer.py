@@ -19,9 +19,9 @@ import ml_collections
 import numpy as np
 
 from p2t_jax.chapters import sample_structure
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import apply_overrides, load_config, require, require_positive
 from p2t_jax.data import shakespeare
+from p2t_jax.experiment import Claims, main
 from p2t_jax.sampling import generate_cached
 from p2t_jax.tasks import language_model
 from p2t_jax.training.loop import train_and_evaluate

@@ -8,7 +8,7 @@ Each problem of ``experiment.problems`` (sort, hull, tsp) is one run of the trai
 the config; run again to resume or to reuse a finished run). The trained model then
 decodes ``experiment.test_size`` fresh instances of every length in
 ``experiment.<problem>.test_lengths``, greedily and with a beam of ``decode.beam_width``, and
-each output is measured (:func:`p2t_jax.chapters.pointer.output_metrics`).
+each output is measured (:func:`p2t_jax.tasks.pointer_metrics.output_metrics`).
 
 Claims checked: sorting reaches ``experiment.claim_per_pointer`` greedy per-pointer
 accuracy at every trained length, and at every longer tested length it stays above
@@ -34,11 +34,11 @@ import jax
 import ml_collections
 import numpy as np
 
-from p2t_jax.chapters import pointer as pointer_metrics
-from p2t_jax.chapters.experiment import Claims, main
 from p2t_jax.configuration import require, require_names, require_positive
 from p2t_jax.data import pointer as problems
+from p2t_jax.experiment import Claims, main
 from p2t_jax.tasks import pointer as pointer_task
+from p2t_jax.tasks import pointer_metrics
 from p2t_jax.training.loop import parameter_count, restore_state, train_and_evaluate
 from p2t_jax.training.metrics import write_json
 from p2t_jax.viz import chapter11 as figures

@@ -1,13 +1,29 @@
 """p2t_jax: from perceptrons to transformers in JAX.
 
-Nothing runs on import. The pieces:
+Nothing runs on import. Where things live, bottom to top; a module imports only from the
+rows below its own (``tests/test_layering.py`` checks it):
 
-* ``p2t_jax.models``   pure Flax linen modules, one file per family.
-* ``p2t_jax.data``     data sources (TFDS and embedded offline corpora), tokenizers.
-* ``p2t_jax.optim``    Optax chains built from configs.
-* ``p2t_jax.training`` TrainState, step factories, the one training loop, checkpoints.
-* ``p2t_jax.sampling`` autoregressive generation.
-* ``p2t_jax.cli``      the ``p2t`` command.
+* ``configuration``, ``resources``, ``host_memory``: config files and ``--config.*``
+  overrides, the one-sentence ``ConfigError``; free device memory; the host allocator.
+* ``models/`` pure Flax linen modules, one file per family; ``regularisation`` (dropout,
+  L2, smoothed cross-entropy). ``data/`` sources (TFDS and embedded offline corpora),
+  tokenizers, synthetic problems, deterministic batches.
+* ``optim/`` Optax chains built from configs, hand-written transforms. ``parallel/``
+  device meshes, logical-axis rules, multi-process start-up.
+* ``training/`` TrainState, the train/eval steps (and the older ``pmap`` step), the one
+  loop, Orbax checkpoints, metrics, vmapped sweeps.
+* ``tasks/`` a model + loss + data packaged as a ``Task`` for the loop, one module per
+  task, named by ``config.task``; what a task measures (``pointer_metrics``) and builds
+  (``image_models``) lives beside it.
+* ``sampling`` autoregressive generation. ``runs`` a trained run folder as ``p2t`` and
+  the playground read it, and their ``UsageError``.
+* At the top, importing from anything below: ``chapters/`` what a chapter's experiment
+  computes (hand-written backprop, perceptron rule, seed sweeps, measurements), ``viz/``
+  the figures, ``experiment`` the harness every ``experiments/NN_*.py`` script runs under,
+  ``cli`` the ``p2t`` command, ``playground/`` the Streamlit app.
+
+Outside the package: ``configs/`` (``get_config(arg)`` files), ``experiments/`` (one script
+per chapter), ``bench/``, ``tests/``, ``docs/`` (``docs/extending.md``: your own task).
 """
 
 __version__ = "0.1.0"

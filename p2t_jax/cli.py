@@ -10,7 +10,9 @@ Examples::
 Bad input (a config value, an argument, a prompt, a path, a checkpoint) is reported in one
 sentence on stderr with exit code 2; nothing on disk is changed by a failed command. A
 training run that stops early says why in one sentence and exits 3 (diverged), 4 (a save
-failed) or 130 / 143 (SIGINT / SIGTERM, after saving): see p2t_jax.training.stopping.
+failed) or 129 / 130 / 143 (SIGHUP / SIGINT / SIGTERM, after saving): see
+p2t_jax.training.stopping. One run at a time per workdir: a second `p2t train` there is refused
+(exit 2), naming the process that holds it.
 """
 
 from __future__ import annotations
@@ -21,11 +23,9 @@ import math
 import pathlib
 import sys
 
+from p2t_jax.runs import UsageError, load_run
+
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad command-line input; the message is one sentence for the user."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,26 +72,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_run(workdir: str):
-    """The config of an existing run folder: its task's defaults, overwritten by what the run saved."""
-    from p2t_jax import configuration, tasks
-
-    path = pathlib.Path(workdir)
-    if not path.is_dir():
-        raise UsageError(f"workdir '{workdir}' does not exist; train a run there first with `p2t train`.")
-    config_path = path / "config.json"
-    if not config_path.exists():
-        raise UsageError(f"workdir '{workdir}' has no config.json, so it holds no run of `p2t train`.")
-    try:
-        saved = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UsageError(f"workdir '{workdir}' has a config.json that is not valid JSON.") from None
-    if not isinstance(saved, dict):
-        raise UsageError(f"workdir '{workdir}' has a config.json that does not hold a config.")
-    base = tasks.module(tasks.task_name(saved)).default_config()
-    return configuration.overlay(base, saved)
-
-
 def cmd_train(args, overrides) -> int:
     from p2t_jax import configuration, tasks
 
@@ -129,7 +109,7 @@ def _restore(args, overrides=()):
 
     ``overrides`` may change only what does not change the trained model: ``train.*`` and ``data.*``.
     """
-    config = _load_run(args.workdir)
+    config = load_run(args.workdir)
     from p2t_jax import configuration, tasks
     from p2t_jax.training.loop import restore_state
 
@@ -163,7 +143,7 @@ def cmd_sample(args, overrides) -> int:
         raise UsageError("--prompt must hold at least one character.")
     from p2t_jax import tasks
 
-    name = tasks.task_name(_load_run(args.workdir))
+    name = tasks.task_name(load_run(args.workdir))
     if not tasks.can_sample(name):
         raise UsageError(f"the run in '{args.workdir}' is of the '{name}' task, which does not generate text; "
                          f"`p2t eval` evaluates it.")
@@ -174,7 +154,7 @@ def cmd_sample(args, overrides) -> int:
     if bad:
         raise UsageError(f"the prompt holds {''.join(bad)!r}, which is not in the model's "
                          f"{tokenizer.vocab_size}-character vocabulary.")
-    config = _load_run(args.workdir)
+    config = load_run(args.workdir)
     if args.stride >= config.model.max_len:
         raise UsageError(f"--stride must be below the model's context of {config.model.max_len}, got {args.stride}.")
     total = len(args.prompt) + args.max_new_tokens
@@ -258,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C before training started (while importing, loading data, compiling)
+        from p2t_jax.training.stopping import abort_on_further_signals
+
+        abort_on_further_signals(130)
         print("\ninterrupted before training started; nothing new was written.", file=sys.stderr)
         return 130
 

@@ -12,9 +12,9 @@ import pytest
 from p2t_jax.configuration import apply_overrides, load_config
 from p2t_jax.data.images import ImageRecords
 from p2t_jax.models.resnet import BN_MOMENTUM
-from p2t_jax.parallel import pmap_step
 from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.tasks import image_classification as ic
+from p2t_jax.training import pmap_step
 from p2t_jax.training.loop import create_state, restore_state, train_and_evaluate
 from p2t_jax.training.steps import make_eval_step, make_train_step
 

@@ -18,10 +18,10 @@ from p2t_jax.configuration import ConfigError, apply_overrides, load_config
 from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.optim.chains import make_optimizer
-from p2t_jax.parallel import pmap_step
 from p2t_jax.parallel.mesh import make_mesh, resolve_mesh_shape
 from p2t_jax.parallel.partitioning import BoundedInFlight, Partitioner, bytes_per_device, make_partitioner
 from p2t_jax.tasks import language_model
+from p2t_jax.training import pmap_step
 from p2t_jax.training.loop import RESUME_MAY_CHANGE, create_state, restore_state, train_and_evaluate
 from p2t_jax.training.metrics import read_metrics
 from p2t_jax.training.state import TrainState

@@ -10,9 +10,9 @@ import numpy as np
 import optax
 import pytest
 
-from p2t_jax.chapters import regularisation as reg
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config
 from p2t_jax.data.images import ImageRecords
+from p2t_jax.models import regularisation as reg
 from p2t_jax.optim import chains, scratch
 from p2t_jax.tasks import image_classification as ic
 from p2t_jax.training.loop import create_state, evaluate, train_and_evaluate

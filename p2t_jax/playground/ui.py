@@ -18,9 +18,9 @@ from typing import Any
 
 import streamlit as st
 
-from p2t_jax.cli import UsageError
 from p2t_jax.configuration import ConfigError
 from p2t_jax.data.cache import DataUnavailableError
+from p2t_jax.runs import UsageError
 from p2t_jax.training.checkpoint import CheckpointError
 
 
@@ -113,7 +113,7 @@ def read_results(folder: pathlib.Path, names: tuple[str, ...] | None = None) -> 
             continue
         try:
             results[name] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # missing, not JSON, or not UTF-8
             continue
     return results
 

@@ -8,7 +8,7 @@ the range of n trained on, ``model.*`` the pointer network (:mod:`p2t_jax.models
 The loss is the cross-entropy of the pointer distribution at each target step (teacher
 forcing), averaged over the batch's real steps. Evaluation also decodes (greedy, and a
 beam when ``decode.beam_width > 1``) and measures the outputs
-(:func:`p2t_jax.chapters.pointer.output_metrics`) on ``train.eval_size`` instances with n
+(:func:`p2t_jax.tasks.pointer_metrics.output_metrics`) on ``train.eval_size`` instances with n
 cycling over ``data.eval_lengths``; ``p2t eval --config.data.eval_lengths="(20, 20)"``
 measures a trained run on longer inputs.
 """
@@ -23,12 +23,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from p2t_jax.chapters import pointer as metrics
 from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data import pointer as problems
 from p2t_jax.models.pointer import PointerNetwork, beam_search, greedy_decode
 from p2t_jax.models.rnn import CELLS
-from p2t_jax.optim import chains
+from p2t_jax.tasks import pointer_metrics as metrics
+from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task
 from p2t_jax.training.steps import LOSS_WEIGHT
 
@@ -56,34 +56,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.decode = ml_collections.ConfigDict()
     c.decode.beam_width = 4  # beam search keeps this many outputs per input (1: greedy)
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"  # any of p2t_jax.optim.chains.OPTIMIZERS
-    c.optim.implementation = "optax"  # optax or scratch
-    c.optim.learning_rate = 1e-3  # peak learning rate
-    c.optim.schedule = "warmup_cosine"  # warmup_cosine or constant
-    c.optim.end_learning_rate = 1e-4  # warmup_cosine decays to this
-    c.optim.warmup_steps = 100  # linear warm-up from 0
-    c.optim.decay_steps = 0  # cosine length; 0 means train.num_steps
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-8
-    c.optim.momentum = 0.9  # momentum / nesterov only
-    c.optim.rms_decay = 0.9  # rmsprop only
-    c.optim.weight_decay = 0.0  # decoupled decay (adamw, lion)
-    c.optim.grad_clip_norm = 2.0  # clip_by_global_norm (the paper clips at 2); 0 turns it off
+    c.optim = default_optim(name="adam", implementation="optax", schedule="warmup_cosine", learning_rate=1e-3,
+                            end_learning_rate=1e-4, warmup_steps=100,
+                            grad_clip_norm=2.0)  # the paper clips at 2
 
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 128  # instances per step (the paper's)
-    c.train.num_steps = 3000
-    c.train.log_every = 100  # train metrics every N steps
-    c.train.eval_every = 1000  # evaluation every N steps
+    c.train = default_train(batch_size=128,  # instances per step (the paper's)
+                            num_steps=3000, log_every=100, eval_every=1000, checkpoint_every=1000)
     c.train.eval_size = 512  # instances per evaluation
     c.train.eval_batch_size = 512  # the largest evaluation batch
-    c.train.checkpoint_every = 1000  # Orbax save every N steps (and at each eval and the end)
-    c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
-    c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
-    c.train.grad_accum_steps = 1  # microbatches per step, scanned inside the one jitted step; divides batch_size
-    c.train.prefetch = 2  # training batches placed on the devices ahead of their step; 0: none
+
+    c.parallel = default_parallel()  # one device; --config.parallel.mesh_shape=(-1,1,1) shards the batch
     return c
 
 
@@ -118,7 +100,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require_positive(config, "model.embed_dim", "model.features", "model.attention_dim", "optim.learning_rate",
                      "train.batch_size", "train.num_steps", "train.log_every", "train.eval_every", "train.eval_size",
                      "train.eval_batch_size", "train.checkpoint_every", "train.keep_checkpoints")
-    chains.validate_optim(config)
+    validate_groups(config)
 
 
 def make_model(config: ml_collections.ConfigDict) -> PointerNetwork:
@@ -140,7 +122,7 @@ def make_loss_fn(model: PointerNetwork, problem: str, beam_width: int = 1):
 
     Training: the mean cross-entropy of the target positions under teacher forcing, and
     ``teacher_forced_accuracy``. Evaluation adds the greedy outputs' metrics
-    (:func:`p2t_jax.chapters.pointer.output_metrics`, averaged) and, when ``beam_width > 1``,
+    (:func:`p2t_jax.tasks.pointer_metrics.output_metrics`, averaged) and, when ``beam_width > 1``,
     the beam's under ``beam_*``.
     """
 
@@ -212,7 +194,7 @@ def measure(model: PointerNetwork, problem: str, params, batch: dict, beam_width
 
     Returns:
       NumPy: ``greedy_positions`` ``[B, T]``, ``greedy_weights`` ``[B, T, S]``, ``greedy_log_likelihood``
-      ``[B]`` and ``greedy_<metric>`` ``[B]`` for every :func:`p2t_jax.chapters.pointer.output_metrics`;
+      ``[B]`` and ``greedy_<metric>`` ``[B]`` for every :func:`p2t_jax.tasks.pointer_metrics.output_metrics`;
       the same under ``beam_`` (no weights).
     """
     greedy_fn, beam_fn = decoders(model, beam_width)

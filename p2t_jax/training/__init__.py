@@ -1,1 +1,1 @@
-"""The one training engine: state, pure steps, the loop, checkpoints and metrics."""
+"""The one training engine: state, pure steps (and the older ``pmap`` step), the loop, checkpoints and metrics."""

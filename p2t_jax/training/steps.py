@@ -105,7 +105,7 @@ def make_train_step(loss_fn: LossFn, schedule: optax.Schedule | None = None, *, 
       loss_fn: see the module docstring.
       schedule: the learning rate per step, for the ``learning_rate`` metric.
       reduce: applied to ``(grads, loss, metrics, new_model_state)`` before the update (the
-        ``pmap`` step of :mod:`p2t_jax.parallel.pmap_step` averages them across devices here).
+        ``pmap`` step of :mod:`p2t_jax.training.pmap_step` averages them across devices here).
       grad_metrics: ``grads -> {name: scalar}``, added to the metrics.
       skip_nonfinite: on a non-finite step keep params, optimiser and model state as they
         were (the step counter and the key still advance), instead of applying the update.

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from p2t_jax import cli
+from p2t_jax import runs
 from p2t_jax.data import pointer as problems
 from p2t_jax.playground import ui
 from p2t_jax.tasks import pointer as pointer_task
@@ -40,7 +40,7 @@ def pointer_runs(folder: pathlib.Path) -> list[str]:
 @st.cache_resource(show_spinner=False, max_entries=6)
 def load_pointer(run_dir: str, stamp: float) -> dict:
     """The run's config, model and parameters, restored as the experiment restores a finished run."""
-    config = cli._load_run(run_dir)
+    config = runs.load_run(run_dir)
     task, config = pointer_task.build(config)
     state, _ = restore_state(task.init_variables, config, run_dir)
     return {"config": config, "model": pointer_task.make_model(config), "params": jax.device_get(state.params),

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import streamlit as st
 
-from p2t_jax import cli, tasks
+from p2t_jax import runs, tasks
 from p2t_jax.chapters.transformer_attention import attention_maps
 from p2t_jax.playground import ui
 from p2t_jax.sampling import generate_cached_padded
@@ -52,7 +52,7 @@ def _stamp(folder: pathlib.Path) -> float:
 
 def restore(workdir: str, best: bool):
     """``(config, model, TrainState)`` of a language-model run, loaded as ``p2t sample`` loads it."""
-    config = cli._load_run(workdir)
+    config = runs.load_run(workdir)
     name = tasks.task_name(config)
     if not tasks.can_sample(name):
         raise ui.InputError(f"`{workdir}` holds a run of the '{name}' task, which does not generate text.")
