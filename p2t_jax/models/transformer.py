@@ -62,6 +62,9 @@ class TransformerConfig:
       remat: a key of :data:`REMAT_POLICIES`: ``none`` keeps every block's activations for the
         backward pass; ``full`` and ``dots_saveable`` recompute them (``nn.remat`` on each
         block, scanned or not), trading compute for memory. The numbers are the same.
+      attention_impl: the fused attention's kernel (:func:`p2t_jax.models.attention.dot_product_attention`):
+        ``auto`` (cuDNN's in the code lowered for a CUDA GPU in half precision, XLA's
+        elsewhere; decided for the platform the step is lowered for), ``xla`` or ``cudnn``.
     """
 
     vocab_size: int
@@ -79,6 +82,7 @@ class TransformerConfig:
     scan_layers: bool = False
     dense_impl: str = "auto"
     remat: str = "none"
+    attention_impl: str = "auto"
 
     @property
     def head_dim(self) -> int:
@@ -135,7 +139,8 @@ def CausalSelfAttention(cfg: TransformerConfig, name: str | None = None) -> Mult
                               max_len=cfg.max_len, dropout_rate=cfg.dropout_rate, use_bias=cfg.use_bias,
                               dtype=cfg.dtype, kernel_init=nn.initializers.normal(0.02),
                               out_kernel_init=nn.initializers.normal(0.02 / (2 * cfg.num_layers) ** 0.5),
-                              dense_impl=cfg.resolved_dense_impl, name=name)
+                              dense_impl=cfg.resolved_dense_impl,
+                              attention_impl=cfg.attention_impl, name=name)
 
 
 class MLP(nn.Module):
