@@ -47,13 +47,14 @@ import optax
 from flax.core import meta as flax_meta
 from tqdm.auto import tqdm
 
-from p2t_jax.configuration import ConfigError, require
+from p2t_jax.configuration import ConfigError, require, upgrade_saved
 from p2t_jax.optim.chains import make_optimizer
 from p2t_jax.parallel import footprint
 from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.resources import require_memory
 from p2t_jax.training import metrics as metrics_lib
 from p2t_jax.training.checkpoint import Checkpoints
+from p2t_jax.training.prefetch import Prefetcher
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import LossFn, make_eval_step, make_train_step
 from p2t_jax.training.stopping import Diverged, EarlyStopping, Interrupted, StopSignals
@@ -154,6 +155,20 @@ def check_run_config(config: ml_collections.ConfigDict) -> None:
     policy = tc.get("on_nonfinite", "stop")
     require(policy in NONFINITE_POLICIES,
             f"config key 'train.on_nonfinite' must be one of {', '.join(NONFINITE_POLICIES)}, got {policy!r}.")
+    check_large_run_keys(tc)
+
+
+def check_large_run_keys(tc: ml_collections.ConfigDict) -> None:
+    """``train.grad_accum_steps`` (>= 1, dividing ``train.batch_size``) and ``train.prefetch`` (>= 0)."""
+    k, depth = tc.get("grad_accum_steps", 1), tc.get("prefetch", 0)
+    require(isinstance(k, int) and not isinstance(k, bool) and k >= 1,
+            f"config key 'train.grad_accum_steps' must be a positive integer (1: no accumulation), got {k!r}.")
+    rows = tc.get("batch_size")
+    require(rows is None or rows % k == 0,
+            f"config key 'train.grad_accum_steps' ({k}) must divide 'train.batch_size' ({rows}): each step "
+            f"splits its batch into that many equal microbatches.")
+    require(isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0,
+            f"config key 'train.prefetch' must be an integer >= 0 (0: no prefetch), got {depth!r}.")
 
 
 def check_workdir(workdir: pathlib.Path) -> None:
@@ -253,7 +268,7 @@ def _saved_config(workdir: pathlib.Path) -> dict | None:
     if not isinstance(saved, dict):
         raise ConfigError(f"workdir '{workdir}' has a config.json that does not hold a config; choose a new "
                           f"--workdir or restore the file.")
-    return saved
+    return upgrade_saved(saved)  # fields that moved, read in their new place
 
 
 def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict,
@@ -569,7 +584,7 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     start = int(state.step)
 
     train_step_fn = make_train_step(task.loss_fn, schedule, grad_metrics=task.grad_metrics,
-                                    skip_nonfinite=policy == "skip")
+                                    skip_nonfinite=policy == "skip", grad_accum_steps=tc.get("grad_accum_steps", 1))
     if partitioner is None:
         train_step = jax.jit(train_step_fn, donate_argnums=0)
         eval_step = jax.jit(make_eval_step(task.loss_fn))
@@ -592,6 +607,10 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         if memory is not None:
             require_memory(memory.temp_size_in_bytes, "one training step",
                            "lower train.batch_size or the model's size")
+    # ahead of each step, its batch onto the devices (the partitioner's readers place batches themselves)
+    shardings = train_step.input_shardings[0][1] if batch is not None and partitioner is None else None
+    place = (lambda b: b) if shardings is None else (lambda b: jax.device_put(b, shardings))  # noqa: E731
+    feed = Prefetcher(train_batch, place, tc.get("prefetch", 0), tc.num_steps)
 
     # ---- from here on the run has started: the workdir is written ----
     if signals.requested:
@@ -648,12 +667,13 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         run.restart_clock()
         while step < tc.num_steps and early_stopped_at is None and not signals.requested:
             if batch is None:
-                batch = train_batch(step)
+                batch = feed.get(step)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, step_metrics = train_step(state, batch)
             batch = None
             run.history.append(step_metrics)
             step += 1
+            feed.fill(step)  # while the step runs: the next batches, onto the devices
             run.steps_in_interval += 1
             run.bar.update(1)
             checkpoints.check()  # a failed background save stops the run now, not at the next save
