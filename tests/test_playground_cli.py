@@ -1,8 +1,13 @@
 """`p2t playground`: the command it starts, the local default, and its answers to bad input."""
 
 import importlib.util
+import os
+import signal
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 
@@ -14,7 +19,7 @@ from p2t_jax.playground import launch
 def started(monkeypatch):
     """Records the server command instead of starting it; Streamlit counts as installed."""
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(launch, "run_child", lambda argv: calls.append(argv) or 0)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "streamlit" else real(name, *a))
@@ -69,9 +74,64 @@ def test_bad_arguments(started, capsys, tmp_path):
                  (["playground", "--port", "x"], "invalid int value"),
                  (["playground", "--port", str(taken)], f"cannot serve on 127.0.0.1:{taken}"),
                  (["playground", "--host", "no.such.host.invalid"], "is not an address"),
+                 (["playground", "--host", "192.0.2.1"], "--host '192.0.2.1' is not an address of this machine"),
                  (["playground", "--config.seed=1"], "takes no --config overrides"),
                  (["playground", "--runs", str(tmp_path / "file")], f"--runs '{tmp_path / 'file'}' is a file")]
         for argv, message in cases:
             code, err = _error(capsys, argv)
             assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)
     assert started == []  # nothing was started
+
+
+def _wait_until_serving(port: int, process: subprocess.Popen, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"the playground did not answer on port {port} within {timeout_s} s")
+
+
+def _start(port: int, runs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "p2t_jax.cli", "playground", "--port", str(port), "--runs",
+                             str(runs)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec("streamlit") is None, reason="needs Streamlit")
+def test_sigterm_stops_the_server_and_a_restart_on_the_same_port_starts_at_once(tmp_path):
+    """A real launcher and server: a page request leaves connections in TIME-WAIT; SIGTERM to the
+    launcher stops the server too (the port is free, no process of its group is left), and the same
+    port serves again at once. The second run is stopped with SIGHUP, the same way."""
+    port = _free_port()
+    first = _start(port, tmp_path)
+    try:
+        _wait_until_serving(port, first)
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10).read()  # a browser's visit
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+        assert not _listening(port)
+        with pytest.raises(ProcessLookupError):  # the launcher's group (it and the server) is gone
+            os.killpg(first.pid, 0)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    second = _start(port, tmp_path)  # at once, while the first server's connections may be in TIME-WAIT
+    try:
+        _wait_until_serving(port, second)
+        second.send_signal(signal.SIGHUP)
+        assert second.wait(timeout=30) == 0
+        assert "cannot serve" not in second.stderr.read()
+        assert not _listening(port)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)

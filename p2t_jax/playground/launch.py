@@ -3,21 +3,27 @@
 The server is Streamlit's own (``python -m streamlit run app.py``), started as a child
 process bound to ``host:port``. Bad input (no Streamlit, a port that is taken or out of
 range, a host that cannot be bound, ``--runs`` that is a file) is a :class:`~p2t_jax.configuration.ConfigError` with
-one sentence, before anything starts.
+one sentence, before anything starts. SIGTERM, SIGINT and SIGHUP to the launcher stop the
+server too: the launcher passes them on and waits for it, so no server is left behind.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 from p2t_jax.configuration import ConfigError
 
 APP = pathlib.Path(__file__).resolve().parent / "app.py"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # passed on to the server, which then stops
+STOP_WAIT_S = 10.0  # how long a stopped server may take to exit before it is killed
 INSTALL = "pip install -e '.[app]'"
 
 
@@ -29,7 +35,11 @@ def require_streamlit() -> None:
 
 
 def check_address(host: str, port: int) -> None:
-    """Raises ConfigError unless ``port`` is a valid port that is free on ``host``."""
+    """Raises ConfigError unless ``port`` is a valid port that is free on ``host``.
+
+    The check binds with ``SO_REUSEADDR``, as the server (tornado) does: connections of a
+    stopped server still in TIME-WAIT do not count as taken, a listening socket does.
+    """
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}.")
     try:
@@ -38,9 +48,13 @@ def check_address(host: str, port: int) -> None:
         raise ConfigError(f"--host '{host}' is not an address this machine can bind to.") from None
     family, _, _, _, address = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(address)
         except OSError as e:
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"--host '{host}' is not an address of this machine; give one of its own "
+                                  f"addresses (default 127.0.0.1).") from None
             raise ConfigError(f"cannot serve on {host}:{port} ({e.strerror}); pick another --port.") from None
 
 
@@ -62,7 +76,7 @@ def command(host: str, port: int, runs: str) -> list[str]:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8501, runs: str = "runs") -> int:
-    """Runs the playground until it is stopped (Ctrl-C); returns the server's exit status."""
+    """Runs the playground until it is stopped (Ctrl-C, SIGTERM, SIGHUP); returns the server's exit status."""
     require_streamlit()
     check_runs(runs)
     check_address(host, port)
@@ -71,7 +85,45 @@ def serve(host: str = "127.0.0.1", port: int = 8501, runs: str = "runs") -> int:
               f"read the run folders under {runs} and any folder typed into them.", file=sys.stderr)
     shown = f"[{host}]" if ":" in host else host
     print(f"playground: http://{shown}:{port} (runs from {runs}); Ctrl-C stops it", flush=True)
+    return run_child(command(host, port, runs))  # the server runs in this folder: paths stay as typed
+
+
+def run_child(argv: list[str]) -> int:
+    """Runs ``argv`` until it exits; SIGTERM, SIGINT or SIGHUP to this process is passed on to it as
+    SIGTERM (the server's clean stop), then it is waited for (killed after ``STOP_WAIT_S``). Returns its
+    exit status, 0 when it stopped because this process was asked to stop."""
+    received: list[int] = []
+    children: list[subprocess.Popen] = []
+
+    def forward(signum, _frame):
+        received.append(signum)
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.getsignal(sig) for sig in FORWARDED}
     try:
-        return subprocess.call(command(host, port, runs))  # the server runs in this folder: paths stay as typed
-    except KeyboardInterrupt:
-        return 0
+        for sig in FORWARDED:
+            signal.signal(sig, forward)
+        child = subprocess.Popen(argv)
+        children.append(child)
+        if received:  # asked to stop while it was starting
+            child.send_signal(signal.SIGTERM)
+        stop_by = None
+        while True:
+            try:
+                status = child.wait(timeout=0.2)  # short waits: a signal handled meanwhile starts the clock
+                break
+            except subprocess.TimeoutExpired:
+                if received and stop_by is None:
+                    stop_by = time.monotonic() + STOP_WAIT_S
+                if stop_by is not None and time.monotonic() > stop_by:
+                    child.kill()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for child in children:
+            if child.poll() is None:  # an error in this process: the server does not outlive it
+                child.kill()
+                child.wait()
+    return 0 if received and status in (0, -signal.SIGTERM, -signal.SIGKILL) else status
