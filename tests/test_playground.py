@@ -551,3 +551,69 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         server.terminate()
         server.wait(timeout=30)
         log.close()
+
+
+def _truncate_checkpoint(run_dir: pathlib.Path, step: int) -> None:
+    """Cuts every array data file of the save at ``step`` to half its length (a copy cut short)."""
+    files = [p for p in (run_dir / "checkpoints" / str(step) / "state").rglob("d/*") if p.is_file()]
+    assert files
+    for path in files:
+        with path.open("r+b") as f:
+            f.truncate(path.stat().st_size // 2)
+
+
+def test_transformer_page_keeps_values_across_a_bad_value(smoke_run, tmp_path):
+    """Values set below a number typed out of range stay drawn and keep their values; the
+    caption speaks of compiling on the run's first request only; a prompt of spaces is refused."""
+    shutil.copytree(smoke_run, tmp_path / "smoke")
+    at = page("transformer", tmp_path)
+    timing = lambda: [c.value for c in at.caption if " characters in " in c.value]  # noqa: E731
+    assert not errors(at) and "includes compiling" in timing()[0]
+    settings = {"tf_temperature": 1.3, "tf_top_k": 7, "tf_seed": 5, "tf_length": 30}
+    for key, value in settings.items():
+        at.number_input(key=key).set_value(value)
+    rerun(at)
+    text = at.code[0].value
+    assert not errors(at) and "compiling" not in timing()[0] and len(text) == len("ROMEO:") + 30
+    at.number_input(key="tf_length").set_value(10**9)  # above temperature, top-k and seed
+    rerun(at)
+    assert errors(at) == ["Characters to generate must be in [1, 1000], got 1000000000."]
+    assert {k: at.number_input(key=k).value for k in settings} == {**settings, "tf_length": 10**9}
+    assert at.text_area(key="tf_attention_text").value  # the section below is still drawn
+    at.number_input(key="tf_length").set_value(30)
+    rerun(at)
+    assert not errors(at) and {k: at.number_input(key=k).value for k in settings} == settings
+    assert at.code[0].value == text  # the same settings: the same text
+    at.number_input(key="tf_seed").set_value(2**31)
+    rerun(at)
+    assert errors(at) == ["Seed must be in [0, 2147483647], got 2147483648."]
+    at.number_input(key="tf_seed").set_value(5)
+    at.text_area(key="tf_prompt").set_value("   ")
+    rerun(at)
+    assert errors(at) == ["The prompt is empty or only spaces; type at least one other character."]
+
+
+def test_transformer_page_says_when_the_newest_checkpoint_cannot_be_read(tiny_corpus, tmp_path):
+    from p2t_jax.cli import main
+    from p2t_jax.training.checkpoint import Checkpoints
+
+    run_dir = tmp_path / "cut"  # two saves: steps 2 and 4
+    assert main(["train", "--config", f"{REPO}/configs/shakespeare.py:smoke", "--workdir", str(run_dir), "--no-progress",
+                 "--config.train.num_steps=4", "--config.train.checkpoint_every=2", "--config.train.eval_every=2"]) == 0
+    reader = Checkpoints(run_dir, write=False)
+    steps = reader.steps()
+    reader.close()
+    assert len(steps) >= 2, steps
+    _truncate_checkpoint(run_dir, steps[-1])
+    at = page("transformer", tmp_path)
+    warnings = [w.value for w in at.warning]
+    assert warnings == [f"The newest checkpoint of `{run_dir}` (step {steps[-1]:,}) cannot be read; this page shows "
+                        f"step {steps[-2]:,}, the newest that can (the reason is in the server's log)."]
+    assert not errors(at) and at.code[0].value.startswith("ROMEO:")
+    for step in steps[:-1]:
+        _truncate_checkpoint(run_dir, step)
+    os.utime(run_dir / "checkpoints")  # the page reloads a run whose checkpoints changed
+    at = page("transformer", tmp_path)
+    (message,) = errors(at)
+    assert message.startswith(f"none of the {len(steps)} checkpoints in {run_dir / 'checkpoints'} can be read")
+    assert "TensorStore" not in message and "pybind11" not in message and len(message) < 300, message

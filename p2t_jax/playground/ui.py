@@ -2,16 +2,21 @@
 
 A page raises :class:`InputError` (or one of the library's own one-sentence errors) for
 input it cannot use; :func:`show_page` turns that into a message under the widgets and the
-server keeps serving. Nothing a user types reaches a traceback.
+server keeps serving. Nothing a user types reaches a traceback. A number out of its range
+does not stop the page where it is typed: :func:`number` notes it and the page goes on
+drawing its widgets (so they keep their values), then :func:`checked` raises it before
+anything is computed from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import pathlib
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,6 +35,35 @@ class InputError(ValueError):
 
 # Errors whose message is written for the user: shown as they are.
 USER_ERRORS = (InputError, ConfigError, UsageError, CheckpointError, DataUnavailableError)
+
+_run = threading.local()  # per script run (Streamlit runs each session's script in its own thread)
+
+
+def _pending() -> list[InputError]:
+    """The out-of-range numbers of this script run not yet raised by :func:`checked`."""
+    if not hasattr(_run, "pending"):
+        _run.pending = []
+    return _run.pending
+
+
+def checked() -> None:
+    """Raises the first number found out of range so far in this run (see :func:`number`); call it
+    after the page's widgets are drawn and before computing from their values."""
+    pending = _pending()
+    if pending:
+        first = pending[0]
+        pending.clear()
+        raise first
+
+
+@contextlib.contextmanager
+def errors_shown_here(container=None):
+    """Shows a user error raised inside the block as a message where the block's output would be,
+    then carries on with the rest of the page (its other sections and widgets)."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        (container or st).error(str(e), icon=":material/error:")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +87,10 @@ def show_page(render: Callable[[Settings], None], settings: Settings) -> None:
     and passes through. Anything else is a defect of the page: it is reported in one line on
     the page and with its traceback on the server's stderr, and the server keeps serving.
     """
+    _pending().clear()
     try:
         render(settings)
+        checked()  # a page that did not call it still shows an out-of-range value
     except USER_ERRORS as e:
         st.error(str(e), icon=":material/error:")
     except Exception as e:  # noqa: BLE001 - a bug: one line here, the traceback in the server log
@@ -75,8 +111,10 @@ def number(label: str, value: float, *, low: float, high: float, integer: bool =
     """A number input whose value must lie in ``[low, high]`` (``(low, high]`` if not ``low_inclusive``).
 
     The widget itself takes any number, so a value typed outside the range reaches the page,
-    which stops with a sentence naming the allowed range (rather than the browser silently
-    clamping it).
+    which says so in a sentence naming the allowed range (rather than the browser silently
+    clamping it). That sentence is raised by :func:`checked`, not here: the widgets below this
+    one are still drawn and keep their values, and this call returns a stand-in inside the
+    range (the nearest bound, or ``value``) for widgets whose range depends on it.
     """
     container = container or st
     step = 1 if integer else None
@@ -85,7 +123,11 @@ def number(label: str, value: float, *, low: float, high: float, integer: bool =
     ok = raw is not None and math.isfinite(raw) and (low <= raw if low_inclusive else low < raw) and raw <= high
     if not ok:
         bracket = "[" if low_inclusive else "("
-        raise InputError(f"{label} must be in {bracket}{low:g}, {high:g}], got {raw}.")
+        shown = (lambda v: f"{int(v):d}") if integer else (lambda v: f"{v:g}")
+        got = int(raw) if integer and raw is not None and math.isfinite(raw) else raw
+        _pending().append(InputError(f"{label} must be in {bracket}{shown(low)}, {shown(high)}], got {got}."))
+        stand_in = value if raw is None or not math.isfinite(raw) else min(max(raw, low), high)
+        raw = value if not low_inclusive and stand_in <= low else stand_in
     return int(raw) if integer else float(raw)
 
 
@@ -124,3 +166,26 @@ def folder_input(label: str, default: pathlib.Path, key: str) -> pathlib.Path:
     if not text:
         raise InputError(f"{label} is empty; type a folder path.")
     return pathlib.Path(text).expanduser()
+
+
+def newer_unreadable(workdir: str | pathlib.Path, step: int) -> str | None:
+    """When a run was restored at ``step`` but holds newer checkpoints (which could not be read:
+    the restore fell back to an older one), the sentence that says so on the page; else None."""
+    from p2t_jax.training.checkpoint import Checkpoints
+
+    checkpoints = Checkpoints(workdir, write=False)
+    try:
+        newer = [s for s in checkpoints.steps() if s > step]
+    finally:
+        checkpoints.close()
+    if not newer:
+        return None
+    which = f"step {newer[-1]:,}" if len(newer) == 1 else f"steps {', '.join(f'{s:,}' for s in newer)}"
+    return (f"The newest checkpoint{'s' if len(newer) > 1 else ''} of `{workdir}` ({which}) cannot be read; this page "
+            f"shows step {step:,}, the newest that can (the reason is in the server's log).")
+
+
+def warn_if_older(run: Mapping[str, Any]) -> None:
+    """Shows the run's :func:`newer_unreadable` sentence, if any, as a warning on the page."""
+    if run.get("older"):
+        st.warning(run["older"], icon=":material/warning:")

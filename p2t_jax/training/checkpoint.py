@@ -128,6 +128,10 @@ def _short(e: BaseException) -> str:
         return os.strerror(int(code.group(1)))
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
+    store = re.search(r"\b([A-Z_]{4,}): .*?Error reading \"([^\"/]+)", text)
+    if store:  # TensorStore's chain of drivers, addresses and bound methods: the status and the array
+        return f"the data of {store.group(2)} is cut short or damaged, {store.group(1)}"
+    text = text.split(" [source locations=")[0].split("See full TensorStore details")[0].strip()
     first = text.splitlines()[0][:200] if text else ""
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 

@@ -45,7 +45,8 @@ def load_cnn(run_dir: str, stamp: float) -> dict:
     task, batches, resolved = ic.build_with_batches(config, splits=splits, source=source)
     state, _ = restore_state(task.init_variables, resolved, run_dir)
     return {"config": resolved, "model": ic.make_model(resolved), "params": jax.device_get(state.params),
-            "test": batches.splits["test"], "step": int(state.step)}
+            "test": batches.splits["test"], "step": int(state.step),
+            "older": ui.newer_unreadable(run_dir, int(state.step))}
 
 
 def render(settings: ui.Settings) -> None:
@@ -66,10 +67,12 @@ def render(settings: ui.Settings) -> None:
         with st.spinner(f"Restoring {run_dir} ..."):
             run = load_cnn(str(run_dir), (run_dir / "checkpoints").stat().st_mtime
                            if (run_dir / "checkpoints").exists() else 0.0)
+        ui.warn_if_older(run)
         test = run["test"]
         index = ui.number("Test digit (index)", 0, low=0, high=len(test) - 1, integer=True, key="cnn_digit")
         per_layer = st.slider("Channels shown per layer", 4, 16, 8, key="cnn_channels")
 
+    ui.checked()
     image = test.images[index].astype(np.float32) / 255.0
     logits, maps = convolution.logits_and_maps(run["model"], {"params": run["params"]}, image)
     probs = np.exp(logits - logits.max())

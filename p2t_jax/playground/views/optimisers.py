@@ -63,28 +63,30 @@ def render(settings: ui.Settings) -> None:
     with controls:
         surface = st.selectbox("Surface", tuple(surfaces.SURFACES), key="opt_surface")
         names = st.multiselect("Optimisers", tuple(scratch.OPTIMIZERS), default=tuple(scratch.OPTIMIZERS),
-                               key="opt_names")
+                               key="opt_names", wrap=True)  # every chosen one shown, not 2 of 7
         num_steps = st.select_slider("Steps", STEP_CHOICES, value=int(e.surface_steps)
                                      if e.surface_steps in STEP_CHOICES else STEP_CHOICES[1], key="opt_steps")
         shown = st.slider("Race: steps shown", 0, num_steps, num_steps, key=f"opt_shown_{num_steps}")
         with st.expander("Learning rates", expanded=False):
             rates = {name: ui.number(name, float(e.surface_learning_rates[name]), low=0.0, high=100.0,
                                      low_inclusive=False, key=f"opt_lr_{name}") for name in names}
-    if not names:
-        raise ui.InputError("Pick at least one optimiser.")
+    with ui.errors_shown_here(plots):  # a bad rate leaves the MNIST section below as it is
+        ui.checked()
+        if not names:
+            raise ui.InputError("Pick at least one optimiser.")
 
-    paths, rows = {}, []
-    fn, start, minimum = surfaces.SURFACES[surface]
-    for name in names:
-        points, losses = path_fn(name, surface, num_steps, float(e.decoupled_weight_decay))(rates[name])
-        points, losses = np.asarray(points), np.asarray(losses)
-        paths[f"{name} (lr {rates[name]:g}): loss {losses[shown]:.2g}"] = points[:shown + 1]
-        rows.append({"optimiser": name, "learning rate": rates[name], f"loss at step {shown}": float(losses[shown]),
-                     "distance to the minimum": float(np.linalg.norm(points[shown] - np.asarray(minimum)))})
-    xs, ys, values = surface_grid(surface)
-    ui.figure(figures.surface_paths(xs, ys, values, paths, minimum,
-                                    title=f"{surface}: step {shown} of {num_steps} from {start}"), plots)
-    plots.dataframe(rows, hide_index=True)
+        paths, rows = {}, []
+        fn, start, minimum = surfaces.SURFACES[surface]
+        for name in names:
+            points, losses = path_fn(name, surface, num_steps, float(e.decoupled_weight_decay))(rates[name])
+            points, losses = np.asarray(points), np.asarray(losses)
+            paths[f"{name} (lr {rates[name]:g}): loss {losses[shown]:.2g}"] = points[:shown + 1]
+            rows.append({"optimiser": name, "learning rate": rates[name], f"loss at step {shown}": float(losses[shown]),
+                         "distance to the minimum": float(np.linalg.norm(points[shown] - np.asarray(minimum)))})
+        xs, ys, values = surface_grid(surface)
+        ui.figure(figures.surface_paths(xs, ys, values, paths, minimum,
+                                        title=f"{surface}: step {shown} of {num_steps} from {start}"), plots)
+        plots.dataframe(rows, hide_index=True)
 
     st.header("On MNIST: the same optimisers training one MLP")
     folder = ui.folder_input("Run folder of experiments/04_optimisers.py", settings.runs_dir / "04_optimisers",

@@ -46,6 +46,7 @@ def render(settings: ui.Settings) -> None:
         seed = st.slider("Seed shown", 0, NUM_SEEDS - 1, 0, key="pc_seed")
         epoch = st.slider("Epoch", 1, EPOCHS, 8, key="pc_epoch")
 
+    ui.checked()
     x, y = truth_table(gate)
     history = jax.tree.map(lambda a: np.asarray(a)[0], perceptron_rule.train_many(
         x, np.asarray(y)[None], seed_keys(), lr=lr, init_scale=scale, num_epochs=EPOCHS, shuffle=shuffle))

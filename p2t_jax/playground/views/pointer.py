@@ -44,7 +44,7 @@ def load_pointer(run_dir: str, stamp: float) -> dict:
     task, config = pointer_task.build(config)
     state, _ = restore_state(task.init_variables, config, run_dir)
     return {"config": config, "model": pointer_task.make_model(config), "params": jax.device_get(state.params),
-            "step": int(state.step)}
+            "step": int(state.step), "older": ui.newer_unreadable(run_dir, int(state.step))}
 
 
 def render(settings: ui.Settings) -> None:
@@ -66,6 +66,7 @@ def render(settings: ui.Settings) -> None:
         run_dir = folder / problem
         with st.spinner(f"Restoring {run_dir} ..."):
             run = load_pointer(str(run_dir), (run_dir / "checkpoints").stat().st_mtime)
+        ui.warn_if_older(run)
         config = run["config"]
         lo = problems.MIN_LENGTH[problem]
         hi = min(config.data.max_length, problems.TSP_MAX_LENGTH) if problem == "tsp" else config.data.max_length
@@ -79,6 +80,7 @@ def render(settings: ui.Settings) -> None:
         table = st.data_editor(pd.DataFrame(drawn.round(3), columns=columns), key=f"ptr_table_{problem}_{n}_{seed}",
                                num_rows="fixed", hide_index=False)
 
+    ui.checked()
     values = table[columns].to_numpy(np.float64)
     if not np.isfinite(values).all():
         raise ui.InputError("Every cell of the table needs a number.")

@@ -66,7 +66,8 @@ def load_run(workdir: str, best: bool, stamp: float) -> dict:
     """The run's config, model, parameters, step and tokenizer (cached until the run changes)."""
     config, model, state = restore(workdir, best)
     return {"config": config, "model": model, "params": state.params, "step": int(state.step),
-            "tokenizer": language_model.load_tokenizer(pathlib.Path(workdir))}
+            "tokenizer": language_model.load_tokenizer(pathlib.Path(workdir)),
+            "older": None if best else ui.newer_unreadable(workdir, int(state.step))}
 
 
 class TokenStream:
@@ -166,6 +167,7 @@ def render(settings: ui.Settings) -> None:
                          disabled=not (folder / "best").is_dir())
         with st.spinner(f"Loading {folder} ..."):
             run = load_run(str(folder), best, _stamp(folder))
+        ui.warn_if_older(run)
         prompt = st.text_area("Prompt", value="ROMEO:", max_chars=None, key="tf_prompt")
         num_new = ui.number("Characters to generate", 300, low=1, high=MAX_NEW, integer=True, key="tf_length")
         temperature = ui.number("Temperature (0: greedy)", 0.8, low=0.0, high=10.0, key="tf_temperature")
@@ -178,21 +180,24 @@ def render(settings: ui.Settings) -> None:
         st.caption(f"`{run['config'].variant}`: {n_params:,} parameters, step {run['step']:,}, context "
                    f"{run['config'].model.max_len}" + (f", validation loss {val:.3f}" if val is not None else ""))
 
-    if not prompt:
-        raise ui.InputError("The prompt is empty; type at least one character.")
-    if len(prompt) > MAX_PROMPT:
-        raise ui.InputError(f"The prompt has {len(prompt)} characters; the playground takes at most {MAX_PROMPT}.")
-    bad = run["tokenizer"].unknown_chars(prompt)
-    if bad:
-        raise ui.InputError(f"The prompt holds {''.join(bad)!r}, which is not in the model's "
-                            f"{run['tokenizer'].vocab_size}-character vocabulary.")
-    with output:
+    with output, ui.errors_shown_here():  # a bad value here leaves the attention section below as it is
+        ui.checked()
+        if not prompt.strip():
+            raise ui.InputError("The prompt is empty or only spaces; type at least one other character.")
+        if len(prompt) > MAX_PROMPT:
+            raise ui.InputError(f"The prompt has {len(prompt)} characters; the playground takes at most {MAX_PROMPT}.")
+        bad = run["tokenizer"].unknown_chars(prompt)
+        if bad:
+            raise ui.InputError(f"The prompt holds {''.join(bad)!r}, which is not in the model's "
+                                f"{run['tokenizer'].vocab_size}-character vocabulary.")
         text_area, progress = st.empty(), st.empty()
+        first = not run.get("generated")  # the run's first request compiles the sampler
         text, seconds = generate(run, prompt, num_new=num_new, temperature=temperature, top_k=top_k, top_p=top_p,
                                  seed=seed, text_area=text_area, progress=progress)
+        run["generated"] = True
         text_area.code(text, language=None, wrap_lines=True)
-        progress.caption(f"{num_new} characters in {seconds:.2f} s ({num_new / seconds:,.0f} per second, "
-                         "the first request includes compiling).")
+        progress.caption(f"{num_new} characters in {seconds:.2f} s ({num_new / seconds:,.0f} per second"
+                         + (", the first request: it includes compiling)." if first else ")."))
     attention_section(run)
 
 

@@ -60,6 +60,7 @@ def render(settings: ui.Settings) -> None:
         num_steps = st.select_slider("Steps", STEP_CHOICES, value=2000, key="mlp_steps")
         shown = ui.number("Seed shown", 0, low=0, high=num_seeds - 1, integer=True, key="mlp_shown")
 
+    ui.checked()
     run = sweep_fn(width, activation, loss, num_steps)
     with plots, st.spinner(f"Training {bucket(num_seeds)} networks for {num_steps} steps ..."):
         params, trace = run(seed_keys()[:bucket(num_seeds)], lr)
