@@ -14,6 +14,8 @@ import subprocess
 import time
 import urllib.request
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 pytest.importorskip("streamlit", reason="the playground needs the app extra: pip install -e '.[app]'")
@@ -617,3 +619,19 @@ def test_transformer_page_says_when_the_newest_checkpoint_cannot_be_read(tiny_co
     (message,) = errors(at)
     assert message.startswith(f"none of the {len(steps)} checkpoints in {run_dir / 'checkpoints'} can be read")
     assert "TensorStore" not in message and "pybind11" not in message and len(message) < 300, message
+
+
+def test_regularisation_curves_fit_short_runs_and_state_the_given_gap():
+    from p2t_jax.viz import chapter04_05 as figures
+
+    epoch = np.arange(1.0, 4.0)
+    short = {"epoch": epoch, "train_accuracy": np.array([0.31, 0.52, 0.66]), "test_accuracy": np.array([0.3, 0.5, 0.6]),
+             "gap": 8.7}
+    full = {"epoch": epoch, "train_accuracy": np.array([0.95, 0.99, 1.0]), "test_accuracy": np.array([0.9, 0.95, 0.96])}
+    fig = figures.train_test_curves({"short": short, "full": full}, ncols=2)
+    (bottom, top), = {ax.get_ylim() for ax in fig.axes if ax.get_visible()}
+    assert 0.0 <= bottom < 30.0 and top == 100.5  # every point of the short run is inside the axis
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["short\ngap 8.70 points", "full\nlast gap 4.0 points"]
+    fig = figures.train_test_curves({"full": full}, ncols=1)
+    assert fig.axes[0].get_ylim() == (85.0, 100.5)  # full runs: the chapter's axis
+    plt.close("all")

@@ -106,9 +106,17 @@ def train_test_curves(curves: Mapping[str, Mapping[str, np.ndarray]], ncols: int
 
     Args:
       curves: run name -> ``{"epoch", "train_accuracy", "test_accuracy"}``; the training
-        accuracy is the running mean over the epoch's batches (dropout on, as trained).
+        accuracy is the running mean over the epoch's batches (dropout on, as trained). An
+        optional ``"gap"`` (points) is the gap the title states (e.g. the one measured in
+        evaluation mode, as a page shows beside the figure); without it, the curves' last gap.
+
+    The y-axis spans 85-100 % unless a curve goes lower (a short run): then it starts just
+    below the lowest point.
     """
     names = list(curves)
+    lowest = min((100 * float(np.min(curves[n][k])) for n in names for k in ("train_accuracy", "test_accuracy")
+                  if np.size(curves[n][k])), default=85.0)
+    bottom = 85.0 if lowest >= 85.0 else max(0.0, 5.0 * np.floor((lowest - 2.0) / 5.0))
     nrows = (len(names) + ncols - 1) // ncols
     with figure_style():
         fig, axes = new_figure(nrows, ncols, width=2.6, height=2.3)
@@ -118,9 +126,10 @@ def train_test_curves(curves: Mapping[str, Mapping[str, np.ndarray]], ncols: int
             train, test = 100 * np.asarray(c["train_accuracy"]), 100 * np.asarray(c["test_accuracy"])
             ax.plot(c["epoch"], train, color=PALETTE[0], label="train")
             ax.plot(c["epoch"], test, color=PALETTE[1], label=c.get("eval_name", "test"))
-            ax.set_title(f"{name}\nlast gap {train[-1] - test[-1]:.1f} points", fontsize=8)
+            shown_gap = f"gap {c['gap']:.2f}" if "gap" in c else f"last gap {train[-1] - test[-1]:.1f}"
+            ax.set_title(f"{name}\n{shown_gap} points", fontsize=8)
             ax.set_xlabel("epoch")
-            ax.set_ylim(85, 100.5)
+            ax.set_ylim(bottom, 100.5)
         for ax in axes[len(names):]:
             ax.set_visible(False)
         axes[0].set_ylabel("accuracy (%)")

@@ -79,9 +79,10 @@ def render(settings: ui.Settings) -> None:
         st.metric("Gap (points)", f"{gap(chosen):.2f}",
                   None if baseline is None or baseline == name else f"{gap(chosen) - gap(results[baseline]):+.2f} vs "
                                                                      "baseline", delta_color="inverse")
-    shown = {f"{name} (dropout {dropout:g}, decay {decay:g})": accuracy_curves(chosen)}
+    # The titles state the gap the metric shows (evaluation mode), not the curves' last points.
+    shown = {f"{name} (dropout {dropout:g}, decay {decay:g})": {**accuracy_curves(chosen), "gap": gap(chosen)}}
     if baseline is not None and baseline != name:
-        shown[f"{baseline} (baseline)"] = accuracy_curves(results[baseline])
+        shown[f"{baseline} (baseline)"] = {**accuracy_curves(results[baseline]), "gap": gap(results[baseline])}
     ui.figure(figures.train_test_curves(shown, ncols=2), plots)
 
     st.subheader(f"Every run in `{folder}`")
