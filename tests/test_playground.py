@@ -158,7 +158,11 @@ def test_mlp_page(runs):
 
 
 def test_optimisers_page(runs):
+    from p2t_jax.optim import scratch
+
     at = page("optimisers", runs)
+    chosen = at.multiselect(key="opt_names")
+    assert chosen.value == list(scratch.OPTIMIZERS) and chosen.proto.wrap  # all seven, their chips wrapped
     surface = at.dataframe[0].value
     assert list(surface["optimiser"]) == ["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw", "lion"]
     mnist = at.dataframe[1].value
@@ -264,7 +268,8 @@ def test_attention_page(runs):
     at = page("attention", runs)
     first = images(at)
     assert not errors(at) and len(first) == 1
-    assert any(m.label == "Attention on the source verb when writing word 2" for m in at.metric)
+    (verb,) = [m for m in at.metric if m.label == "Attention on the verb"]  # short: the column shows it whole
+    assert verb.value.endswith("%") and "word 2" in verb.proto.help
     with CompileCounter() as compiled:  # another sentence, shorter: the source is padded to max_len
         at.text_input(key="att_sentence").set_value("ben die katze sieht")
         rerun(at)

@@ -29,6 +29,7 @@ TITLE = "9 · Attention"
 ICON = ":material/visibility:"
 URL = "attention"
 
+VERB_METRIC = "Attention on the verb"
 EXPERIMENT = "python experiments/09_attention.py --workdir {folder}"
 MODEL = "with attention"  # the model of the experiment whose alignment is drawn
 SENTENCE = "anna die alt hund heute sieht"  # "anna sees the old dog today", verb-final
@@ -99,8 +100,10 @@ def render(settings: ui.Settings) -> None:
     with controls:
         written = " ".join(output[:-1])
         st.markdown(f"**Translation** (seed {seed}): " + (f"*{written}*" if written else "nothing (`<eos>` first)"))
-        st.metric("Attention on the source verb when writing word 2", f"{weights_SNTL[s, 0, 1, n - 1]:.0%}",
-                  f"'{output[1] if len(output) > 2 else '-'}' from '{source[-1]}'", delta_color="off")
+        st.metric(VERB_METRIC, f"{weights_SNTL[s, 0, 1, n - 1]:.0%}",  # a label that fits the narrow column
+                  f"'{output[1] if len(output) > 2 else '-'}' from '{source[-1]}'", delta_color="off",
+                  help="The share of the decoder's attention on the source verb (the last word) while it writes "
+                       "word 2, where the verb belongs.")
         exact = np.asarray(run["exact_match"], float)[:, s]
         lengths_run = results["lengths"]
         if n in lengths_run:
