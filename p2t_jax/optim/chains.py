@@ -71,7 +71,7 @@ def _core(optim: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.G
         raise ConfigError(f"config key 'optim.implementation' must be one of {', '.join(IMPLEMENTATIONS)}, "
                           f"got {impl!r}.")
     weight_decay = optim.get("weight_decay", 0.0)
-    if weight_decay and name not in WITH_WEIGHT_DECAY:
+    if name not in WITH_WEIGHT_DECAY and weight_decay:  # in this order: a swept (traced) weight decay is no bool
         raise ConfigError(f"config key 'optim.weight_decay' is used by {' and '.join(WITH_WEIGHT_DECAY)} only; "
                           f"set it to 0 for {name} (an L2 penalty belongs in the loss).")
     build = (scratch.OPTIMIZERS if impl == "scratch" else scratch.OPTAX_COUNTERPARTS)[name]

@@ -316,12 +316,13 @@ def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_coll
         tx, _ = make_optimizer(_traced_optim(run_config.optim, member_values), num_steps)
         return tx
 
-    try:  # a key the chain branches on in Python cannot be traced: refused before anything is built
-        jax.eval_shape(jax.vmap(lambda i, v: member_tx(i, v).init({"w": jnp.zeros(2)})), index, values)
-    except jax.errors.ConcretizationTypeError:
-        keys = ", ".join(f"optim.{k}" for k in traced_keys)
-        raise ConfigError(f"--sweep {keys}: the optimiser decides on its value in Python code, so it cannot "
-                          f"vary inside one compiled step; sweep it with separate `p2t train` runs.") from None
+    for key in traced_keys:  # a key the chain branches on in Python cannot be traced: refused before building
+        try:
+            jax.eval_shape(jax.vmap(lambda i, v: member_tx(i, v).init({"w": jnp.zeros(2)})), index,
+                           {key: values[key]})
+        except jax.errors.ConcretizationTypeError:
+            raise ConfigError(f"--sweep optim.{key}: the optimiser decides on its value in Python code, so it "
+                              f"cannot vary inside one compiled step; sweep it with separate `p2t train` runs.") from None
 
     def member_step(state: TrainState, i, member_values, batch):
         lr = jnp.stack([s(state.step) for s in schedules])[i]
