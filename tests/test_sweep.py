@@ -2,6 +2,7 @@
 resumes bit-identically; bad sweep specs are refused in one sentence; the table and figure."""
 
 import json
+import struct
 
 import chex
 import jax
@@ -19,7 +20,8 @@ from p2t_jax.training.sweep import build_sweep, member_config, parse_axis
 
 SMOKE = f"{REPO}/configs/shakespeare.py:smoke"
 SHORT = ["--config.train.num_steps=12", "--config.train.log_every=3", "--config.train.eval_every=6",
-         "--config.train.checkpoint_every=6", "--config.train.eval_batches=1", "--config.model.dropout_rate=0.1"]
+         "--config.train.checkpoint_every=6", "--config.train.eval_batches=1", "--config.model.dropout_rate=0.1",
+         "--config.model.use_bias=False"]  # a key bias has no true gradient: Adam would magnify its rounding noise
 AXES = ["optim.learning_rate=1e-2,3e-3", "optim.weight_decay=0.1,0.0", "seed=0,1"]  # 8 members
 
 
@@ -55,6 +57,21 @@ def _final_state(workdir, members):
         checkpoints.close()
 
 
+def _tensorboard_tags(folder):
+    """The scalar tags in the TensorBoard event files of ``folder`` (TFRecord: length, CRC, event, CRC)."""
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in folder.iterdir():
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            size = struct.unpack("<Q", data[at:at + 8])[0]
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + size])
+            tags |= {value.tag for value in event.summary.value}
+            at += 16 + size
+    return tags
+
+
 @pytest.fixture(scope="module")
 def swept(corpus, tmp_path_factory):
     """The CLI's sweep of 8 members (2 learning rates x 2 weight decays x 2 seeds), 12 steps."""
@@ -69,7 +86,7 @@ def test_each_member_equals_its_run_trained_alone(swept, tmp_path):
     stacked = _final_state(swept, members)
     assert members.count == 8 and members.labels[5] == {"optim.learning_rate": 3e-3, "optim.weight_decay": 0.1,
                                                          "seed": 1}
-    for i in (0, 5):  # members that differ in every swept value
+    for i in (7,):  # lr 3e-3, weight decay 0, seed 1: differs from the base config in every swept value
         alone_config = member_config(_config(), members.labels[i])
         alone, summary = train_and_evaluate(language_model.make_task(alone_config), alone_config, tmp_path / str(i),
                                             progress=False)
@@ -96,18 +113,12 @@ def test_sweep_records_table_and_figure(swept):
     final = {r["member"]: r["loss"] for r in evals if r["step"] == 12}
     assert len(table) == 2 + 8 and table[2 + 3].split("|")[5].strip() == f"{final[3]:.4f}"
     assert (swept / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    tags = set()
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    for events in (swept / "tb").iterdir():
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    assert {f"eval/loss/member_{m}" for m in range(8)} <= tags
+    assert {f"eval/loss/member_{m}" for m in range(8)} <= _tensorboard_tags(swept / "tb")
     config = json.loads((swept / "config.json").read_text())
     assert config["sweep"]["axes"][2] == ["seed", [0, 1]]
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes_bit_identically(swept, corpus, tmp_path):
     """8 members, interrupted after step 7 and resumed to 12 == the uninterrupted sweep, bit for bit."""
     task, config, members = _sweep(_config(), chunk=4)  # the fixture's command, interrupted
@@ -155,8 +166,8 @@ def test_bad_chunk_and_settings_are_refused(corpus, tmp_path, capsys):
     base = ["sweep", "--config", SMOKE, "--workdir", str(workdir), "--sweep", "seed=0,1,2"]
     assert main(base + ["--chunk", "2"]) == 2
     assert "--chunk must divide the 3 members (1..3), got 2." in capsys.readouterr().err
-    assert main(base + ["--config.train.early_stop_patience=2"]) == 2
-    assert "'train.early_stop_patience' must be 0 in a sweep" in capsys.readouterr().err
+    assert main(base + ["--config.train.on_nonfinite=skip"]) == 2
+    assert "config key 'train.on_nonfinite' must be 'stop' in a sweep" in capsys.readouterr().err
     assert main(base + ["--sweep", "seed=3,4"]) == 2
     assert "--sweep names 'seed' twice" in capsys.readouterr().err
     assert not workdir.exists()
