@@ -16,7 +16,6 @@ depth with ``--config.model.depth=56`` (6n + 2). He et al. report 8.75% test err
 ResNet-20 and plain-56 worse than plain-20 (their Fig. 6).
 """
 
-import ml_collections
 
 from p2t_jax.tasks.image_classification import default_config
 
@@ -38,7 +37,6 @@ def get_config(arg=None):
     # Data parallel over every device (README, "Scaling out"): the parameters carry no logical
     # axis names, so they are replicated, the batch is split, and batch norm's statistics are
     # the global batch's. Not part of what a resumed run must match.
-    c.parallel = ml_collections.ConfigDict()
     c.parallel.mesh_shape = (-1, 1, 1)  # devices along (data, fsdp, tensor); -1: the rest
 
     if variant == "resnet20":

@@ -100,6 +100,11 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
               f"({r['tokens_per_s']:,.0f} tokens/s), compile {r['compile_s']:.1f} s; "
               f"train loss {r['final_train_loss']:.4f}, val loss {r['val_loss']:.4f}", flush=True)
 
+    if not results:  # nothing measured, nothing to compare: bad input, not a failed claim
+        name, reason = next(iter(skipped.items()))
+        raise ConfigError(f"none of the {len(skipped)} strategies in config.strategies can run on "
+                          f"{jax.device_count()} device(s) (the first, '{name}': {reason.rstrip('.')}); "
+                          f"choose mesh shapes that fit the devices.")
     header = ("| strategy | mesh (data, fsdp, tensor) | devices | params KiB / device | optimiser KiB / device "
               "| ms / step | train loss |")
     rows = [header, "|---|---|---:|---:|---:|---:|---:|"]

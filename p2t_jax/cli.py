@@ -12,7 +12,9 @@ Examples::
 Bad input (a config value, an argument, a prompt, a path, a checkpoint) is reported in one
 sentence on stderr with exit code 2; nothing on disk is changed by a failed command. A
 training run that stops early says why in one sentence and exits 3 (diverged), 4 (a save
-failed) or 130 / 143 (SIGINT / SIGTERM, after saving): see p2t_jax.training.stopping.
+failed) or 129 / 130 / 143 (SIGHUP / SIGINT / SIGTERM, after saving): see
+p2t_jax.training.stopping. One run at a time per workdir: a second `p2t train` there is refused
+(exit 2), naming the process that holds it.
 """
 
 from __future__ import annotations
@@ -300,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C before training started (while importing, loading data, compiling)
+        from p2t_jax.training.stopping import abort_on_further_signals
+
+        abort_on_further_signals(130)
         print("\ninterrupted before training started; nothing new was written.", file=sys.stderr)
         return 130
 

@@ -26,9 +26,9 @@ import numpy as np
 from p2t_jax.configuration import REPO_ROOT, ConfigError, apply_overrides, load_config, split_overrides
 from p2t_jax.data.cache import DataUnavailableError
 from p2t_jax.host_memory import keep_freed_host_memory
-from p2t_jax.training import metrics
+from p2t_jax.training import metrics, workdir_lock
 from p2t_jax.training.checkpoint import CheckpointError
-from p2t_jax.training.stopping import RunStopped
+from p2t_jax.training.stopping import RunStopped, abort_on_further_signals
 
 
 class Claims:
@@ -122,9 +122,17 @@ def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path, Claims], dict],
     if workdir.exists() and not workdir.is_dir():
         print(f"error: --workdir '{workdir}' exists and is not a folder.", file=sys.stderr)
         return 2
-    created = not workdir.exists()
-    workdir.mkdir(parents=True, exist_ok=True)
     argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # one experiment per workdir, for the whole run (a folder it created and left empty goes again)
+        with workdir_lock.hold(workdir):
+            return _main(run, script, description, argv, workdir, config)
+    except ConfigError as e:  # another run holds the workdir, or it cannot be created or written
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(run: Callable, script: str, description: str, argv: list[str], workdir: pathlib.Path,
+          config: ml_collections.ConfigDict) -> int:
     script_path = pathlib.Path(script).resolve()
     if script_path.is_relative_to(REPO_ROOT):
         script_path = script_path.relative_to(REPO_ROOT)
@@ -136,13 +144,12 @@ def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path, Claims], dict],
         results = run(config, workdir, claims)
     except (ConfigError, DataUnavailableError, CheckpointError) as e:  # found only once running: still bad input
         print(f"error: {e}", file=sys.stderr)
-        if created and not any(workdir.iterdir()):
-            workdir.rmdir()
         return 2
     except RunStopped as e:
         print(f"stopped: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
+        abort_on_further_signals(130)
         print("\ninterrupted; run the same command to resume.", file=sys.stderr)
         return 130
     results = dict(results, claims=claims.items, all_claims_passed=claims.all_passed, config=config.to_dict(),
@@ -151,7 +158,8 @@ def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path, Claims], dict],
     write_json(workdir / "results.json", results)
     print(f"wrote {workdir / 'results.json'} ({results['seconds']:.1f} s)")
     if not claims.items:
-        print("no claim was checked, so nothing was shown; see the messages above.", file=sys.stderr)
+        print("error: no claim was checked, so the experiment showed nothing; see the messages above.",
+              file=sys.stderr)
         return 1
     if not claims.all_passed:
         print(f"claims failed: {', '.join(claims.failed())}", file=sys.stderr)

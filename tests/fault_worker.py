@@ -3,7 +3,9 @@
 Usage: ``python fault_worker.py ARGS...`` runs ``p2t ARGS...`` (e.g. ``train --config
 shakespeare:smoke --workdir W``) with the Shakespeare corpus replaced by the test passage,
 and exits with its status. With ``SLOW_SAVE_S`` in the environment every checkpoint save
-first sleeps that long (a window in which to send a second signal). Signals reach the real
+first sleeps that long (a window in which to send a second signal); with ``SLOW_EXIT_S`` the
+interpreter's exit handlers start with a sleep that long, announced by the line
+``exit handlers running`` on stderr (a window after the command has returned). Signals reach the real
 command: nothing here handles them, except a Ctrl-C while this script itself is still
 importing (exit 130, as ``p2t`` does).
 """
@@ -33,6 +35,14 @@ def run(argv: list[str]) -> int:
             return save(self, *args, **kwargs)
 
         Checkpoints.save = slow_save
+    if os.environ.get("SLOW_EXIT_S"):
+        import atexit
+
+        def slow_exit():
+            os.write(2, b"exit handlers running\n")
+            time.sleep(float(os.environ["SLOW_EXIT_S"]))
+
+        atexit.register(slow_exit)  # registered first, so it runs after JAX's and Orbax's own handlers
     return cli.main(argv)
 
 

@@ -31,6 +31,7 @@ from p2t_jax.training import checkpoint as ckpt
 from p2t_jax.training.loop import restore_state, train_and_evaluate
 from p2t_jax.training.metrics import read_metrics
 from p2t_jax.training.stopping import SaveFailed
+from p2t_jax.training.workdir_lock import LOCK_NAME
 
 WORKER = pathlib.Path(__file__).resolve().parent / "fault_worker.py"
 STEPS = 300
@@ -90,15 +91,17 @@ def _trial(reference, workdir: pathlib.Path, signum: int, rng: random.Random) ->
     # Killed by the signal itself: SIGKILL always; SIGTERM before the loop's handler is installed;
     # SIGINT only before Python has installed its own handler (nothing printed then).
     allowed = {signal.SIGINT: (0, 130) + ((-signal.SIGINT,) if not err else ()),
-               signal.SIGTERM: (0, 143, -signal.SIGTERM), signal.SIGKILL: (0, -signal.SIGKILL)}[signum]
+               signal.SIGTERM: (0, 143, -signal.SIGTERM), signal.SIGHUP: (0, 129, -signal.SIGHUP),
+               signal.SIGKILL: (0, -signal.SIGKILL)}[signum]
     assert code in allowed, (code, err[-2000:])
-    if code in (130, 143):
+    if code in (129, 130, 143):
         last = err.strip().splitlines()[-1]
         assert last.startswith(("stopped: interrupted at step", "stopped: interrupted before training started",
                                 "interrupted before training started")) or (
             code == 130 and not out and not last), err[-2000:]
         assert "Traceback" not in err, err[-3000:]
     assert not list(workdir.glob("checkpoints/*" + ckpt.TMP_MARKER + "*")) or code == -signal.SIGKILL
+    assert not (workdir / LOCK_NAME).exists() or code == -signal.SIGKILL  # a killed run's file: no lock
     resumed = _run(RUN + ["--workdir", str(workdir)])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert not list(workdir.glob("checkpoints/*" + ckpt.TMP_MARKER + "*"))
@@ -107,19 +110,70 @@ def _trial(reference, workdir: pathlib.Path, signum: int, rng: random.Random) ->
     return f"{signal.Signals(signum).name}: exit {code}"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow), signal.SIGKILL],
-                         ids=["int", "term", "kill"])  # SIGTERM takes SIGINT's path; the slow test sends both many times
+@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow),
+                                    signal.SIGHUP, signal.SIGKILL],
+                         ids=["int", "term", "hup", "kill"])  # SIGTERM takes SIGHUP's path; the slow test sends all
 def test_a_signal_at_a_random_moment_then_resume_equals_the_uninterrupted_run(reference, tmp_path, signum):
     _trial(reference, tmp_path / "run", signum, random.Random(int(signum) * 7919 + int(time.time())))
 
 
 @pytest.mark.slow
 def test_many_signals_at_random_moments(reference, tmp_path):
-    """24 trials: SIGINT, SIGTERM and SIGKILL, eight each, at random moments."""
+    """24 trials: SIGINT, SIGTERM, SIGHUP and SIGKILL, six each, at random moments."""
     rng = random.Random(int(time.time()))
     outcomes = [_trial(reference, tmp_path / f"run{i}", s, rng)
-                for i, s in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGKILL] * 8)]
+                for i, s in enumerate([signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL] * 6)]
     print("\n".join(outcomes))
+
+
+def _wait_for(path: pathlib.Path, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert path.exists(), proc.communicate()[1][-2000:] if proc.poll() is not None else path
+
+
+def test_two_trainings_on_one_workdir_the_second_is_refused(reference, tmp_path):
+    """A second `p2t train` while the first runs: refused in one sentence naming the first's process,
+    exit 2; `p2t eval` reads the newest complete checkpoint meanwhile; the first ends bit-for-bit
+    where a lone run ends, with each step logged once."""
+    workdir = tmp_path / "run"
+    first = _start(RUN + ["--workdir", str(workdir)])
+    _wait_for(workdir / LOCK_NAME, first)
+    second = _run(RUN + ["--workdir", str(workdir)])
+    err = second.stderr.strip().splitlines()
+    assert second.returncode == 2 and len(err) == 1, second.stderr[-2000:]
+    assert err[0] == (f"error: workdir '{workdir}' is in use by another run (process {first.pid}); wait for it "
+                      f"to end or choose another --workdir."), err
+    _wait_for(workdir / "checkpoints" / "25", first)
+    read = _run(["eval", "--workdir", str(workdir)])
+    assert read.returncode == 0 and json.loads(read.stdout)["step"] % 25 == 0, read.stderr[-2000:]
+    out, err = first.communicate(timeout=TIMEOUT_S)
+    assert first.returncode == 0, err[-2000:]
+    assert not (workdir / LOCK_NAME).exists()
+    chex.assert_trees_all_equal(_final_items(workdir), reference)
+    _no_duplicate_records(workdir)
+
+
+def test_a_signal_while_the_stopped_run_exits_aborts_quietly(tmp_path):
+    """SIGINT saves; a second SIGINT after the run has returned (here: while the interpreter's exit
+    handlers run) ends the process at once, exit 130, without a KeyboardInterrupt traceback."""
+    proc = subprocess.Popen([sys.executable, str(WORKER), *RUN[:4], "--config.train.num_steps=100000",
+                             "--config.train.checkpoint_every=100000", "--workdir", str(tmp_path)],
+                            env=dict(ENV, SLOW_EXIT_S="30"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for(tmp_path / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGINT)
+    lines = []
+    while not lines or lines[-1] != "exit handlers running\n":
+        lines.append(proc.stderr.readline())
+        assert lines[-1], "".join(lines)[-2000:]
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    err = "".join(lines) + err
+    assert proc.returncode == 130 and time.monotonic() - started < 20, err[-2000:]
+    assert "stopped: interrupted at step" in err and "saved step" in err, err[-2000:]
+    assert "Traceback" not in err and "Exception ignored" not in err and "KeyboardInterrupt" not in err, err[-2000:]
 
 
 def test_a_second_ctrl_c_aborts_at_once(tmp_path):
@@ -365,14 +419,95 @@ def test_bad_input_to_a_trained_run_gets_one_sentence(trained, tmp_path, capsys)
 
 def test_garbled_metrics_lines_are_skipped_and_dropped_on_resume(trained, tmp_path, capsys):
     run = _copy(trained, tmp_path, "garbled_metrics")
-    with open(run / "metrics.jsonl", "a") as f:
-        f.write('{"step": 999, "split": "train", "loss": 1.0}\n{garbled\n')
-    assert len(read_metrics(run)) == len(read_metrics(trained)) + 1  # the garbled line skipped, with a warning
-    assert "skipped 1 line" in capsys.readouterr().err
+    with open(run / "metrics.jsonl", "ab") as f:  # a line cut short, bytes that are not UTF-8, a wrong type
+        f.write(b'{"step": 999, "split": "train", "loss": 1.0}\n{garbled\n\xff\xfe{"step": 1}\n{"step": "x", "split": 1}\n')
+    assert len(read_metrics(run)) == len(read_metrics(trained)) + 1  # the garbled lines skipped, with a warning
+    assert f"warning: skipped 3 line(s) of {run / 'metrics.jsonl'} that are not metric records." in capsys.readouterr().err
     assert main(["train", "--config", "shakespeare:smoke", "--workdir", str(run), "--no-progress",
                  "--config.train.num_steps=20"]) == 0
     steps = [r["step"] for r in read_metrics(run, "train")]
     assert 999 not in steps and steps == sorted(steps) and len(steps) == len(set(steps))
+
+
+HOLDER = ("import sys, time\n"
+          "from p2t_jax.training.workdir_lock import hold\n"
+          "with hold(sys.argv[1]):\n"
+          "    print('held', flush=True)\n"
+          "    time.sleep(600)\n")
+
+
+@contextlib.contextmanager
+def _held_by_another_process(workdir: pathlib.Path):
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(workdir)], env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "held\n"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _listing(folder: pathlib.Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_the_workdir_lock_is_exclusive_nests_and_dies_with_its_process(tmp_path):
+    from p2t_jax.training.workdir_lock import WorkdirBusy, hold
+
+    workdir = tmp_path / "new" / "run"
+    with hold(workdir) as created:  # a folder that did not exist is made to hold the lock file
+        assert created and (workdir / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+        with hold(workdir) as again:  # the same process again: nested, not refused
+            assert not again
+        assert (workdir / LOCK_NAME).exists()
+    assert not (tmp_path / "new").exists()  # nothing was written: the folders it made are gone again
+    (tmp_path / "run").mkdir()
+    with _held_by_another_process(tmp_path / "run") as holder:
+        with pytest.raises(WorkdirBusy, match=f"in use by another run \\(process {holder.pid}\\)"):
+            with hold(tmp_path / "run"):
+                pass
+        holder.send_signal(signal.SIGKILL)  # kill -9: the file stays, the lock does not
+        holder.wait()
+    assert (tmp_path / "run" / LOCK_NAME).exists()
+    with hold(tmp_path / "run"):
+        assert (tmp_path / "run" / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_a_training_on_a_held_workdir_is_refused_and_touches_nothing(trained, tmp_path, capsys):
+    before = _listing(trained)
+    with _held_by_another_process(trained) as holder:
+        err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(trained),
+                                     "--no-progress", "--config.train.num_steps=20"])
+        assert f"is in use by another run (process {holder.pid})" in err, err
+        assert _listing(trained) == dict(before, **{LOCK_NAME: f"{holder.pid}\n".encode()})
+    new = tmp_path / "new"
+    with _held_by_another_process(new):
+        assert "is in use by another run" in _one_sentence(capsys, ["train", "--config", "shakespeare:smoke",
+                                                                    "--workdir", str(new), "--no-progress"])
+        assert [p.name for p in new.iterdir()] == [LOCK_NAME]
+
+
+def test_paths_of_the_wrong_kind_are_refused_before_anything_is_rewritten(trained, tmp_path, capsys):
+    import shutil
+
+    cases = {"checkpoints": "is not a folder", "tb": "is not a folder", "metrics.jsonl": "is not a file"}
+    for name, message in cases.items():
+        run = _copy(trained, tmp_path, name.replace(".", "_"))
+        path = run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        path.write_text("x") if message == "is not a folder" else path.mkdir()
+        before = _listing(run)
+        err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(run),
+                                     "--no-progress", "--config.train.num_steps=20"])
+        assert f"'{path}' {message}" in err, err
+        assert _listing(run) == before, name
+    run = _copy(trained, tmp_path, "no_checkpoints")  # a run that cannot resume is not started over
+    shutil.rmtree(run / "checkpoints")
+    before = _listing(run)
+    err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(run), "--no-progress",
+                                 "--config.train.num_steps=20"])
+    assert "holds a run (config.json) but no checkpoints folder" in err and _listing(run) == before, err
 
 
 # ---- the disk -----------------------------------------------------------------------------
@@ -489,15 +624,31 @@ def test_a_damaged_archive_is_fetched_again(tmp_path, monkeypatch):
         cache.cached_archive("a.tar.gz", "a==1", source=True, sha256=digest)
 
 
-def test_an_experiment_that_checks_no_claim_fails(tiny_corpus, repo_root, tmp_path, capsys):
-    """Every strategy skipped (3 does not divide the 8 devices): nothing shown, so not a pass."""
+def test_a_sharded_experiment_with_no_strategy_that_fits_is_refused(tiny_corpus, repo_root, tmp_path, capsys):
+    """Every strategy skipped (3 does not divide the 8 devices): one sentence, exit 2, nothing written."""
     from conftest import load_experiment
 
+    workdir = tmp_path / "sharded"
     code = load_experiment("10_transformer_sharded.py").cli(
-        ["--workdir", str(tmp_path), "--config", f"{repo_root}/configs/transformer_sharded.py:smoke",
+        ["--workdir", str(workdir), "--config", f"{repo_root}/configs/transformer_sharded.py:smoke",
          "--config.strategies=(('tensor', (1, 1, 3)),)"])
-    err = capsys.readouterr().err
-    assert code == 1 and "no claim was checked" in err, err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: none of the 1 strategies"), err
+    assert "'tensor'" in err[0] and not workdir.exists()
+
+
+def test_an_experiment_that_checks_no_claim_fails(repo_root, tmp_path, capsys):
+    """An experiment that ran but checked nothing: results.json is written, and exit 1 with an error line."""
+    from p2t_jax import experiment
+
+    code = experiment.main(lambda config, workdir, claims: {"measured": 1.0}, script=__file__,
+                           description="nothing checked", default_workdir=str(tmp_path / "w"),
+                           default_config=f"{repo_root}/configs/xor_mlp.py", validate=lambda config: None,
+                           argv=[])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err == [err[0]] and err[0].startswith("error: no claim was checked"), err
+    results = json.loads((tmp_path / "w" / "results.json").read_text())
+    assert results["claims"] == {} and results["measured"] == 1.0
 
 
 def test_check_run_config_names_the_key():

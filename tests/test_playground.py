@@ -255,6 +255,12 @@ def test_rnn_page(runs, tmp_path):
     at.text_input(key="rnn_folder").set_value(str(runs / "06_cnn"))
     rerun(at)
     assert any(c.value.startswith("python experiments/08_rnn.py --workdir") for c in at.code)
+    swapped = pathlib.Path(shutil.copytree(runs / "08_rnn", tmp_path / "swapped"))  # the LSTM's file under the RNN
+    shutil.copy(swapped / "lstm" / "params.msgpack", swapped / "rnn" / "params.msgpack")
+    at.text_input(key="rnn_folder").set_value(str(swapped))
+    rerun(at)
+    assert len(errors(at)) == 1 and errors(at)[0].startswith(f"'{swapped / 'rnn' / 'params.msgpack'}' holds "
+                                                             f"parameters of another model"), errors(at)
 
 
 def test_attention_page(runs):

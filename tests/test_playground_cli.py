@@ -58,7 +58,8 @@ def test_without_streamlit_it_says_how_to_install_it(monkeypatch, capsys):
     assert code == 2 and "pip install -e '.[app]'" in err and len(err.splitlines()) == 1
 
 
-def test_bad_arguments(started, capsys):
+def test_bad_arguments(started, capsys, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -68,7 +69,8 @@ def test_bad_arguments(started, capsys):
                  (["playground", "--port", "x"], "invalid int value"),
                  (["playground", "--port", str(taken)], f"cannot serve on 127.0.0.1:{taken}"),
                  (["playground", "--host", "no.such.host.invalid"], "is not an address"),
-                 (["playground", "--config.seed=1"], "takes no --config overrides")]
+                 (["playground", "--config.seed=1"], "takes no --config overrides"),
+                 (["playground", "--runs", str(tmp_path / "file")], f"--runs '{tmp_path / 'file'}' is a file")]
         for argv, message in cases:
             code, err = _error(capsys, argv)
             assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)

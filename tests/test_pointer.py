@@ -68,6 +68,25 @@ def test_convex_hull_by_hand():
         geometry.convex_hull(np.asarray([[0, 0], [0.5, 0.5], [1, 1]]))
 
 
+def test_a_hull_with_duplicate_points_names_the_lowest_index_and_scores_by_location():
+    # the square's corners, the corner (1, 0) twice (indices 1 and 5) and (0, 1) twice (3 and 6), an inner point
+    points = np.asarray([[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5], [1, 0], [0, 1]], np.float32)
+    np.testing.assert_array_equal(geometry.convex_hull(points), [0, 1, 2, 3])  # the lowest index of each location
+    np.testing.assert_array_equal(geometry.convex_hull(points[[5, 1, 2, 3, 0]]), [0, 2, 3, 4])  # (1, 0) is 0 here
+    batch = problems.instances("hull", [points.tolist()], max_length=8)
+    np.testing.assert_array_equal(batch["targets"][0, :5], [1, 2, 3, 4, 0])
+    assert batch["targets"].shape == (1, 8)
+    rows = jnp.asarray([[1, 6, 3, 7, 0, PAD, PAD, PAD],  # the same hull through the other copies
+                        [1, 2, 3, 4, 0, PAD, PAD, PAD],  # the target itself
+                        [1, 2, 6, 3, 4, 0, PAD, PAD],  # a location twice: not the hull
+                        [1, 2, 3, 0, PAD, PAD, PAD, PAD]])  # a corner missed
+    batch = {k: np.repeat(v, len(rows), 0) for k, v in batch.items()}
+    got = jax.jit(metrics.output_metrics, static_argnums=0)("hull", batch, rows)
+    np.testing.assert_array_equal(got["exact_match"], [1, 1, 0, 0])
+    np.testing.assert_allclose(got["pointer_accuracy"], [1, 1, 0.4, 0.6], atol=1e-6)
+    np.testing.assert_allclose(got["area_coverage"], [1, 1, 1, 0.5], atol=1e-6)
+
+
 def brute_force_tour(points):
     n = len(points)
     best = min(((0, *p) for p in itertools.permutations(range(1, n))),

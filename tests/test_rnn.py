@@ -403,6 +403,16 @@ def test_saved_sweep_parameters_load_back_exactly(tmp_path):
     for bad, match in ((tmp_path / "none", "does not exist"), (tmp_path / "junk", "is not a parameter file")):
         with pytest.raises(CheckpointError, match=match):
             sweep.load_params(bad)
+    model = memory_task.make_model(config)
+    like = jax.eval_shape(lambda: memory_task.init_variables(model, config.model.max_len, jax.random.PRNGKey(0)))
+    chex.assert_trees_all_equal(sweep.load_params(path, like=like["params"]), loaded)
+    with config.unlocked():
+        config.model.cell = "lstm" if config.model.cell != "lstm" else "rnn"
+        config.model.features += 1
+    other = memory_task.make_model(config)
+    like = jax.eval_shape(lambda: memory_task.init_variables(other, config.model.max_len, jax.random.PRNGKey(0)))
+    with pytest.raises(CheckpointError, match=f"'{path}' holds parameters of another model: '"):
+        sweep.load_params(path, like=like["params"])
 
 
 def test_experiment_refuses_bad_input_with_exit_status_2(tmp_path, capsys):

@@ -29,6 +29,9 @@ def _cross(o: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 def convex_hull(points_N2: np.ndarray) -> np.ndarray:
     """The convex hull's vertices as indices into ``points_N2``: counter-clockwise, starting
     from the lowest index (Vinyals et al.'s order). Collinear points on an edge are not vertices.
+    A location held by several points (duplicates) is one vertex, named by the lowest index
+    among them, so the answer is well defined (the metrics of :mod:`p2t_jax.tasks.pointer_metrics`
+    score an output through another copy the same).
 
     Args:
       points_N2: ``[n, 2]`` with n >= 3 and not all points on one line (random points in
@@ -38,7 +41,10 @@ def convex_hull(points_N2: np.ndarray) -> np.ndarray:
       ``int64[h]``, 3 <= h <= n.
     """
     points = np.asarray(points_N2, np.float64)
-    order = sorted(range(len(points)), key=lambda i: (points[i, 0], points[i, 1]))
+    first: dict[tuple[float, float], int] = {}  # each location -> the lowest index holding it
+    for i, (x, y) in enumerate(points):
+        first.setdefault((float(x), float(y)), i)
+    order = sorted(first.values(), key=lambda i: (points[i, 0], points[i, 1]))
     lower: list[int] = []
     for i in order:
         while len(lower) >= 2 and _cross(points[lower[-2]], points[lower[-1]], points[i]) <= 0:

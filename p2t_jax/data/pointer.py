@@ -6,7 +6,8 @@ Every problem reads n elements and outputs positions of them (Vinyals et al. 201
   of value.
 * ``hull``: n points drawn uniformly from the unit square; output: the convex hull's
   vertices counter-clockwise from the one of lowest index, then the end
-  (:func:`p2t_jax.data.geometry.convex_hull`).
+  (:func:`p2t_jax.data.geometry.convex_hull`). Where several points share a location (only
+  in instances written by hand), the target names the lowest index among them.
 * ``tsp``: n <= :data:`TSP_MAX_LENGTH` cities drawn uniformly from the unit square;
   output: the exact shortest closed tour from city 0, counter-clockwise (the hull's
   convention; Held-Karp dynamic programming, :func:`p2t_jax.data.geometry.held_karp`).

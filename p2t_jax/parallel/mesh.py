@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 from jax.sharding import AxisType, Mesh
@@ -20,6 +21,21 @@ from jax.sharding import AxisType, Mesh
 from p2t_jax.configuration import ConfigError, require
 
 AXES = ("data", "fsdp", "tensor")
+
+
+def check_mesh_shape(mesh_shape: Any) -> tuple[int, ...]:
+    """``mesh_shape`` as a tuple, if it has the form of one (the devices are not looked at).
+
+    Raises:
+      ConfigError: not one integer per axis of :data:`AXES`, each positive or one ``-1``.
+    """
+    shape = tuple(mesh_shape) if isinstance(mesh_shape, (tuple, list)) else (mesh_shape,)
+    key = f"config key 'parallel.mesh_shape' {shape}"
+    require(len(shape) == len(AXES) and all(isinstance(s, int) and not isinstance(s, bool) for s in shape),
+            f"{key} must hold {len(AXES)} integers, one per axis {', '.join(AXES)}.")
+    require(all(s >= 1 or s == -1 for s in shape) and shape.count(-1) <= 1,
+            f"{key} may hold positive sizes and at most one -1 (\"the rest\"), nothing else.")
+    return shape
 
 
 def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int, *, use_all: bool = False) -> tuple[int, ...]:
@@ -34,12 +50,8 @@ def resolve_mesh_shape(mesh_shape: Sequence[int], num_devices: int, *, use_all: 
     Raises:
       ConfigError: a malformed shape, or sizes that do not fit the devices.
     """
-    shape = tuple(mesh_shape)
+    shape = check_mesh_shape(mesh_shape)
     key = f"config key 'parallel.mesh_shape' {shape}"
-    require(len(shape) == len(AXES) and all(isinstance(s, int) and not isinstance(s, bool) for s in shape),
-            f"{key} must hold {len(AXES)} integers, one per axis {', '.join(AXES)}.")
-    require(all(s >= 1 or s == -1 for s in shape) and shape.count(-1) <= 1,
-            f"{key} may hold positive sizes and at most one -1 (\"the rest\"), nothing else.")
     fixed = math.prod(s for s in shape if s != -1)
     require(num_devices % fixed == 0,
             f"{key} needs {fixed} devices, which does not divide the {num_devices} available; choose axis sizes "

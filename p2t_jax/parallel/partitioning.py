@@ -33,7 +33,7 @@ from p2t_jax.parallel.mesh import AXES, describe, make_mesh
 # Logical name -> mesh axis (or axes, or None: replicated), tried in order; a mesh axis is
 # used once per array. Activations have names of their own (p2t_jax.models.logical), so a
 # parameter's "embed" is sharded over fsdp while the activations' embed axis stays whole and
-# their batch takes data and fsdp. Configs import this table (p2t_jax.tasks.language_model).
+# their batch takes data and fsdp. Configs import this table (p2t_jax.training.config_groups).
 DEFAULT_RULES = (
     ("activation_batch", ("data", "fsdp")),
     ("activation_length", None),
@@ -184,6 +184,21 @@ class Partitioner:
         require(batch_size % n == 0,
                 f"config key '{key}' ({batch_size}) must be divisible by the {n} batch shards of the mesh "
                 f"({self.describe()}).")
+
+    def check_eval_batches(self, task: Any) -> None:
+        """Every evaluation batch of ``task`` must split over the batch shards: checked before the
+        run starts, not at its first evaluation (reads the evaluation data once, unplaced).
+
+        Raises:
+          ConfigError: the first batch whose rows do not divide, in one sentence.
+        """
+        n = self.batch_shards
+        for batch in task.eval_batches():
+            rows = int(jax.tree.leaves(batch)[0].shape[0])
+            require(rows % n == 0,
+                    f"an evaluation batch of {rows} rows cannot be split into the {n} batch shards of the mesh "
+                    f"({self.describe()}); choose evaluation sizes (train.eval_*) divisible by {n}, or another "
+                    f"'parallel.mesh_shape'.")
 
     def check_variables(self, abstract_variables: Any) -> None:
         """Every sharded variable axis must divide evenly over its mesh axes (one sentence otherwise)."""

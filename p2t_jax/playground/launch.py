@@ -2,7 +2,7 @@
 
 The server is Streamlit's own (``python -m streamlit run app.py``), started as a child
 process bound to ``host:port``. Bad input (no Streamlit, a port that is taken or out of
-range, a host that cannot be bound) is a :class:`~p2t_jax.configuration.ConfigError` with
+range, a host that cannot be bound, ``--runs`` that is a file) is a :class:`~p2t_jax.configuration.ConfigError` with
 one sentence, before anything starts.
 """
 
@@ -44,6 +44,15 @@ def check_address(host: str, port: int) -> None:
             raise ConfigError(f"cannot serve on {host}:{port} ({e.strerror}); pick another --port.") from None
 
 
+def check_runs(runs: str) -> None:
+    """Raises ConfigError when ``runs`` exists and is not a folder (a missing one is fine: the
+    pages then say which command makes each run)."""
+    path = pathlib.Path(runs)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--runs '{runs}' is a file, not a folder of run folders; give the folder that holds "
+                          f"the runs (default: runs).")
+
+
 def command(host: str, port: int, runs: str) -> list[str]:
     """The Streamlit command line for the playground (headless, no file watching, no usage statistics)."""
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.address", host, "--server.port", str(port),
@@ -55,6 +64,7 @@ def command(host: str, port: int, runs: str) -> list[str]:
 def serve(host: str = "127.0.0.1", port: int = 8501, runs: str = "runs") -> int:
     """Runs the playground until it is stopped (Ctrl-C); returns the server's exit status."""
     require_streamlit()
+    check_runs(runs)
     check_address(host, port)
     if host not in LOCAL_HOSTS:
         print(f"warning: --host {host} lets other machines reach the playground; it has no login, and its pages "

@@ -113,7 +113,7 @@ def read_results(folder: pathlib.Path, names: tuple[str, ...] | None = None) -> 
             continue
         try:
             results[name] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, ValueError):  # missing, not JSON, or not UTF-8
             continue
     return results
 

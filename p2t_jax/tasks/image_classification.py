@@ -41,6 +41,7 @@ from p2t_jax.data.images import ImageBatches, ImageRecords, split_off
 from p2t_jax.models import regularisation
 from p2t_jax.optim import chains
 from p2t_jax.tasks import image_models
+from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task, evaluate, restore_state, train_and_evaluate
 from p2t_jax.training.metrics import read_metrics, write_json
 from p2t_jax.training.steps import make_eval_step
@@ -75,33 +76,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.loss.label_smoothing = 0.0  # alpha: the target gets 1 - alpha + alpha / K on the true class
     c.loss.l2 = 0.0  # lambda of the L2 penalty lambda * 0.5 * sum(w^2) on weight matrices
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"  # sgd, momentum, nesterov, rmsprop, adam, adamw or lion
-    c.optim.implementation = "scratch"  # scratch: p2t_jax/optim/scratch.py; optax: Optax's own
-    c.optim.learning_rate = 1e-3  # peak (or constant) learning rate
-    c.optim.schedule = "constant"  # constant or warmup_cosine
-    c.optim.end_learning_rate = 0.0  # warmup_cosine decays to this
-    c.optim.warmup_steps = 0  # warmup_cosine: linear warm-up from 0
-    c.optim.decay_steps = 0  # warmup_cosine: cosine length; 0 means train.num_steps
-    c.optim.momentum = 0.9  # momentum / nesterov: the velocity's decay
-    c.optim.rms_decay = 0.9  # rmsprop: decay of the mean square
-    c.optim.b1 = 0.9  # adam, adamw, lion
-    c.optim.b2 = 0.999  # adam, adamw, lion
-    c.optim.eps = 1e-8  # adam, adamw, rmsprop
-    c.optim.weight_decay = 0.0  # decoupled weight decay (adamw and lion only), on weight matrices
-    c.optim.grad_clip_norm = 0.0  # clip_by_global_norm; 0 turns it off
+    c.optim = default_optim(name="adam",
+                            implementation="scratch",  # scratch: p2t_jax/optim/scratch.py; optax: Optax's own
+                            schedule="constant")
 
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 32  # examples per update
+    c.train = default_train(batch_size=32,  # examples per update
+                            num_steps=0,  # set from num_epochs (used as is when num_epochs is 0)
+                            log_every=0, eval_every=0, checkpoint_every=0)  # 0: once per epoch
     c.train.num_epochs = 10  # passes over the training split; sets num_steps
-    c.train.num_steps = 0  # set from num_epochs (used as is when num_epochs is 0)
-    c.train.log_every = 0  # train metrics every N steps; 0: once per epoch
-    c.train.eval_every = 0  # evaluation every N steps; 0: once per epoch
     c.train.eval_batch_size = 1000  # largest evaluation batch (a divisor of the split size is used)
-    c.train.checkpoint_every = 0  # Orbax save every N steps (and at each eval and the end); 0: per epoch
-    c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
-    c.train.early_stop_patience = 0  # stop after N evaluations without a lower eval loss; 0: never
-    c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
+
+    c.parallel = default_parallel()  # one device; --config.parallel.mesh_shape=(-1,1,1) shards the batch
     return c
 
 
@@ -137,6 +122,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             and t.checkpoint_every >= 0 and t.early_stop_patience >= 0,
             "config keys 'train.num_epochs', 'num_steps', 'log_every', 'eval_every', 'checkpoint_every' and "
             "'early_stop_patience' must be >= 0.")
+    validate_groups(config)
 
 
 def load_data(config: ml_collections.ConfigDict) -> tuple[dict[str, ImageRecords], str]:

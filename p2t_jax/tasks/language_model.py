@@ -19,8 +19,8 @@ from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
 from p2t_jax.models.transformer import DENSE_IMPLS, Transformer, TransformerConfig
-from p2t_jax.parallel.partitioning import DEFAULT_RULES
 from p2t_jax.resources import require_memory
+from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -57,37 +57,22 @@ def default_config() -> ml_collections.ConfigDict:
     # general: nn.DenseGeneral on [B, T, D] (what GPUs and TPUs want).
     c.model.dense_impl = "auto"
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.learning_rate = 3e-3  # peak learning rate after warm-up
-    c.optim.end_learning_rate = 3e-4  # cosine decays to this
-    c.optim.warmup_steps = 100  # linear warm-up from 0
-    c.optim.decay_steps = 0  # cosine length; 0 means train.num_steps
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.99
-    c.optim.eps = 1e-8
-    c.optim.weight_decay = 0.1  # decoupled, on matrices and embeddings only
-    c.optim.grad_clip_norm = 1.0  # clip_by_global_norm; 0 turns it off
+    c.optim = default_optim(  # the standard chain: clip_by_global_norm -> adamw on warm-up + cosine
+        name="adamw", implementation="optax", schedule="warmup_cosine",
+        learning_rate=3e-3,  # peak learning rate after warm-up
+        end_learning_rate=3e-4,  # cosine decays to this
+        warmup_steps=100,  # linear warm-up from 0
+        b1=0.9, b2=0.99, eps=1e-8,
+        weight_decay=0.1,  # decoupled, on matrices and embeddings only
+        grad_clip_norm=1.0)  # clip_by_global_norm; 0 turns it off
 
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 32  # windows per step
-    c.train.num_steps = 2000
-    c.train.log_every = 50  # train metrics every N steps
-    c.train.eval_every = 250  # validation loss every N steps
+    c.train = default_train(batch_size=32,  # windows per step
+                            num_steps=2000, log_every=50, eval_every=250, checkpoint_every=500,
+                            keep_checkpoints=2)  # latest saves kept (the best by val loss is kept besides)
     c.train.eval_batches = 20  # validation batches per evaluation
-    c.train.checkpoint_every = 500  # Orbax save every N steps (and at each eval and the end)
-    c.train.keep_checkpoints = 2  # latest saves kept (the best by val loss is kept besides)
-    c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
 
-    # Devices and hosts (README, "Scaling out"). Not part of what a resumed run must match:
-    # a checkpoint saved on one mesh restores onto another.
-    c.parallel = ml_collections.ConfigDict()
-    c.parallel.mesh_shape = (-1, 1, 1)  # devices along (data, fsdp, tensor); -1: the rest; one device: 1x1x1
-    c.parallel.logical_axis_rules = DEFAULT_RULES  # logical axis name -> mesh axis (p2t_jax.parallel.partitioning)
-    c.parallel.coordinator_address = ""  # multi-process: process 0's host:port; "" reads $P2T_COORDINATOR_ADDRESS
-    c.parallel.num_processes = 0  # processes in the run; 0 reads $P2T_NUM_PROCESSES
-    c.parallel.process_id = -1  # this process's index; -1 reads $P2T_PROCESS_ID
-    c.parallel.cluster_detect = False  # let JAX find the processes itself (TPU pod, SLURM, Open MPI)
-    c.parallel.initialization_timeout = 300  # seconds to wait for every process to join
+    # Devices and hosts (README, "Scaling out"): the batch over every device by default.
+    c.parallel = default_parallel(mesh_shape=(-1, 1, 1))
     return c
 
 
@@ -114,6 +99,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(m.vocab_size >= len(shakespeare.SHAKESPEARE_ALPHABET),
             f"config key 'model.vocab_size' must be at least {len(shakespeare.SHAKESPEARE_ALPHABET)} "
             f"(the character alphabet), got {m.vocab_size}.")
+    validate_groups(config)
 
 
 def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:

@@ -20,7 +20,7 @@ import optax
 from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data import memory
 from p2t_jax.models.rnn import CELLS, RECURRENT_INITS, RecurrentClassifier
-from p2t_jax.optim import chains
+from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task
 
 
@@ -45,30 +45,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.recurrent_init = "small_uniform"
     c.model.forget_bias = 1.0  # LSTM only: forget gates start open (Gers et al. 2000; Jozefowicz et al. 2015)
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"  # any of p2t_jax.optim.chains.OPTIMIZERS
-    c.optim.implementation = "optax"  # optax or scratch
-    c.optim.learning_rate = 3e-3  # peak learning rate
-    c.optim.schedule = "warmup_cosine"  # warmup_cosine or constant
-    c.optim.end_learning_rate = 3e-4  # warmup_cosine decays to this
-    c.optim.warmup_steps = 100  # linear warm-up from 0
-    c.optim.decay_steps = 0  # cosine length; 0 means train.num_steps
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-8
-    c.optim.momentum = 0.9  # momentum / nesterov only
-    c.optim.rms_decay = 0.9  # rmsprop only
-    c.optim.weight_decay = 0.0  # decoupled decay (adamw, lion)
-    c.optim.grad_clip_norm = 1.0  # clip_by_global_norm in the chain; 0 turns it off
+    c.optim = default_optim(name="adam", implementation="optax", schedule="warmup_cosine", learning_rate=3e-3,
+                            end_learning_rate=3e-4, warmup_steps=100, grad_clip_norm=1.0)
 
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 64  # sentences per step
-    c.train.num_steps = 2000
-    c.train.log_every = 100  # train metrics every N steps
-    c.train.eval_every = 500  # evaluation every N steps
+    c.train = default_train(batch_size=64,  # sentences per step
+                            num_steps=2000, log_every=100, eval_every=500, checkpoint_every=1000)
     c.train.eval_size = 256  # sentences per filler count in an evaluation
-    c.train.checkpoint_every = 1000  # Orbax save every N steps (and at each eval and the end)
-    c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
+
+    c.parallel = default_parallel()  # one device; --config.parallel.mesh_shape=(-1,1,1) shards the batch
     return c
 
 
@@ -87,7 +71,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         longest = memory.sentence_length(lo_hi[1])
         require(longest <= m.max_len,
                 f"config key '{key}' asks for sentences of {longest} words, longer than model.max_len = {m.max_len}.")
-    chains.validate_optim(config)
+    validate_groups(config)
 
 
 def make_model(config: ml_collections.ConfigDict) -> RecurrentClassifier:

@@ -27,8 +27,8 @@ from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data import pointer as problems
 from p2t_jax.models.pointer import PointerNetwork, beam_search, greedy_decode
 from p2t_jax.models.rnn import CELLS
-from p2t_jax.optim import chains
 from p2t_jax.tasks import pointer_metrics as metrics
+from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task
 
 
@@ -55,32 +55,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.decode = ml_collections.ConfigDict()
     c.decode.beam_width = 4  # beam search keeps this many outputs per input (1: greedy)
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"  # any of p2t_jax.optim.chains.OPTIMIZERS
-    c.optim.implementation = "optax"  # optax or scratch
-    c.optim.learning_rate = 1e-3  # peak learning rate
-    c.optim.schedule = "warmup_cosine"  # warmup_cosine or constant
-    c.optim.end_learning_rate = 1e-4  # warmup_cosine decays to this
-    c.optim.warmup_steps = 100  # linear warm-up from 0
-    c.optim.decay_steps = 0  # cosine length; 0 means train.num_steps
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-8
-    c.optim.momentum = 0.9  # momentum / nesterov only
-    c.optim.rms_decay = 0.9  # rmsprop only
-    c.optim.weight_decay = 0.0  # decoupled decay (adamw, lion)
-    c.optim.grad_clip_norm = 2.0  # clip_by_global_norm (the paper clips at 2); 0 turns it off
+    c.optim = default_optim(name="adam", implementation="optax", schedule="warmup_cosine", learning_rate=1e-3,
+                            end_learning_rate=1e-4, warmup_steps=100,
+                            grad_clip_norm=2.0)  # the paper clips at 2
 
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 128  # instances per step (the paper's)
-    c.train.num_steps = 3000
-    c.train.log_every = 100  # train metrics every N steps
-    c.train.eval_every = 1000  # evaluation every N steps
+    c.train = default_train(batch_size=128,  # instances per step (the paper's)
+                            num_steps=3000, log_every=100, eval_every=1000, checkpoint_every=1000)
     c.train.eval_size = 512  # instances per evaluation
     c.train.eval_batch_size = 512  # the largest evaluation batch
-    c.train.checkpoint_every = 1000  # Orbax save every N steps (and at each eval and the end)
-    c.train.keep_checkpoints = 1  # latest saves kept (the best by eval loss is kept apart)
-    c.train.on_nonfinite = "stop"  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
+
+    c.parallel = default_parallel()  # one device; --config.parallel.mesh_shape=(-1,1,1) shards the batch
     return c
 
 
@@ -115,7 +99,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require_positive(config, "model.embed_dim", "model.features", "model.attention_dim", "optim.learning_rate",
                      "train.batch_size", "train.num_steps", "train.log_every", "train.eval_every", "train.eval_size",
                      "train.eval_batch_size", "train.checkpoint_every", "train.keep_checkpoints")
-    chains.validate_optim(config)
+    validate_groups(config)
 
 
 def make_model(config: ml_collections.ConfigDict) -> PointerNetwork:

@@ -7,7 +7,9 @@ them and the experiment can break them down by length.
 
 * :func:`pointer_accuracy`: the fraction of the target's steps where the output points at
   the same position (the "per-pointer accuracy" of the sorting reproductions);
-  :func:`exact_match`: the whole output equals the target.
+  :func:`exact_match`: the whole output equals the target. For the hull both compare
+  locations, not indices (:func:`same_location_positions`): an output through another copy
+  of a duplicated point is the same hull.
 * :func:`polygon_area`, :func:`is_simple_polygon`, :func:`area_coverage`: the convex-hull
   metric of Vinyals et al. (2015): the area of the output polygon over the true hull's,
   counted only when the output is a simple polygon (no two edges cross) of at least 3
@@ -43,6 +45,15 @@ def pointer_accuracy(positions_BT: jax.Array, targets_BT: jax.Array) -> jax.Arra
 def exact_match(positions_BT: jax.Array, targets_BT: jax.Array) -> jax.Array:
     """``float[B]``: 1 where the output is the target exactly (same positions, same length)."""
     return jnp.all(positions_BT == targets_BT, axis=-1).astype(jnp.float32)
+
+
+def same_location_positions(points_BND: jax.Array, mask_BN: jax.Array, positions_BT: jax.Array) -> jax.Array:
+    """``positions_BT`` with each element replaced by the lowest-index element at the same location
+    (ends and padding unchanged): outputs that visit the same locations become equal."""
+    same_BNN = jnp.all(points_BND[:, :, None] == points_BND[:, None, :], axis=-1) & mask_BN[:, None, :]
+    first_BN = jnp.argmax(same_BNN, axis=-1)  # the lowest index at each element's location
+    index_BT = jnp.clip(positions_BT - 1, 0, points_BND.shape[1] - 1)
+    return jnp.where(positions_BT >= 1, jnp.take_along_axis(first_BN, index_BT, axis=1) + 1, positions_BT)
 
 
 def _vertices(points_BN2: jax.Array, positions_BT: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -107,6 +118,10 @@ def output_metrics(problem: str, batch: dict, positions_BT: jax.Array) -> dict[s
     hull: ``area_coverage``, ``simple_polygon``; tsp: ``tour_length``, ``optimal_length``, ``tour_excess``
     (tour / optimal - 1)."""
     targets = batch["targets"]
+    if problem == "hull":  # the hull is a set of locations: a duplicated point's copies are one vertex
+        mask = batch.get("mask", jnp.ones(batch["inputs"].shape[:2], bool))
+        positions_BT = same_location_positions(batch["inputs"], mask, positions_BT)
+        targets = same_location_positions(batch["inputs"], mask, targets)
     out = {"pointer_accuracy": pointer_accuracy(positions_BT, targets), "exact_match": exact_match(positions_BT, targets)}
     if problem == "hull":
         out["area_coverage"] = area_coverage(batch["inputs"], positions_BT, targets)

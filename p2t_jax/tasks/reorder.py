@@ -22,7 +22,7 @@ from p2t_jax.data import reorder
 from p2t_jax.data.words import PAD
 from p2t_jax.models.rnn import CELLS
 from p2t_jax.models.seq2seq import BRIDGES, Seq2Seq
-from p2t_jax.optim import chains
+from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task
 
 
@@ -46,30 +46,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.bridge = "backward"  # the decoder's first state from: backward (Bahdanau et al.) or both final states
     c.model.max_len = 16  # the longest sentence in words; longer ones are refused
 
-    c.optim = ml_collections.ConfigDict()
-    c.optim.name = "adam"
-    c.optim.implementation = "optax"
-    c.optim.learning_rate = 3e-3
-    c.optim.schedule = "warmup_cosine"
-    c.optim.end_learning_rate = 3e-4
-    c.optim.warmup_steps = 100
-    c.optim.decay_steps = 0  # 0 means train.num_steps
-    c.optim.b1 = 0.9
-    c.optim.b2 = 0.999
-    c.optim.eps = 1e-8
-    c.optim.momentum = 0.9
-    c.optim.rms_decay = 0.9
-    c.optim.weight_decay = 0.0
-    c.optim.grad_clip_norm = 1.0  # clip_by_global_norm; 0 turns it off
+    c.optim = default_optim(name="adam", implementation="optax", schedule="warmup_cosine", learning_rate=3e-3,
+                            end_learning_rate=3e-4, warmup_steps=100, grad_clip_norm=1.0)
 
-    c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 64
-    c.train.num_steps = 3000
-    c.train.log_every = 100
-    c.train.eval_every = 1000
+    c.train = default_train(batch_size=64, num_steps=3000, log_every=100, eval_every=1000, checkpoint_every=1000)
     c.train.eval_size = 64  # held-out sentences per length in an evaluation
-    c.train.checkpoint_every = 1000
-    c.train.keep_checkpoints = 1
+
+    c.parallel = default_parallel()  # one device; --config.parallel.mesh_shape=(-1,1,1) shards the batch
     return c
 
 
@@ -89,7 +72,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                                      f"than model.max_len = {m.max_len}.")
     require(0 < config.data.test_share < 1,
             f"config key 'data.test_share' must be in (0, 1), got {config.data.test_share}.")
-    chains.validate_optim(config)
+    validate_groups(config)
 
 
 def make_model(config: ml_collections.ConfigDict) -> Seq2Seq:

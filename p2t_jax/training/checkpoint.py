@@ -31,6 +31,7 @@ import os
 import pathlib
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from p2t_jax.configuration import ConfigError
 from p2t_jax.training.stopping import SaveFailed
 
 TMP_MARKER = ".orbax-checkpoint-tmp"
@@ -50,7 +52,8 @@ class _OrbaxLogFilter(logging.Filter):
     """Drops Orbax's own log records, and asyncio's reports of its failed write tasks (a
     failed save logs its traceback dozens of times, from several threads); failures reach
     the user as one sentence instead (SaveFailed, CheckpointError). ``P2T_ORBAX_LOGS=1``
-    keeps them."""
+    keeps them, and the unraisable exceptions of Orbax's coroutines (:func:`_from_orbax`),
+    which are dropped too."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.CRITICAL:
@@ -60,6 +63,24 @@ class _OrbaxLogFilter(logging.Filter):
         return f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
+def _from_orbax(unraisable) -> bool:
+    """Whether an exception Python could not raise (``sys.unraisablehook``) comes from Orbax: a
+    read coroutine left pending by a failed restore, collected later, or an ``Event loop is
+    closed`` from one of its objects' finalisers."""
+    marker = f"{os.sep}orbax{os.sep}"
+    code = getattr(unraisable.object, "cr_code", None) or getattr(unraisable.object, "__code__", None)
+    if code is not None and marker in code.co_filename:
+        return True
+    if "orbax" in getattr(type(unraisable.object), "__module__", ""):
+        return True
+    tb = unraisable.exc_traceback
+    while tb is not None:
+        if marker in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _quiet_orbax_logs() -> None:
     if os.environ.get("P2T_ORBAX_LOGS", "") not in ("", "0"):
         return
@@ -67,10 +88,23 @@ def _quiet_orbax_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _OrbaxLogFilter) for f in logger.filters):
             logger.addFilter(_OrbaxLogFilter())
+    previous = sys.unraisablehook
+    if not getattr(previous, "drops_orbax", False):
+        def hook(unraisable):
+            if not _from_orbax(unraisable):
+                previous(unraisable)
+
+        hook.drops_orbax = True
+        sys.unraisablehook = hook
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be found or read; the message is one sentence for the user."""
+
+
+class ConfigMismatch(ConfigError):
+    """A readable checkpoint whose arrays are not those the config builds (another width, task or
+    optimiser): the config is at fault, not the checkpoint, so no older save is tried."""
 
 
 def _short(e: BaseException) -> str:
@@ -144,6 +178,33 @@ def _manager(directory: pathlib.Path, *, keep: int | None, metric: str, write: b
         # Several managers may save in one multi-process run: each needs its own barrier names.
         multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name))
     return ocp.CheckpointManager(directory.absolute(), options=options, item_names=("state", "meta"))
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    return {jax.tree_util.keystr(path, simple=True, separator="/"): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _difference(directory: pathlib.Path, abstract: Any) -> str | None:
+    """The first way the arrays saved in ``directory`` (read from their metadata) differ from
+    ``abstract``'s, in words; None when they agree or the metadata cannot be read (the save
+    itself is then at fault). Asked only after a restore failed."""
+    handler = ocp.StandardCheckpointHandler()
+    try:
+        saved = _shapes(handler.metadata(directory))
+    except Exception:
+        return None
+    finally:
+        handler.close()
+    wanted = _shapes(abstract)
+    for name in sorted(set(saved) | set(wanted), key=lambda n: (not n.startswith("params"), n)):
+        if name not in wanted:
+            return f"'{name}' is saved but the config builds no such array"
+        if name not in saved:
+            return f"the config builds '{name}', which is not saved"
+        if saved[name] != wanted[name]:
+            return f"'{name}' is saved with shape {saved[name]} and built with shape {wanted[name]}"
+    return None
 
 
 @dataclasses.dataclass
@@ -280,6 +341,12 @@ class Checkpoints:
         except CheckpointError:
             raise
         except Exception as e:
+            difference = _difference(pathlib.Path(manager.directory) / str(step) / "state", abstract)
+            if difference is not None:
+                raise ConfigMismatch(
+                    f"the checkpoint at step {step} in {manager.directory} holds another model or optimiser than "
+                    f"the config builds ({difference}): the config was changed since the run was saved (use the "
+                    f"one it was trained with, as in its config.json, or choose another --workdir).") from None
             raise CheckpointError(_short(e)) from e
         return restored.state, dict(restored.meta or {})
 
@@ -295,6 +362,8 @@ class Checkpoints:
 
         Raises:
           CheckpointError: nothing to restore, or nothing readable (one sentence).
+          ConfigMismatch: a readable save whose arrays differ from ``abstract_items`` (a
+            config error; older saves are not tried).
         """
         abstract = jax.tree.map(_restore_target, abstract_items)
         where = self.directory

@@ -6,14 +6,18 @@ TensorBoard), a progress bar, Orbax checkpoints and exact resume.
 
 What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit codes):
 
+* One run per workdir: the run holds the workdir's lock (:mod:`p2t_jax.training.workdir_lock`)
+  from before it reads the workdir to its end; a second one is refused, naming the first.
 * Everything is checked before the workdir is touched: the config (:func:`check_run_config`
-  and the task's own checks), the workdir, the saved config of a run being resumed, the
-  checkpoint to resume from, and the first step's compilation and memory. A failed start
-  leaves the workdir as it was.
+  and the task's own checks), the workdir and every path the run writes in it
+  (:func:`check_run_paths`), the saved config of a run being resumed, the checkpoint to
+  resume from, every evaluation batch against the mesh, and the first step's compilation
+  and memory. A failed start leaves the workdir as it was; a run that exists is resumed or
+  refused, never started over.
 * A non-finite loss or gradient stops the run (``train.on_nonfinite = "stop"``, the
   default) before anything from that step is saved or ranked; ``"skip"`` leaves the state
   unchanged on such steps instead and counts them (the ``nonfinite`` metric).
-* SIGINT / SIGTERM stop the run at the next step boundary, after saving that step.
+* SIGINT / SIGTERM / SIGHUP stop the run at the next step boundary, after saving that step.
 * A failed save (a full disk) stops the run at once; the last good checkpoint stands.
 * After any stop, even ``kill -9``, the same command resumes from the newest readable
   checkpoint and ends exactly where the uninterrupted run would have.
@@ -21,9 +25,11 @@ What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import shutil
 import statistics
@@ -48,6 +54,7 @@ from p2t_jax.training.checkpoint import Checkpoints
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import LossFn, make_eval_step, make_train_step
 from p2t_jax.training.stopping import Diverged, EarlyStopping, Interrupted, StopSignals
+from p2t_jax.training.workdir_lock import hold
 
 # Config groups that may change when a run is resumed: how long and how often (``train``)
 # and on which devices (``parallel``). Everything else (seed, model, data, optim, loss, ...)
@@ -176,6 +183,44 @@ def check_workdir(workdir: pathlib.Path) -> None:
     existing = workdir if workdir.exists() else next((p for p in workdir.absolute().parents if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ConfigError(f"workdir '{workdir}' cannot be created: '{existing}' is a file.")
+
+
+# What a run writes inside its workdir: folders, and files it appends to or replaces.
+RUN_FOLDERS = ("checkpoints", "tb")
+RUN_FILES = ("metrics.jsonl", "config.json", "summary.json")
+
+
+def check_run_paths(workdir: pathlib.Path) -> None:
+    """Every path the run will write inside ``workdir`` is of the right kind and writable, and a
+    run that exists there can be resumed (its ``checkpoints`` folder is there).
+
+    Called before anything is written, so a bad path never costs a rewritten config.json or
+    a truncated metrics.jsonl. (A ``checkpoints`` folder without a complete save is a run
+    stopped before its first save: it starts again from step 0.)
+
+    Raises:
+      ConfigError: one sentence naming the path.
+    """
+    if not workdir.is_dir():
+        return
+    for name in RUN_FOLDERS:
+        path = workdir / name
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                raise ConfigError(f"'{path}' is not a folder, so the run cannot write its {name} there; "
+                                  f"move it away or choose another --workdir.")
+            if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+                raise ConfigError(f"'{path}' cannot be written (permission denied); choose another --workdir.")
+    for name in RUN_FILES:
+        path = workdir / name
+        if path.exists() or path.is_symlink():
+            if not path.is_file():
+                raise ConfigError(f"'{path}' is not a file; move it away or choose another --workdir.")
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise ConfigError(f"'{path}' cannot be written (permission denied); choose another --workdir.")
+    if (workdir / "config.json").exists() and not (workdir / "checkpoints").exists():
+        raise ConfigError(f"workdir '{workdir}' holds a run (config.json) but no checkpoints folder, so it cannot "
+                          f"be resumed and is not started over; restore the folder or choose another --workdir.")
 
 
 def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
@@ -348,14 +393,15 @@ def _diverged(step: int, values: dict, last_saved: int | None, what: str | None 
 
 
 def _start_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, task: Task,
-                   resumed_from: int | None) -> None:
+                   resumed_from: int | None, created: bool) -> None:
     """The first writes of a run, once everything has been checked: the folder, config.json,
     the task's assets, and the clean-up of what a stopped run left (metrics past the
-    restored step, unreadable checkpoints moved aside)."""
-    created = not workdir.exists()
+    restored step, unreadable checkpoints moved aside). ``created``: this run created the folder."""
+    created = created or not workdir.exists()
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
+            (workdir / "checkpoints").mkdir(exist_ok=True)  # before config.json: see check_run_paths
             metrics_lib.write_json(workdir / "config.json", json.loads(config.to_json()))
             if task.save_assets is not None:
                 task.save_assets(workdir)
@@ -402,15 +448,20 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
       CheckpointError: no readable checkpoint to resume from.
       Diverged, Interrupted, SaveFailed: see :mod:`p2t_jax.training.stopping`.
     """
-    with StopSignals() as signals:  # from the start: a Ctrl-C while compiling ends the run before it writes
-        return _train(task, config, pathlib.Path(workdir), progress, tx, signals, members)
+    # From the start: a Ctrl-C while compiling ends the run before it writes.
+    with StopSignals() as signals, contextlib.ExitStack() as held:
+        return _train(task, config, pathlib.Path(workdir), progress, tx, signals, held, members)
 
 
 def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool,
            tx: optax.GradientTransformation | None, signals: StopSignals,
-           members: Members | None = None) -> tuple[TrainState, dict]:
+           held: contextlib.ExitStack, members: Members | None = None) -> tuple[TrainState, dict]:
     check_run_config(config)
     check_workdir(workdir)
+    # One writer per workdir, for the whole run: taken before the workdir is read (process 0's,
+    # for every process of a multi-process run); a refused run has touched nothing.
+    created = held.enter_context(hold(workdir, enabled=jax.process_index() == 0))
+    check_run_paths(workdir)
     _check_resumable(workdir, config)
     tc = config.train
     schedule = None
@@ -454,6 +505,8 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         train_batch, eval_batches = partitioner.batch_readers(task)
 
     compile_s, batch = None, None
+    if start < tc.num_steps and partitioner is not None:  # not at the first evaluation, after steps have run
+        partitioner.check_eval_batches(task)
     if start < tc.num_steps:  # compile before writing anything: a step that cannot run fails here
         batch = train_batch(start)
         t0 = time.perf_counter()
@@ -467,12 +520,18 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     # ---- from here on the run has started: the workdir is written ----
     if signals.requested:
         raise Interrupted("interrupted before training started; nothing was written.", signals.signum)
-    _start_workdir(workdir, config, task, resumed_from)
+    _start_workdir(workdir, config, task, resumed_from, created)
     checkpoints = Checkpoints(workdir, tc.keep_checkpoints, write=True)
-    checkpoints.set_aside(skipped)
-    writer = metrics_lib.MetricsWriter(workdir)
-    if members is not None and jax.process_index() == 0:
-        metrics_lib.write_json(workdir / "members.json", [dict(member=i, **m) for i, m in enumerate(members.labels)])
+    try:
+        checkpoints.set_aside(skipped)
+        writer = metrics_lib.MetricsWriter(workdir)
+        if members is not None and jax.process_index() == 0:
+            metrics_lib.write_json(workdir / "members.json",
+                                   [dict(member=i, **m) for i, m in enumerate(members.labels)])
+    except BaseException:  # the checkpointer's threads closed on this path too
+        with contextlib.suppress(Exception):
+            checkpoints.close()
+        raise
     run = _Run(task, config, workdir, progress, start, members)
     say = run.say
     early = EarlyStopping.from_meta(tc.get("early_stop_patience", 0), saved_meta.get("early_stop"))

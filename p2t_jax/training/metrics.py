@@ -93,17 +93,17 @@ def write_json(path: str | pathlib.Path, data) -> None:
 
 def _parse_lines(path: pathlib.Path) -> tuple[list[dict], int]:
     """The JSON object lines of ``path`` and how many lines were not (a line cut short by a
-    killed process, or an edited file)."""
+    killed process, bytes that are not UTF-8, or an edited file)."""
     records, bad = [], 0
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             bad += 1
             continue
-        if isinstance(record, dict) and "step" in record and "split" in record:
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and isinstance(record.get("split"), str):
             records.append(record)
         else:
             bad += 1

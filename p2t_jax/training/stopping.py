@@ -10,9 +10,13 @@ code    meaning
 3       :class:`Diverged`: a non-finite loss or gradient; nothing from that step was saved
 4       :class:`SaveFailed`: a checkpoint or log could not be written (e.g. disk full); the
         last good checkpoint stands and no temporary folders are left
-130     :class:`Interrupted` by SIGINT (Ctrl-C); 143 by SIGTERM: the step in flight finished,
-        and the state after it was saved
+129     :class:`Interrupted` by SIGHUP (a closed terminal or SSH session); 130 by SIGINT
+        (Ctrl-C); 143 by SIGTERM: the step in flight finished, and the state after it was saved
 ======  =====================================================================================
+
+A second stopping signal aborts at once, with the same code and one line, no traceback;
+after the first one the process keeps aborting quietly on any further one until it exits
+(:func:`abort_on_further_signals`).
 
 Early stopping (:class:`EarlyStopping`) is not a failure: the loop ends normally.
 """
@@ -46,7 +50,7 @@ class SaveFailed(RunStopped):
 
 
 class Interrupted(RunStopped):
-    """SIGINT or SIGTERM arrived; the state after the step in flight was saved."""
+    """SIGINT, SIGTERM or SIGHUP arrived; the state after the step in flight was saved."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -90,15 +94,17 @@ class EarlyStopping:
 
 
 class StopSignals:
-    """While active, SIGINT and SIGTERM ask the loop to stop at the next step boundary.
+    """While active, SIGINT, SIGTERM and SIGHUP ask the loop to stop at the next step boundary.
 
     The first signal sets :attr:`signum` (the loop finishes the step in flight, saves and
     raises :class:`Interrupted`); a second one ends the process at once with ``128 + signum``.
     Handlers are installed only in the main thread (elsewhere, e.g. under a web app, the
-    loop runs without them) and the previous ones are restored on exit.
+    loop runs without them) and the previous ones are restored on exit, unless a signal
+    arrived: the process is then on its way out, and a further signal still aborts it at once
+    (:func:`abort_on_further_signals`) instead of raising ``KeyboardInterrupt`` in its exit.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -120,10 +126,32 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc) -> None:
-        for s, previous in self._previous.items():
-            signal.signal(s, previous)
+        if self.signum is not None and self._previous:  # stopping: a further signal aborts, quietly
+            abort_on_further_signals(128 + self.signum)
+        else:
+            for s, previous in self._previous.items():
+                signal.signal(s, previous)
         self._previous.clear()
 
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+
+def abort_on_further_signals(code: int) -> None:
+    """From now on, SIGINT, SIGTERM or SIGHUP end the process at once with ``code`` and one line.
+
+    For a command that is already stopping (after :class:`Interrupted`, or a Ctrl-C before
+    training started): a further signal while it prints, closes files or runs the
+    interpreter's exit handlers would otherwise end in a ``KeyboardInterrupt`` traceback
+    ("Exception ignored in atexit callback"). Main thread only; elsewhere it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum, frame):
+        os.write(2, f"\n{signal.Signals(signum).name} again: aborting now.\n".encode())
+        os._exit(code)
+
+    for s in StopSignals.SIGNALS:
+        signal.signal(s, handle)

@@ -127,11 +127,15 @@ def save_params(path: pathlib.Path, params_S) -> pathlib.Path:
     return path
 
 
-def load_params(path: pathlib.Path):
+def load_params(path: pathlib.Path, like=None):
     """The parameter tree written by :func:`save_params` (NumPy leaves, ``[S, ...]``).
 
+    ``like``: one seed's parameters (arrays or ``jax.ShapeDtypeStruct``, e.g. ``jax.eval_shape``
+    of the model's init), which every loaded leaf must match after its leading seed axis.
+
     Raises:
-      CheckpointError: if ``path`` is missing or not such a file (one sentence).
+      CheckpointError: if ``path`` is missing, not such a file, or (with ``like``) holds
+        parameters of another shape (one sentence naming the file and the first difference).
     """
     path = pathlib.Path(path)
     try:
@@ -142,6 +146,18 @@ def load_params(path: pathlib.Path):
         raise CheckpointError(f"'{path}' is not a parameter file ({type(e).__name__}).") from None
     if not isinstance(tree, dict) or not tree:
         raise CheckpointError(f"'{path}' holds no parameters.")
+    if like is not None:
+        def shapes(t, drop: int) -> dict[str, tuple]:
+            return {jax.tree_util.keystr(k, simple=True, separator="/"): tuple(np.shape(leaf))[drop:]
+                    for k, leaf in jax.tree_util.tree_flatten_with_path(t)[0]}
+
+        saved, wanted = shapes(tree, 1), shapes(like, 0)
+        for name in sorted(set(saved) | set(wanted)):
+            if saved.get(name) != wanted.get(name):
+                found = "missing" if name not in saved else f"of shape {saved[name]} per seed"
+                expected = "no such array" if name not in wanted else f"shape {wanted[name]}"
+                raise CheckpointError(f"'{path}' holds parameters of another model: '{name}' is {found}, "
+                                      f"the model needs {expected}.")
     return tree
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
 import ml_collections
 import numpy as np
 import streamlit as st
@@ -37,7 +38,7 @@ def read_run(folder: pathlib.Path) -> dict | None:
     """``folder/results.json`` of the chapter's experiment, or None if there is none (or it is not one)."""
     try:
         results = json.loads((folder / "results.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not JSON, or not UTF-8
         return None
     return results if isinstance(results, dict) and MODEL in results.get("models", {}) else None
 
@@ -48,7 +49,9 @@ def load_model(params_file: str, config_json: str, stamp: float) -> tuple:
     config = ml_collections.ConfigDict(json.loads(config_json))
     with config.unlocked():
         config.model.use_attention = True
-    return reorder_task.make_model(config), sweep.load_params(pathlib.Path(params_file))
+    model = reorder_task.make_model(config)
+    like = jax.eval_shape(lambda: reorder_task.init_variables(model, config.model.max_len, jax.random.PRNGKey(0)))
+    return model, sweep.load_params(pathlib.Path(params_file), like=like["params"])
 
 
 def render(settings: ui.Settings) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import jax
 import ml_collections
 import numpy as np
 import pandas as pd
@@ -36,7 +37,7 @@ def read_run(folder: pathlib.Path) -> dict | None:
     """``folder/results.json`` of the chapter's experiment, or None if there is none (or it is not one)."""
     try:
         results = json.loads((folder / "results.json").read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not JSON, or not UTF-8
         return None
     return results if isinstance(results, dict) and "cells" in results and "fillers" in results else None
 
@@ -53,7 +54,9 @@ def load_cells(folder: str, stamp: float) -> dict:
             continue
         c = ml_collections.ConfigDict(config.to_dict())
         c.model.cell = cell
-        cells[cell] = (memory_task.make_model(c), sweep.load_params(pathlib.Path(folder) / r["params"]))
+        model = memory_task.make_model(c)
+        like = jax.eval_shape(lambda m=model, n=c.model.max_len: memory_task.init_variables(m, n, jax.random.PRNGKey(0)))
+        cells[cell] = (model, sweep.load_params(pathlib.Path(folder) / r["params"], like=like["params"]))
     return cells
 
 
