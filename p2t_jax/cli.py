@@ -134,6 +134,13 @@ def cmd_sweep(args, overrides) -> int:
         raise UsageError(f"--sweep names '{repeated[0]}' twice; give all its values in one --sweep.")
     if args.chunk < 0:
         raise UsageError(f"--chunk must be >= 0 (0: all members at once), got {args.chunk}.")
+    saved = pathlib.Path(args.workdir) / "config.json"
+    try:
+        single = saved.is_file() and "sweep" not in json.loads(saved.read_text())
+    except (ValueError, OSError):
+        single = False  # the loop names what is wrong with the file
+    if single:
+        raise UsageError(f"workdir '{args.workdir}' holds a run of `p2t train`, not a sweep; choose a new --workdir.")
     task, config, members = build_sweep(task_module.build, task_module.validate, config, axes, chunk=args.chunk)
 
     from p2t_jax.training.loop import parameter_count, train_and_evaluate

@@ -171,11 +171,16 @@ def test_bad_chunk_and_settings_are_refused(corpus, tmp_path, capsys):
     assert main(base + ["--sweep", "seed=3,4"]) == 2
     assert "--sweep names 'seed' twice" in capsys.readouterr().err
     assert not workdir.exists()
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "config.json").write_text(json.dumps({"seed": 0}))
+    assert main(["sweep", "--config", SMOKE, "--workdir", str(single), "--sweep", "seed=0,1"]) == 2
+    assert f"workdir '{single}' holds a run of `p2t train`, not a sweep" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="sweep"):  # a resume must name the same sweep
         config = _config()
         axes = [parse_axis("seed=0,1", config)]
         task, config, members = build_sweep(language_model.build, language_model.validate, config, axes)
-        (tmp_path / "other").mkdir()
+        (tmp_path / "other" / "checkpoints").mkdir(parents=True)
         (tmp_path / "other" / "config.json").write_text(json.dumps(dict(json.loads(config.to_json()),
                                                                         sweep={"axes": [["seed", [0, 2]]]})))
         train_and_evaluate(task, config, tmp_path / "other", progress=False, members=members)

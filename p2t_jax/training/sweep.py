@@ -1,4 +1,13 @@
-"""Many seeds of one task trained at once: the loop's own train step, ``jax.vmap``-ed over stacked states.
+"""Many runs of one task trained at once: the loop's own train step, ``jax.vmap``-ed over stacked states.
+
+:func:`build_sweep` is what ``p2t sweep`` runs: seeds and numeric optimiser hyperparameters
+(a grid of ``--sweep KEY=V1,V2,...``), every member in one compiled step (``chunk`` members
+at a time where memory asks), trained by the one loop
+(:func:`p2t_jax.training.loop.train_and_evaluate` with ``members=``): evaluation, metrics
+per member, checkpoints of the whole stacked state and exact resume. Member ``i`` equals
+the run ``p2t train`` makes with its values (tested). Keys the task turns into shapes or
+Python code (``model.*``, ``loss.*``, ``data.*``, ``train.*``) are refused in one sentence,
+as are optimiser keys the chain branches on in Python (``optim.grad_clip_norm``).
 
 :func:`train_seeds` is for experiments that need several seeds of a small model: one
 compiled step updates every seed (each its own initialisation, PRNG key and data), where

@@ -35,7 +35,7 @@ def sweep_figure(labels: list[dict], evals: list[dict], path: str | pathlib.Path
     the band spans the seeds' lowest to highest. A seed-only sweep plots each seed's loss."""
     keys = [k for k in labels[0] if k != "seed"]
     losses = [ev.get("loss") for ev in evals]
-    fig, axes = new_figure(1, max(1, len(keys)), width=4.2, height=3.2)
+    fig, axes = new_figure(1, max(1, len(keys)), width=4.8, height=3.4)
     axes = [axes] if not hasattr(axes, "__len__") else list(axes)
     if not keys:
         seeds = [label["seed"] for label in labels]
@@ -55,13 +55,13 @@ def sweep_figure(labels: list[dict], evals: list[dict], path: str | pathlib.Path
                 means.append(statistics.fmean(vals) if vals else math.nan)
                 lows.append(min(vals) if vals else math.nan)
                 highs.append(max(vals) if vals else math.nan)
-            name = ", ".join(f"{k}={v:g}" for k, v in zip(others, combo)) or "mean over seeds"
+            seeds = len({label.get("seed") for label in labels})
+            name = ", ".join(f"{k}={v:g}" for k, v in zip(others, combo)) or (
+                f"mean of {seeds} seeds (band: lowest..highest)" if seeds > 1 else "final validation loss")
             ax.plot(xs, means, "o-", color=colour, label=name)
             ax.fill_between(xs, lows, highs, color=colour, alpha=0.2, linewidth=0)
         if all(x > 0 for x in xs) and max(xs) / min(xs) >= 10:
             ax.set_xscale("log")
-        seeds = len({label.get("seed") for label in labels})
-        ax.set(xlabel=key, ylabel="final validation loss",
-               title=f"{key}" + (f" ({seeds} seeds: band = lowest..highest)" if seeds > 1 else ""))
+        ax.set(xlabel=key, ylabel="final validation loss", title=key)
         ax.legend()
     return save_figure(fig, path)
