@@ -23,6 +23,7 @@ import chex
 import jax
 import numpy as np
 import pytest
+from conftest import QUICK_COMPILE, SMOKE_RUN_STEPS
 
 from p2t_jax.cli import main
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config
@@ -38,7 +39,7 @@ STEPS = 300
 RUN = ["train", "--config", "shakespeare:smoke", "--no-progress", f"--config.train.num_steps={STEPS}",
        "--config.train.log_every=5", "--config.train.checkpoint_every=25", "--config.train.eval_every=100",
        "--config.model.dropout_rate=0.1"]
-ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", TQDM_DISABLE="1")
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=QUICK_COMPILE, TQDM_DISABLE="1")  # one device, compiled as here
 TIMEOUT_S = 300
 
 
@@ -383,11 +384,9 @@ def test_bad_training_input_gets_one_sentence_and_touches_nothing(tiny_corpus, t
 
 
 @pytest.fixture
-def trained(tiny_corpus, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("trained")
-    assert main(["train", "--config", "shakespeare:smoke", "--workdir", str(workdir), "--no-progress",
-                 "--config.train.num_steps=10"]) == 0
-    return workdir
+def trained(tiny_corpus, smoke_run):
+    """The shared smoke run (conftest.smoke_run: `p2t train` of the smoke config); read only, copied to change."""
+    return smoke_run
 
 
 def _copy(trained: pathlib.Path, tmp_path: pathlib.Path, name: str) -> pathlib.Path:
@@ -417,6 +416,26 @@ def test_bad_input_to_a_trained_run_gets_one_sentence(trained, tmp_path, capsys)
         assert "tokenizer.json" in _one_sentence(capsys, ["sample", "--workdir", str(run), "--max-new-tokens", "5"])
 
 
+def test_a_config_json_edited_since_the_run_is_a_config_error_not_an_unreadable_checkpoint(trained, tmp_path, capsys):
+    """A width edited in config.json (and given to the command alike): the checkpoint is readable but
+    does not fit, so the refusal names the config and the first differing array, in one line (also
+    from a real process: no Orbax noise at exit), and nothing is moved aside or written."""
+    run = _copy(trained, tmp_path, "edited_width")
+    saved = json.loads((run / "config.json").read_text())
+    saved["model"]["emb_dim"] *= 2
+    (run / "config.json").write_text(json.dumps(saved))
+    before = _listing(run)
+    width = f"--config.model.emb_dim={saved['model']['emb_dim']}"
+    err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(run), "--no-progress",
+                                 "--config.train.num_steps=20", width])
+    assert err.startswith("error: the checkpoint at step 10 in") and "holds another model or optimiser than the " \
+        "config builds ('params/" in err and "the config or the run's config.json was changed" in err, err
+    assert _listing(run) == before
+    read = _run(["eval", "--workdir", str(run)])
+    assert read.returncode == 2 and read.stderr.strip().splitlines() == [err], read.stderr[-3000:]
+    assert _listing(run) == before
+
+
 def test_garbled_metrics_lines_are_skipped_and_dropped_on_resume(trained, tmp_path, capsys):
     run = _copy(trained, tmp_path, "garbled_metrics")
     with open(run / "metrics.jsonl", "ab") as f:  # a line cut short, bytes that are not UTF-8, a wrong type
@@ -424,9 +443,9 @@ def test_garbled_metrics_lines_are_skipped_and_dropped_on_resume(trained, tmp_pa
     assert len(read_metrics(run)) == len(read_metrics(trained)) + 1  # the garbled lines skipped, with a warning
     assert f"warning: skipped 3 line(s) of {run / 'metrics.jsonl'} that are not metric records." in capsys.readouterr().err
     assert main(["train", "--config", "shakespeare:smoke", "--workdir", str(run), "--no-progress",
-                 "--config.train.num_steps=20"]) == 0
+                 f"--config.train.num_steps={SMOKE_RUN_STEPS + 10}"]) == 0
     steps = [r["step"] for r in read_metrics(run, "train")]
-    assert 999 not in steps and steps == sorted(steps) and len(steps) == len(set(steps))
+    assert max(steps) == SMOKE_RUN_STEPS + 10 and 999 not in steps and steps == sorted(steps) and len(steps) == len(set(steps))
 
 
 HOLDER = ("import sys, time\n"
@@ -475,12 +494,13 @@ def test_the_workdir_lock_is_exclusive_nests_and_dies_with_its_process(tmp_path)
 
 
 def test_a_training_on_a_held_workdir_is_refused_and_touches_nothing(trained, tmp_path, capsys):
-    before = _listing(trained)
-    with _held_by_another_process(trained) as holder:
-        err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(trained),
+    run = _copy(trained, tmp_path, "held")  # the holder leaves its lock file behind
+    before = _listing(run)
+    with _held_by_another_process(run) as holder:
+        err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(run),
                                      "--no-progress", "--config.train.num_steps=20"])
         assert f"is in use by another run (process {holder.pid})" in err, err
-        assert _listing(trained) == dict(before, **{LOCK_NAME: f"{holder.pid}\n".encode()})
+        assert _listing(run) == dict(before, **{LOCK_NAME: f"{holder.pid}\n".encode()})
     new = tmp_path / "new"
     with _held_by_another_process(new):
         assert "is in use by another run" in _one_sentence(capsys, ["train", "--config", "shakespeare:smoke",

@@ -312,6 +312,16 @@ def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_coll
         raise ConfigError("config key 'train.early_stop_patience' must be 0 in a sweep: members stop together.")
     if config.train.get("on_nonfinite", "stop") != "stop":
         raise ConfigError("config key 'train.on_nonfinite' must be 'stop' in a sweep.")
+    if config.train.get("grad_accum_steps", 1) != 1:
+        raise ConfigError("config key 'train.grad_accum_steps' must be 1 in a sweep.")
+    from p2t_jax.optim.chains import CLASSIC
+
+    optim = config.optim
+    has = ("optim.chain" if optim.get("chain", ()) else "optim.factory" if optim.get("factory", "")
+           else None if optim.get("name", "adamw") in CLASSIC else f"optim.name={optim.get('name')!r}")
+    if has is not None:
+        raise ConfigError(f"a sweep trains the named optimisers {', '.join(CLASSIC)} (optim.name, no optim.chain "
+                          f"or optim.factory), whose updates scale with the learning rate; this config has {has}.")
     configs = []
     for i, label in enumerate(labels):
         member = member_config(config, label)
