@@ -184,3 +184,58 @@ def test_bad_chunk_and_settings_are_refused(corpus, tmp_path, capsys):
         (tmp_path / "other" / "config.json").write_text(json.dumps(dict(json.loads(config.to_json()),
                                                                         sweep={"axes": [["seed", [0, 2]]]})))
         train_and_evaluate(task, config, tmp_path / "other", progress=False, members=members)
+
+
+@pytest.mark.slow
+def test_sweep_stopped_by_a_real_sigint_resumes_bit_identically(tmp_path):
+    """A real `p2t sweep` process, SIGINT once it has logged, run again: the same final stacked
+    state and the same eval lines as a sweep that was never stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    worker = REPO / "tests" / "fault_worker.py"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", TQDM_DISABLE="1")
+    argv = ["sweep", "--config", "shakespeare:smoke", "--no-progress", "--sweep", "optim.learning_rate=1e-2,3e-3",
+            "--sweep", "seed=0,1", "--config.train.num_steps=200", "--config.train.log_every=5",
+            "--config.train.eval_every=100", "--config.train.checkpoint_every=50"]
+
+    def run(workdir):
+        return subprocess.run([sys.executable, str(worker), *argv, "--workdir", str(workdir)], env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    assert run(tmp_path / "full").returncode == 0
+    proc = subprocess.Popen([sys.executable, str(worker), *argv, "--workdir", str(tmp_path / "split")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "split" / "metrics.jsonl"
+    deadline = time.time() + 600
+    while not (metrics.exists() and metrics.read_text().strip()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130 and "interrupted at step" in err, err
+    stopped_at = int(err.split("interrupted at step ")[1].split(":")[0])
+    assert 0 < stopped_at < 200
+    again = run(tmp_path / "split")
+    assert again.returncode == 0, again.stderr
+    _, _, members = _sweep_of(argv)
+    chex.assert_trees_all_equal(_final_state(tmp_path / "full", members).checkpoint_items(),
+                                _final_state(tmp_path / "split", members).checkpoint_items())
+    evals = [[(r["step"], r["member"], r["loss"]) for r in read_metrics(tmp_path / d, "eval")] for d in ("full", "split")]
+    assert evals[0] == evals[1] and len(evals[0]) == 2 * 4
+
+
+def _sweep_of(argv):
+    """The (task, config, members) a `p2t sweep` argv builds (on the test passage)."""
+    from p2t_jax.configuration import apply_overrides, split_overrides
+    from p2t_jax.data import shakespeare
+
+    rest, overrides = split_overrides(argv)
+    config = apply_overrides(load_config(rest[rest.index("--config") + 1]), overrides)
+    axes = [parse_axis(rest[i + 1], config) for i, a in enumerate(rest) if a == "--sweep"]
+    texts = {"train": PASSAGE * 40, "validation": PASSAGE * 4}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shakespeare, "load_texts", lambda source="auto", data_dir=None: (dict(texts), "test:passage"))
+        return build_sweep(language_model.build, language_model.validate, config, axes)
