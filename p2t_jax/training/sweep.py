@@ -7,7 +7,10 @@ at a time where memory asks), trained by the one loop
 per member, checkpoints of the whole stacked state and exact resume. Member ``i`` equals
 the run ``p2t train`` makes with its values (tested). Keys the task turns into shapes or
 Python code (``model.*``, ``loss.*``, ``data.*``, ``train.*``) are refused in one sentence,
-as are optimiser keys the chain branches on in Python (``optim.grad_clip_norm``).
+as are optimiser keys the chain branches on in Python (``optim.grad_clip_norm``). The
+optimiser must be one of the named classic ones (``chains.CLASSIC``), whose updates are
+linear in the learning rate: each member's rate comes from its own schedule and scales the
+updates of a unit-rate chain.
 
 :func:`train_seeds` is for experiments that need several seeds of a small model: one
 compiled step updates every seed (each its own initialisation, PRNG key and data), where
