@@ -20,9 +20,10 @@ demo: $(BIN)/.installed
 		--temperature 0.8 --top-k 40 --seed 0
 
 ## Install the test and app extras, lint, and run the suite (tests marked slow are left to `make test-slow`).
+## Two workers, each test file whole on one of them (a module's fixtures are built once), then the ten slowest tests.
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=10
 
 ## The slow tests: many real signals at random moments (tests/test_faults.py), longer training checks.
 test-slow: $(BIN)/.installed

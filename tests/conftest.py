@@ -1,8 +1,18 @@
-"""Test set-up: eight forced CPU devices (for sharding tests), set before JAX starts."""
+"""Test set-up: eight forced CPU devices (for sharding tests), set before JAX starts.
+
+The suite compiles far more than it computes (tiny models, a few steps each), so XLA's
+CPU backend compiles with LLVM's optimisations off (``--xla_backend_optimization_level=0``):
+the same programs in about 40% less CPU time (tests/test_sampling.py: 106 s of CPU at the
+default level, 61 s at 0). Results may differ from the default level's in the last bits (no
+fused multiply-adds), so a test compares numbers computed under one setting: in this process,
+or in subprocesses that all set their own ``XLA_FLAGS`` (tests/test_faults.py), or with a
+tolerance (tests/test_multihost.py's processes compile as this one does).
+"""
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+QUICK_COMPILE = "--xla_backend_optimization_level=0"
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {QUICK_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -66,14 +76,44 @@ Shall I hear more, or shall I speak at this?
 """
 
 
-@pytest.fixture
-def tiny_corpus(monkeypatch):
-    """Replaces the Shakespeare corpus with a small repeated passage (no download)."""
+def _patch_corpus(monkeypatch) -> dict:
     from p2t_jax.data import shakespeare
 
     texts = {"train": PASSAGE * 40, "validation": PASSAGE * 4}
     monkeypatch.setattr(shakespeare, "load_texts", lambda source="auto", data_dir=None: (dict(texts), "test:passage"))
     return texts
+
+
+@pytest.fixture
+def tiny_corpus(monkeypatch):
+    """Replaces the Shakespeare corpus with a small repeated passage (no download)."""
+    return _patch_corpus(monkeypatch)
+
+
+SMOKE_RUN_STEPS = 20
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One run folder of `p2t train` (the ``smoke`` Shakespeare config on the test passage,
+    ``SMOKE_RUN_STEPS`` steps), trained once per test process and shared by the modules that
+    read a trained Transformer run. Read it only: a test that changes a run copies this one
+    first (``shutil.copytree``)."""
+    from p2t_jax.cli import main
+
+    workdir = tmp_path_factory.mktemp("smoke_run") / "smoke"
+    with pytest.MonkeyPatch.context() as mp:
+        _patch_corpus(mp)
+        assert main(["train", "--config", str(REPO / "configs" / "shakespeare.py") + ":smoke", "--workdir", str(workdir),
+                     "--no-progress", f"--config.train.num_steps={SMOKE_RUN_STEPS}"]) == 0
+    before = _listing(workdir)
+    yield workdir
+    assert _listing(workdir) == before, "a test changed the shared smoke run; copy it first"
+
+
+def _listing(folder: pathlib.Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")
+                  if p.is_file())
 
 
 @pytest.fixture

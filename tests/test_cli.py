@@ -9,12 +9,9 @@ from p2t_jax.cli import main
 
 
 @pytest.fixture
-def trained(tiny_corpus, repo_root, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    code = main(["train", "--config", f"{repo_root}/configs/shakespeare.py:smoke", "--workdir", str(workdir),
-                 "--no-progress", "--config.train.num_steps=20"])
-    assert code == 0
-    return workdir
+def trained(tiny_corpus, smoke_run):
+    """The shared smoke run (conftest.smoke_run: `p2t train` of the smoke config, 20 steps); read only."""
+    return smoke_run
 
 
 def test_train_sample_eval(trained, capsys):

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+from conftest import QUICK_COMPILE
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"```(python|bash)\n(.*?)```", re.S)
 
@@ -18,7 +20,8 @@ def test_the_extending_guide_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     namespace: dict = {"__name__": "extending_guide"}
     bin_dir = pathlib.Path(sys.executable).parent
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", JAX_PLATFORMS="cpu",
+               XLA_FLAGS=QUICK_COMPILE)  # one device, compiled as in this process
     outputs = []
     for kind, code in blocks:
         first = code.splitlines()[0]

@@ -23,6 +23,7 @@ import chex
 import jax
 import numpy as np
 import pytest
+from conftest import QUICK_COMPILE, SMOKE_RUN_STEPS
 
 from p2t_jax.cli import main
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config
@@ -38,7 +39,7 @@ STEPS = 300
 RUN = ["train", "--config", "shakespeare:smoke", "--no-progress", f"--config.train.num_steps={STEPS}",
        "--config.train.log_every=5", "--config.train.checkpoint_every=25", "--config.train.eval_every=100",
        "--config.model.dropout_rate=0.1"]
-ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", TQDM_DISABLE="1")
+ENV = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=QUICK_COMPILE, TQDM_DISABLE="1")  # one device, compiled as here
 TIMEOUT_S = 300
 
 
@@ -383,11 +384,9 @@ def test_bad_training_input_gets_one_sentence_and_touches_nothing(tiny_corpus, t
 
 
 @pytest.fixture
-def trained(tiny_corpus, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("trained")
-    assert main(["train", "--config", "shakespeare:smoke", "--workdir", str(workdir), "--no-progress",
-                 "--config.train.num_steps=10"]) == 0
-    return workdir
+def trained(tiny_corpus, smoke_run):
+    """The shared smoke run (conftest.smoke_run: `p2t train` of the smoke config); read only, copied to change."""
+    return smoke_run
 
 
 def _copy(trained: pathlib.Path, tmp_path: pathlib.Path, name: str) -> pathlib.Path:
@@ -444,9 +443,9 @@ def test_garbled_metrics_lines_are_skipped_and_dropped_on_resume(trained, tmp_pa
     assert len(read_metrics(run)) == len(read_metrics(trained)) + 1  # the garbled lines skipped, with a warning
     assert f"warning: skipped 3 line(s) of {run / 'metrics.jsonl'} that are not metric records." in capsys.readouterr().err
     assert main(["train", "--config", "shakespeare:smoke", "--workdir", str(run), "--no-progress",
-                 "--config.train.num_steps=20"]) == 0
+                 f"--config.train.num_steps={SMOKE_RUN_STEPS + 10}"]) == 0
     steps = [r["step"] for r in read_metrics(run, "train")]
-    assert 999 not in steps and steps == sorted(steps) and len(steps) == len(set(steps))
+    assert max(steps) == SMOKE_RUN_STEPS + 10 and 999 not in steps and steps == sorted(steps) and len(steps) == len(set(steps))
 
 
 HOLDER = ("import sys, time\n"
@@ -495,12 +494,13 @@ def test_the_workdir_lock_is_exclusive_nests_and_dies_with_its_process(tmp_path)
 
 
 def test_a_training_on_a_held_workdir_is_refused_and_touches_nothing(trained, tmp_path, capsys):
-    before = _listing(trained)
-    with _held_by_another_process(trained) as holder:
-        err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(trained),
+    run = _copy(trained, tmp_path, "held")  # the holder leaves its lock file behind
+    before = _listing(run)
+    with _held_by_another_process(run) as holder:
+        err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(run),
                                      "--no-progress", "--config.train.num_steps=20"])
         assert f"is in use by another run (process {holder.pid})" in err, err
-        assert _listing(trained) == dict(before, **{LOCK_NAME: f"{holder.pid}\n".encode()})
+        assert _listing(run) == dict(before, **{LOCK_NAME: f"{holder.pid}\n".encode()})
     new = tmp_path / "new"
     with _held_by_another_process(new):
         assert "is in use by another run" in _one_sentence(capsys, ["train", "--config", "shakespeare:smoke",

@@ -12,6 +12,7 @@ import chex
 import jax
 import numpy as np
 import pytest
+from conftest import QUICK_COMPILE
 
 from p2t_jax.configuration import apply_overrides, load_config
 from p2t_jax.tasks import language_model
@@ -35,7 +36,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_match_one_process(tiny_corpus, tmp_path):
     multi = tmp_path / "two_processes"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count=4 {QUICK_COMPILE}",
                TQDM_DISABLE="1", P2T_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}", P2T_NUM_PROCESSES="2")
     procs, logs = [], []
     try:

@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("streamlit", reason="the playground needs the app extra: pip install -e '.[app]'")
 
-from conftest import PASSAGE, REPO, CompileCounter, load_experiment  # noqa: E402
+from conftest import REPO, CompileCounter, load_experiment  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 # Under pytest-xdist with --dist loadgroup, every test here runs on one worker, which trains the
@@ -36,21 +36,16 @@ ui.show_page(page.render, ui.Settings(runs_dir=pathlib.Path({runs!r})))
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, smoke_run):
     """A runs folder as the commands leave it: a Transformer run (`p2t train`, smoke config on a
-    tiny corpus), an optimiser run, two regularisation runs and a CNN (the experiments' own configs
-    and folder layout, smoke variants)."""
-    from p2t_jax.cli import main
+    tiny corpus: a copy of the shared conftest.smoke_run), an optimiser run, two regularisation
+    runs and a CNN (the experiments' own configs and folder layout, smoke variants)."""
     from p2t_jax.configuration import load_config
-    from p2t_jax.data import mnist, shakespeare
+    from p2t_jax.data import mnist
     from p2t_jax.tasks import image_classification as ic
 
     root = tmp_path_factory.mktemp("runs")
-    with pytest.MonkeyPatch.context() as mp:
-        texts = {"train": PASSAGE * 40, "validation": PASSAGE * 4}
-        mp.setattr(shakespeare, "load_texts", lambda source="auto", data_dir=None: (dict(texts), "test:passage"))
-        assert main(["train", "--config", f"{REPO}/configs/shakespeare.py:smoke", "--workdir", str(root / "smoke"),
-                     "--no-progress", "--config.parallel.mesh_shape=(1,1,1)", "--config.train.num_steps=20"]) == 0
+    shutil.copytree(smoke_run, root / "smoke")
     splits, source = mnist.load_splits("embedded", "mnist")
     optimisers = load_experiment("04_optimisers.py")
     config = load_config(f"{REPO}/configs/mnist_optimizers.py:smoke")

@@ -1,5 +1,7 @@
 """Sampling: deterministic for a seed, top-k respected, greedy, sliding window past the context."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -18,6 +20,7 @@ def fixed_logits_fn(params, tokens_BT):
     return jnp.broadcast_to(FIXED_LOGITS, tokens_BT.shape + (V,))
 
 
+@functools.cache  # one model and one logits function for the module: generate's compilations are reused
 def _model():
     cfg = TransformerConfig(vocab_size=V, max_len=8, emb_dim=16, num_heads=2, num_layers=1, mlp_dim=32)
     model = Transformer(cfg)
@@ -75,6 +78,7 @@ def test_sliding_window_matches_recomputing_the_last_context_tokens():
 from p2t_jax.sampling import generate_cached, init_cache  # noqa: E402
 
 
+@functools.cache  # built once; the jitted functions below are shared by every test that uses it
 def _cached_model(max_len=8):
     cfg = TransformerConfig(vocab_size=V, max_len=max_len, emb_dim=16, num_heads=2, num_layers=2, mlp_dim=32)
     model = Transformer(cfg)
@@ -82,12 +86,24 @@ def _cached_model(max_len=8):
     return model, params
 
 
+@functools.cache
+def _forward(model):
+    """``model``'s full forward pass, jitted once per model: ``(params, int32[B, T]) -> float32[B, T, V]``."""
+    return jax.jit(lambda p, t: model.apply({"params": p}, t))
+
+
+@functools.cache
+def _decode_step(model):
+    """``model``'s cached decoding call, jitted once per model: ``(params, cache, int32[B, T]) -> (logits, mutated)``."""
+    return jax.jit(lambda p, cache, t: model.apply({"params": p, "cache": cache}, t, decode=True, mutable=["cache"]))
+
+
 @pytest.mark.parametrize("prefill", [1, 3])
 def test_cached_logits_equal_full_recompute_at_every_position(prefill):
     model, params = _cached_model()
     tokens = jax.random.randint(jax.random.PRNGKey(4), (2, 8), 0, V)
-    full = model.apply({"params": params}, tokens)
-    step = jax.jit(lambda cache, t: model.apply({"params": params, "cache": cache}, t, decode=True, mutable=["cache"]))
+    full = _forward(model)(params, tokens)
+    step = functools.partial(_decode_step(model), params)
     logits, mutated = step(init_cache(model, 2), tokens[:, :prefill])
     steps = [logits]
     cache = mutated["cache"]
@@ -103,7 +119,7 @@ def test_cached_logits_equal_full_recompute_at_every_position(prefill):
 def test_cached_generation_equals_recompute_within_the_context(temperature, top_k, new):
     """Also a generation shorter than the tokens kept when the cache slides (3 + 1 < 8 - 2)."""
     model, params = _cached_model()
-    fn = lambda p, t: model.apply({"params": p}, t)  # noqa: E731
+    fn = _forward(model)
     prompt = jnp.array([[1, 2, 3], [4, 5, 6]])
     kw = dict(max_new_tokens=new, temperature=temperature, top_k=top_k)
     plain = generate(fn, params, prompt, jax.random.PRNGKey(3), context=8, **kw)
@@ -116,7 +132,7 @@ def _stride_reference(model, params, prompt, n, stride):
     L = model.cfg.max_len
     keep = L - stride
     tokens = list(prompt)
-    forward = jax.jit(lambda p, t: model.apply({"params": p}, t))
+    forward = _forward(model)
     start = 0 if len(prompt) <= L else len(prompt) - keep
     for q in range(len(prompt), len(prompt) + n):
         if q - start > L:
