@@ -128,5 +128,5 @@ def test_runs_saved_with_model_dtype_resume_and_load(smoke_config, tmp_path):
     apply_overrides(smoke_config, ["precision.compute=bfloat16"])
     _check_resumable(tmp_path, smoke_config)  # the same run: no complaint
     apply_overrides(smoke_config, ["precision.compute=float32"])
-    with pytest.raises(ConfigError, match="different 'precision' config"):
+    with pytest.raises(ConfigError, match='precision.compute was "bfloat16", now "float32"'):
         _check_resumable(tmp_path, smoke_config)
