@@ -532,6 +532,8 @@ def test_every_page_in_a_real_browser(request, tmp_path):
             _press(browser, "Weight decay (decoupled, AdamW)", Keys.ARROW_RIGHT)
         check("regularisation", "vs baseline")
         browser.open("cnn")
+        _type(browser, "Test digit (index)", "1000000")  # out of range: our one message, nothing else
+        assert browser.errors() == ["Test digit (index) must be in [0, 999], got 1000000."], browser.errors()
         _type(browser, "Test digit (index)", "3")
         check("cnn", "Predicted digit")
         browser.open("rnn")
@@ -546,6 +548,16 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         browser.open("transformer")
         _type(browser, "Prompt", "JULIET:", tag="textarea", submit=Keys.CONTROL + Keys.ENTER)
         check("transformer", "JULIET:")
+        # A typo above other settings: they stay drawn and keep their values while it is fixed.
+        kept = {"Temperature (0: greedy)": "1.3", "Top-k (0: all)": "7", "Seed": "5"}
+        for label, value in kept.items():
+            _type(browser, label, value)
+        _type(browser, "Characters to generate", "5000")
+        assert browser.errors() == ["Characters to generate must be in [1, 1000], got 5000."], browser.errors()
+        assert {label: browser.labelled(label).get_attribute("value") for label in kept} == kept
+        _type(browser, "Characters to generate", "300")
+        assert not browser.errors()
+        assert {label: browser.labelled(label).get_attribute("value") for label in kept} == kept
         # Bad input: a message on the page, no traceback, and the server keeps serving.
         _type(browser, "Prompt", "JULIET@", tag="textarea", submit=Keys.CONTROL + Keys.ENTER)
         assert browser.errors() == ["The prompt holds '@', which is not in the model's 65-character vocabulary."]
