@@ -356,3 +356,28 @@ def test_resumed_sweep_keeps_the_schedule_horizon_of_its_first_start(corpus, tmp
         logged = {r["step"]: r["learning_rate"] for r in read_metrics(tmp_path, "train") if r["member"] == member}
         np.testing.assert_allclose([logged[5], logged[6]], [make_schedule(optim, 4)(s) for s in (4, 5)], rtol=1e-6)
         assert not np.isclose(logged[5], make_schedule(optim, 6)(4), rtol=1e-3)
+
+
+def test_image_member_with_swept_loss_keys_equals_its_run_trained_alone(tmp_path):
+    """loss.label_smoothing and loss.l2 reach the image task's loss as traced per-member values."""
+    from p2t_jax.configuration import apply_overrides
+    from p2t_jax.tasks import image_classification
+
+    def config():
+        return apply_overrides(load_config(f"{REPO}/configs/mnist_regularisation.py:smoke"),
+                               ["train.num_epochs=0", "train.num_steps=4", "train.log_every=2", "train.eval_every=4",
+                                "train.checkpoint_every=4", "data.train_size=64", "model.dropout_rate=0.2"])
+
+    base = config()
+    axes = [parse_axis("loss.label_smoothing=0.0,0.2", base), parse_axis("loss.l2=0.0,0.01", base)]
+    task, run_config, members = build_sweep(image_classification.build, image_classification.validate, base, axes,
+                                            chunk=4)
+    _, summary = train_and_evaluate(task, run_config, tmp_path / "sweep", progress=False, members=members)
+    stacked = _final_state(tmp_path / "sweep", members)
+    assert members.labels[3] == {"loss.label_smoothing": 0.2, "loss.l2": 0.01}
+    alone_task, alone_config = image_classification.build(member_config(config(), members.labels[3]))
+    alone, alone_summary = train_and_evaluate(alone_task, alone_config, tmp_path / "alone", progress=False)
+    chex.assert_trees_all_close(jax.tree.map(lambda x: x[3], stacked.params), alone.params, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(summary["train"][3]["loss"], alone_summary["train"]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(summary["eval"][3]["loss"], alone_summary["eval"]["loss"], rtol=1e-5)
+    assert summary["train"][0]["l2_penalty"] > 0  # measured for every member (l2 = 0 adds 0 times it)
