@@ -4,11 +4,13 @@
 #
 #   bash bench/accelerator.sh [--peak-tflops T]
 #
-# Runs nanoGPT's GPU recipe (configs/shakespeare.py:gpu) twice: bench/step.py for the step
+# First the prediction (bench/step.py --predict: FLOPs per step from XLA's cost analysis and
+# the step time at MFU $MFU, default 0.3, on H100, A100, v5e and on the device at hand), then
+# nanoGPT's GPU recipe (configs/shakespeare.py:gpu) twice: bench/step.py for the step
 # (median ms, tokens/s, compile time, MFU against the device's dense bfloat16 peak from
 # bench/step.py's table or --peak-tflops T), then `p2t train` for all 5,000 steps (wall
 # time, validation loss at the end). Prints the machine line (first, and again above the
-# table) and a markdown table for the README.
+# table) and a markdown table for the README: each measured figure beside its prediction.
 # Writes into $OUT (default runs/accelerator), which must not hold an earlier run.
 #
 # P2T_ACCEL_SMOKE=1 runs the same logic on a few steps with a batch of 2 (any machine, a few
@@ -18,6 +20,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python}
 OUT=${OUT:-runs/accelerator}
+MFU=${MFU:-0.3}
 CONFIG=configs/shakespeare.py:gpu
 PEAK=()
 if [[ $# -gt 0 ]]; then
@@ -41,24 +44,39 @@ else
   TRAIN=()
 fi
 
+"$PY" bench/step.py --config "$CONFIG" "${SIZE[@]}" --predict H100,A100,v5e --mfu "$MFU" --json "$OUT/predict.json"
 "$PY" bench/step.py --config "$CONFIG" "${SIZE[@]}" "${STEP[@]}" "${PEAK[@]}" --json "$OUT/step.json"
 start=$(date +%s.%N)
 "$PY" -m p2t_jax.cli train --config "$CONFIG" --workdir "$OUT/train" --no-progress "${SIZE[@]}" "${TRAIN[@]}"
 end=$(date +%s.%N)
 
-"$PY" - "$OUT" "$start" "$end" <<'EOF'
+"$PY" - "$OUT" "$start" "$end" "${PEAK[1]:-0}" <<'EOF'
 import json
 import sys
 from pathlib import Path
 
-out, start, end = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+sys.path.insert(0, "bench")
+import step as bench_step  # noqa: E402  (the peak table)
+
+out, start, end, peak_given = Path(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 step = json.loads((out / "step.json").read_text())
+predicted = json.loads((out / "predict.json").read_text())
 summary = json.loads((out / "train" / "summary.json").read_text())
 jax_ = step["jax"]
 mfu = f"{jax_['mfu']:.1%}" if jax_["mfu"] is not None else "(peak unknown: pass --peak-tflops)"
 torch_ = step.get("torch")
 minutes, seconds = divmod(end - start, 60)
+peak = peak_given or bench_step.device_peak_tflops(step["device_kind"], "bfloat16")
+if peak:
+    here_s = predicted["flops"] / (predicted["mfu"] * peak * 1e12)
+    here = (f"{1000 * here_s:.1f} ms, {predicted['tokens'] / here_s:,.0f} tokens/s (at MFU {predicted['mfu']:.0%} of "
+            f"{peak:g} TFLOP/s)")
+else:
+    here = f"no peak for {step['device_kind']} (pass --peak-tflops)"
 rows = [
+    ("FLOPs per step (XLA's cost analysis, lowered step)", f"{predicted['flops'] / 1e12:.3f} TFLOP "
+     f"(nanoGPT's 6N + 12·L·D·T: {predicted['model_flops'] / 1e12:.3f})"),
+    (f"predicted on {step['device_kind']}", here),
     ("step, median (`bench/step.py`)", f"{jax_['ms_per_step']:.1f} ms (of {step['rounds']} x {step['steps']} steps)"),
     ("tokens/s", f"{jax_['tokens_per_s']:,.0f}"),
     ("MFU (nanoGPT's estimate)", mfu),
@@ -78,4 +96,10 @@ print("| what | figure |")
 print("|---|---|")
 for what, figure in rows:
     print(f"| {what} | {figure} |")
+print()
+print(f"predicted elsewhere, at MFU {predicted['mfu']:.0%} (bench/step.py --predict):")
+print("| device | bf16 dense peak, TFLOP/s | predicted ms / step | predicted tokens / s |")
+print("|---|---:|---:|---:|")
+for name, row in predicted["devices"].items():
+    print(f"| {name} | {row['peak_tflops']:g} | {row['ms_per_step']:.2f} | {row['tokens_per_s']:,.0f} |")
 EOF

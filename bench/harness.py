@@ -77,8 +77,9 @@ def load(config_arg: str, overrides: list[str]) -> ml_collections.ConfigDict:
     return apply_overrides(load_config(config_arg), overrides)
 
 
-def lm_train_step(config: ml_collections.ConfigDict, model: Any = None) -> tuple[Any, Any]:
-    """(the library's train step for ``model`` (default: the config's), jitted with the state donated; its state)."""
+def lm_train_step(config: ml_collections.ConfigDict, model: Any = None, abstract: bool = False) -> tuple[Any, Any]:
+    """(the library's train step for ``model`` (default: the config's), jitted with the state donated; its state,
+    or with ``abstract`` its shapes only: enough to lower the step, nothing allocated)."""
     import jax
 
     from p2t_jax.optim.chains import make_optimizer
@@ -87,7 +88,8 @@ def lm_train_step(config: ml_collections.ConfigDict, model: Any = None) -> tuple
     from p2t_jax.training.steps import make_train_step
 
     model = language_model.make_model(config) if model is None else model
-    state = create_state(lambda r: language_model.init_params(model, r), config)
+    create = lambda: create_state(lambda r: language_model.init_params(model, r), config)  # noqa: E731
+    state = jax.eval_shape(create) if abstract else create()
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
     return jax.jit(make_train_step(language_model.make_loss_fn(model), schedule), donate_argnums=0), state
 

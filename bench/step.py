@@ -4,6 +4,14 @@
                          [--malloc-defaults] [--variant NAME=VALUE ...] [--no-torch] [--peak-tflops T]
                          [--warmup 10] [--json FILE]
                          [--config.model.gelu_approximate=true ...]
+    python bench/step.py --predict H100,A100,v5e [--mfu 0.3] [--config ...] [--json FILE]
+
+``--predict`` times nothing: it lowers the config's train step here (any machine, no
+accelerator needed), prints its FLOPs per step from XLA's cost analysis of the lowered step
+and, for each named device (:data:`PREDICT_DEVICES`), the step time and tokens/s it would
+take at the stated MFU (``--mfu``, an assumption, default 0.3) against the device's dense
+bfloat16 peak: ``ms/step = FLOPs / (MFU x peak)``. ``bench/accelerator.sh`` prints this
+prediction beside what it measures.
 
 Prints first where it ran (``harness.machine_line()``); then, for the JAX step (the
 library's own ``train_step`` on the config's model): the first-step compile time, median
@@ -37,11 +45,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Dense bfloat16 peak TFLOP/s from the vendors' spec sheets, by a part of ``device_kind``
-# (first match wins). For another device, or float32 compute, pass --peak-tflops.
-PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0), ("L40S", 362.0),
-                    ("L4", 121.0), ("TPU v4", 275.0), ("TPU v5 lite", 197.0), ("TPU v5p", 459.0),
-                    ("TPU v6 lite", 918.0))
+# Dense bfloat16 peak TFLOP/s by a part of ``device_kind`` as JAX reports it (first match wins),
+# from the vendors' spec sheets (the dense figure: NVIDIA's sheets also quote twice as much
+# "with sparsity"). For another device, or float32 compute, pass --peak-tflops.
+PEAK_BF16_TFLOPS = (
+    ("H100 PCIe", 756.0),   # NVIDIA H100 Tensor Core GPU datasheet, H100 PCIe: BF16 1,513 TFLOPS with sparsity
+    ("H100", 989.0),        # same datasheet, H100 SXM: BF16 1,979 TFLOPS with sparsity
+    ("H200", 989.0),        # NVIDIA H200 datasheet, H200 SXM: BF16 1,979 TFLOPS with sparsity
+    ("A100", 312.0),        # NVIDIA A100 Tensor Core GPU datasheet: BF16 Tensor Core 312 TFLOPS (624 sparse)
+    ("L40S", 362.0),        # NVIDIA L40S datasheet: BF16 733 TFLOPS with sparsity
+    ("L4", 121.0),          # NVIDIA L4 datasheet: BF16 242 TFLOPS with sparsity
+    ("TPU v4", 275.0),      # Google Cloud TPU v4 documentation: 275 TFLOPS bf16 per chip
+    ("TPU v5 lite", 197.0),  # Google Cloud TPU v5e documentation: 197 TFLOPS bf16 per chip
+    ("TPU v5p", 459.0),     # Google Cloud TPU v5p documentation: 459 TFLOPS bf16 per chip
+    ("TPU v6 lite", 918.0),  # Google Cloud TPU v6e (Trillium) documentation: 918 TFLOPS bf16 per chip
+)
+# --predict NAME: the device_kind JAX reports for it (looked up in PEAK_BF16_TFLOPS).
+PREDICT_DEVICES = {"H100": "NVIDIA H100 80GB HBM3", "A100": "NVIDIA A100-SXM4-80GB", "v5e": "TPU v5 lite"}
 
 
 def device_peak_tflops(device_kind: str, dtype: str) -> float | None:
@@ -56,6 +76,62 @@ def model_flops_per_token(config, n_params: int) -> float:
     position table; matmul FLOPs of forward and backward only."""
     m = config.model
     return 6 * n_params + 12 * m.num_layers * m.emb_dim * m.max_len
+
+
+def predict(flops: float, tokens: int, device_kind: str, mfu: float) -> dict | None:
+    """Step time and tokens/s of a step of ``flops`` FLOPs on ``device_kind`` at ``mfu`` of its bfloat16
+    peak (``ms = flops / (mfu * peak)``), or None when the peak is not in the table."""
+    peak = device_peak_tflops(device_kind, "bfloat16")
+    if peak is None:
+        return None
+    seconds = flops / (mfu * peak * 1e12)
+    return {"device_kind": device_kind, "peak_tflops": peak, "mfu": mfu, "ms_per_step": 1000 * seconds,
+            "tokens_per_s": tokens / seconds}
+
+
+def step_flops(config) -> dict:
+    """FLOPs of one train step of a language-model ``config`` from XLA's cost analysis of the lowered step
+    (before any backend's optimisation, so the same for every platform; nothing is compiled), beside
+    nanoGPT's estimate (:func:`model_flops_per_token` times the tokens of a step).
+
+    Returns ``{"flops", "model_flops", "tokens", "parameters"}`` (``parameters``: N, without the position table).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import harness
+    import jax
+    import numpy as np
+
+    step, state = harness.lm_train_step(config, abstract=True)
+    batch = harness.random_lm_batch(config, np.random.default_rng(0))
+    cost = step.lower(state, batch).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    n_params = sum(x.size for x in jax.tree.leaves(state.params)) - state.params["pos_embed"].size
+    tokens = config.train.batch_size * config.model.max_len
+    return {"flops": float(cost["flops"]), "model_flops": model_flops_per_token(config, n_params) * tokens,
+            "tokens": tokens, "parameters": int(n_params)}
+
+
+def print_prediction(config_text: str, config, names: list[str], mfu: float) -> dict:
+    """Prints the FLOPs of ``config``'s step and the predicted table for the devices ``names``; returns the
+    figures (JSON-ready)."""
+    import jax
+
+    f = step_flops(config)
+    print(f"config {config_text}; jax {jax.__version__}; the train step lowered here ({jax.default_backend()}), "
+          f"nothing timed")
+    print(f"FLOPs per step: {f['flops'] / 1e12:.3f} TFLOP from XLA's cost analysis of the lowered step; "
+          f"{f['model_flops'] / 1e12:.3f} TFLOP by nanoGPT's 6N + 12·L·D·T per token "
+          f"(N = {f['parameters']:,}, {f['tokens']:,} tokens per step)")
+    print(f"predicted at MFU {mfu:.0%} of the dense bfloat16 peak (ms/step = FLOPs / (MFU x peak)):")
+    print("| device | bf16 dense peak, TFLOP/s | predicted ms / step | predicted tokens / s |")
+    print("|---|---:|---:|---:|")
+    rows = {}
+    for name in names:
+        row = predict(f["flops"], f["tokens"], PREDICT_DEVICES[name], mfu)
+        rows[name] = row
+        print(f"| {name} ({row['device_kind']}) | {row['peak_tflops']:g} | {row['ms_per_step']:.2f} | "
+              f"{row['tokens_per_s']:,.0f} |")
+    return dict(f, mfu=mfu, devices=rows, config=config_text)
 
 
 def matmul_peak_gflops(shapes=((768, 128, 512), (768, 512, 128), (1024, 1024, 1024)), reps: int = 200) -> dict:
@@ -208,6 +284,12 @@ def alternate(workers: dict, rounds: int, steps: int, pause: float = 0.5) -> tup
     return times, cpu
 
 
+def refuse(text: str) -> None:
+    """A bad argument: one sentence on stderr, exit status 2."""
+    print(text, file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="configs/shakespeare.py:nanogpt_cpu")
@@ -222,6 +304,10 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=0.0,
                         help="the device's peak TFLOP/s for the MFU (default: the table, for known accelerators)")
     parser.add_argument("--json", default="", help="also write the figures to this file")
+    parser.add_argument("--predict", default="", metavar="DEVICES",
+                        help=f"time nothing; print the step's FLOPs and the predicted step time on these devices "
+                             f"(comma-separated: {', '.join(PREDICT_DEVICES)})")
+    parser.add_argument("--mfu", type=float, default=0.3, help="the MFU --predict assumes (default 0.3)")
     parser.add_argument("--worker", choices=("jax", "torch"), help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps of each contender before the rounds")
     parser.add_argument("--torch-device", default="cpu", help=argparse.SUPPRESS)
@@ -229,6 +315,23 @@ def main() -> None:
     args, rest = parser.parse_known_args()
     if args.worker:
         return worker(args.worker, args.config, rest, args.warmup, args.torch_device, not args.no_peak)
+    if args.predict:
+        names = [n.strip() for n in args.predict.split(",") if n.strip()]
+        unknown = [n for n in names if n not in PREDICT_DEVICES]
+        if not names or unknown:
+            refuse(f"error: --predict takes devices from {', '.join(PREDICT_DEVICES)} (comma-separated), "
+                     f"got {args.predict!r}.")
+        if not 0 < args.mfu <= 1:
+            refuse(f"error: --mfu must be in (0, 1], got {args.mfu}.")
+        import harness
+
+        config = harness.load(args.config, harness.config_overrides(rest))
+        if harness.is_image_config(config):
+            refuse(f"error: --predict takes a language-model config (tokens per step), got {args.config}.")
+        figures = print_prediction(" ".join([args.config, *rest]), config, names, args.mfu)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+        return None
     if args.rounds < 1 or args.steps < 1 or args.warmup < 1:
         sys.exit("error: --rounds, --steps and --warmup must be at least 1.")
     bad = [v for v in args.variant if "=" not in v or not v.partition("=")[0].isidentifier()]
@@ -266,7 +369,8 @@ def main() -> None:
     for name in workers:
         user, sys_ = (statistics.median(c) for c in zip(*cpu[name]))
         print(f"{name}: CPU time per step {user:.1f} ms user + {sys_:.1f} ms sys (kernel)")
-    results = {"machine": f["machine"], "config": " ".join([args.config, *rest]), "rounds": args.rounds,
+    results = {"machine": f["machine"], "device_kind": f["device_kind"], "config": " ".join([args.config, *rest]),
+               "rounds": args.rounds,
                "steps": args.steps, "jax": {"version": f["version"], "ms_per_step": ms, "tokens_per_s": 1000 * tokens / ms,
                                             "compile_s": f["compile_s"], "gflop_per_step": f["flops"] / 1e9, "mfu": mfu}}
     for name in workers:

@@ -2,7 +2,9 @@
 
 Each entry of ``strategies`` names a ``parallel.mesh_shape`` over (data, fsdp, tensor); a
 mesh that does not fit the devices present (or the model) is skipped with its reason.
-Simulate 8 devices on a CPU with ``--host-devices 8``.
+Simulate 8 devices on a CPU by setting, before Python starts,
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (see
+``experiments/10_transformer_sharded.py``).
 """
 
 import ml_collections

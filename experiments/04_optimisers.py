@@ -37,13 +37,13 @@ FULL_MNIST_ACCURACY = 0.98  # what an MLP should reach on the full 60,000 / 10,0
 def validate(config: ml_collections.ConfigDict) -> None:
     ic.validate(config)
     e = config.experiment
-    require_names(config, "experiment.optimizers", chains.OPTIMIZERS, "optimiser")
+    require_names(config, "experiment.optimizers", chains.CLASSIC, "optimiser")
     for group in ("learning_rates", "surface_learning_rates"):
-        for name in chains.OPTIMIZERS:
+        for name in chains.CLASSIC:
             value = e[group].get(name)
             require(isinstance(value, (int, float)) and value > 0,
                     f"config key 'experiment.{group}.{name}' must be a positive number, got {value!r}.")
-    require_choice(config, "experiment.full_batch_optimizer", chains.OPTIMIZERS)
+    require_choice(config, "experiment.full_batch_optimizer", chains.CLASSIC)
     require(e.full_batch_steps >= 0, f"config key 'experiment.full_batch_steps' must be >= 0, got {e.full_batch_steps}.")
     require(e.decoupled_weight_decay >= 0, "config key 'experiment.decoupled_weight_decay' must be >= 0.")
     require(e.surface in surfaces.SURFACES,

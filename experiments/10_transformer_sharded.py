@@ -26,7 +26,8 @@ import numpy as np
 from p2t_jax.configuration import ConfigError, apply_overrides, load_config, require, require_positive
 from p2t_jax.experiment import Claims, main
 from p2t_jax.optim.chains import make_optimizer
-from p2t_jax.parallel.partitioning import bytes_per_device, make_partitioner
+from p2t_jax.parallel import footprint
+from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.tasks import language_model
 from p2t_jax.training.loop import create_state, evaluate
 from p2t_jax.training.steps import make_eval_step, make_train_step
@@ -54,7 +55,7 @@ def measure(c: ml_collections.ConfigDict, num_steps: int) -> dict:
     partitioner = make_partitioner(c, task.init_variables)
     print(f"  mesh: {partitioner.describe()}", flush=True)
     state = partitioner.init_state(lambda: create_state(task.init_variables, c))
-    params_bytes, opt_bytes = bytes_per_device(state.params), bytes_per_device(state.opt_state)
+    held = footprint.measure(state.params, state.opt_state, partitioner.batch_axes)  # the loop's start-up line
     _, schedule = make_optimizer(c.optim, c.train.num_steps)
     train_step = partitioner.jit_train_step(make_train_step(task.loss_fn, schedule), state)
     train_batch, eval_batches = partitioner.batch_readers(task)
@@ -75,9 +76,8 @@ def measure(c: ml_collections.ConfigDict, num_steps: int) -> dict:
     eval_step = partitioner.jit_eval_step(make_eval_step(task.loss_fn), state)
     val_loss = evaluate(eval_step, state, eval_batches())["loss"]
     return {"mesh": partitioner.describe(), "mesh_shape": list(partitioner.mesh.devices.shape),
-            "devices": int(partitioner.mesh.size), "param_bytes_per_device": max(params_bytes.values()),
-            "opt_state_bytes_per_device": max(opt_bytes.values()),
-            "state_bytes_per_device": max(params_bytes[d] + opt_bytes[d] for d in params_bytes),
+            "devices": int(partitioner.mesh.size), "param_bytes_per_device": held.param_bytes,
+            "opt_state_bytes_per_device": held.opt_bytes, "state_bytes_per_device": held.state_bytes,
             "ms_per_step": ms_per_step, "compile_s": compile_s,
             "tokens_per_s": 1000 * task.items_per_batch / ms_per_step,
             "losses": losses, "final_train_loss": losses[-1], "val_loss": val_loss}

@@ -43,6 +43,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="config file and variant, e.g. configs/shakespeare.py:large")
     train.add_argument("--workdir", required=True, help="run folder; an existing checkpoint there is resumed")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument("--allow-change", action="append", default=[], metavar="KEY",
+                       help="on resume, let config KEY (or a group such as optim) differ from the saved run's; "
+                            "repeatable; each change is recorded in metrics.jsonl")
 
     sample = sub.add_parser("sample", help="generate text from a trained run")
     sample.add_argument("--workdir", required=True)
@@ -91,7 +94,8 @@ def cmd_train(args, overrides) -> int:
     task, config = task_module.build(config)
     if hasattr(task_module, "describe"):
         say(f"data: {task_module.describe(task)}")
-    state, summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress)
+    state, summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress,
+                                        allow_change=args.allow_change)
     say(f"model: {tasks.task_name(config)} ({config.get('variant', 'default')}), "
         f"{parameter_count(state.params):,} parameters; steps {summary['start_step']} -> {summary['final_step']}")
     if summary.get("eval"):
@@ -149,29 +153,32 @@ def cmd_sample(args, overrides) -> int:
                          f"`p2t eval` evaluates it.")
     from p2t_jax.tasks import language_model
 
-    tokenizer = language_model.load_tokenizer(pathlib.Path(args.workdir))
+    task_module = tasks.module(name)
+    if not callable(getattr(task_module, "decoder", None)):
+        raise UsageError(f"the '{name}' task sets CAN_SAMPLE but defines no decoder(config) -> "
+                         f"p2t_jax.models.decoder.Decoder, so `p2t sample` cannot run its model.")
+    load_tokenizer = getattr(task_module, "load_tokenizer", language_model.load_tokenizer)
+    tokenizer = load_tokenizer(pathlib.Path(args.workdir))
     bad = tokenizer.unknown_chars(args.prompt)
     if bad:
         raise UsageError(f"the prompt holds {''.join(bad)!r}, which is not in the model's "
                          f"{tokenizer.vocab_size}-character vocabulary.")
     config = load_run(args.workdir)
-    if args.stride >= config.model.max_len:
-        raise UsageError(f"--stride must be below the model's context of {config.model.max_len}, got {args.stride}.")
+    decoder = task_module.decoder(config)
+    cached = decoder.cached_model is not None and not args.no_cache
+    if cached and args.stride >= decoder.context:
+        raise UsageError(f"--stride must be below the model's context of {decoder.context}, got {args.stride}.")
     total = len(args.prompt) + args.max_new_tokens
     if total > 2**31 - 1:
         raise UsageError(f"--max-new-tokens must be below {2**31 - 1 - len(args.prompt):,}, got {args.max_new_tokens:,}.")
     from p2t_jax.resources import require_memory
 
-    m = config.model
-    cache_bytes = 2 * 4 * m.num_layers * m.max_len * m.emb_dim  # keys and values, float32, per sample
-    require_memory(args.num_samples * (8 * total + 2 * cache_bytes + 4 * m.max_len * m.vocab_size),
+    require_memory(args.num_samples * (8 * total + decoder.bytes_per_sample),
                    f"sampling {args.num_samples:,} x {args.max_new_tokens:,} tokens",
                    "lower --num-samples or --max-new-tokens")
-    model = language_model.make_model(config)
     from p2t_jax.training.loop import restore_state
 
-    state, _ = restore_state(lambda rng: language_model.init_params(model, rng), config, args.workdir,
-                             best=args.best)
+    state, _ = restore_state(decoder.init_variables, config, args.workdir, best=args.best)
 
     import jax
     import jax.numpy as jnp
@@ -189,11 +196,10 @@ def cmd_sample(args, overrides) -> int:
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
               top_p=args.top_p, stream_fn=stream_fn if stream else None)
     rng = jax.random.PRNGKey(args.seed)
-    if args.no_cache:
-        out = generate(lambda p, t: model.apply({"params": p}, t), state.params, prompt, rng,
-                       context=config.model.max_len, **kw)
-    else:
-        out = generate_cached(model, state.params, prompt, rng, stride=args.stride, **kw)
+    if cached:
+        out = generate_cached(decoder.cached_model, state.params, prompt, rng, stride=args.stride, **kw)
+    else:  # no cache (asked for, or the model has none): the window recomputed for every token
+        out = generate(decoder.logits_fn, state.params, prompt, rng, context=decoder.context, **kw)
     out = jax.device_get(out)
     if stream:
         jax.effects_barrier()

@@ -16,6 +16,10 @@ from typing import Any
 
 import ml_collections
 
+# Groups with these names take keys they do not hold yet (``--config.optim.kwargs.b3=0.01``): the
+# keyword arguments of a function chosen by another field, checked by the code that calls it.
+OPEN_GROUPS = ("kwargs",)
+
 
 class ConfigError(ValueError):
     """A bad config value, key, variant or file: its message is one sentence for the user."""
@@ -138,6 +142,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
         parts = key.split(".")
         for depth, part in enumerate(parts):
             known = sorted(node.keys())
+            if part not in known and depth == len(parts) - 1 and depth > 0 and parts[depth - 1] in OPEN_GROUPS:
+                with config.unlocked():
+                    node[part] = _parse_value(text, None, key)
+                break
             if part not in known:
                 where = ".".join(parts[:depth]) or "the top level"
                 raise ConfigError(f"unknown config key '{key}': '{part}' is not one of {', '.join(known)} at {where}.")
@@ -146,6 +154,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
                 if not isinstance(node, ml_collections.ConfigDict):
                     raise ConfigError(f"unknown config key '{key}': '{'.'.join(parts[:depth + 1])}' is a value, not a group.")
         leaf = parts[-1]
+        if len(parts) > 1 and parts[-2] in OPEN_GROUPS and leaf in node and node[leaf] is not None:
+            with config.unlocked():  # an open group's value takes whatever type the text holds
+                del node[leaf]
+                node[leaf] = _parse_value(text, None, key)
+            continue
         current = node[leaf]
         if isinstance(current, ml_collections.ConfigDict):
             raise ConfigError(f"config key '{key}' is a group; set one of its fields, e.g. {key}.{sorted(current.keys())[0]}.")

@@ -13,6 +13,10 @@ batch, prompt length and number of new tokens):
   is padded to a fixed size and its length, the number of new tokens and the three
   filtering knobs are traced, so one compilation serves every request up to those sizes.
 
+A task module that generates text says how its model decodes with ``decoder(config) ->``
+:class:`p2t_jax.models.decoder.Decoder` (``p2t sample`` uses it: the cache where the model has one, recomputing the
+window where it does not).
+
 Filtering: ``temperature`` (0: greedy), ``top_k`` (keep the k most likely), ``top_p``
 (keep the smallest set of most likely tokens whose probability reaches p).
 """

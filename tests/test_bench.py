@@ -81,6 +81,41 @@ def test_accelerator_script_smoke(repo_root, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
     assert out.count("machine: ") >= 2 and "| validation loss at step 6 |" in out and "| tokens/s |" in out
+    assert "| FLOPs per step (XLA's cost analysis, lowered step) |" in out and "| predicted on cpu |" in out
+    assert "| H100 | 989 |" in out and "| A100 | 312 |" in out and "| v5e | 197 |" in out
     again = subprocess.run(["bash", str(repo_root / "bench" / "accelerator.sh")], env=env, capture_output=True,
                            text=True)
     assert again.returncode == 2 and "already exists" in again.stderr  # an earlier run is never overwritten
+
+
+def test_step_flops_match_the_analytic_count(repo_root):
+    """XLA's cost analysis of the lowered train step against 6N + 12·L·D·T FLOPs per token (matmuls of forward
+    and backward; tied embeddings and no biases, so N counts only matmul weights): XLA counts those and a
+    little more (layer norms, GELU, softmax, Adam), within 5% at width 128 and context 128."""
+    from p2t_jax.configuration import apply_overrides
+
+    step = _load(repo_root, "step")
+    c = apply_overrides(load_config(f"{repo_root}/configs/shakespeare.py:smoke"),
+                        ["model.tie_embeddings=True", "model.use_bias=False", "model.emb_dim=128", "model.max_len=128",
+                         "model.num_heads=4", "model.mlp_dim=512", "train.batch_size=4"])
+    f = step.step_flops(c)
+    L, D, T, V = 2, 128, 128, 65
+    n = L * 12 * D * D + V * D + (2 * L + 1) * D  # per block 4D^2 attention + 8D^2 MLP; tied embedding; LN scales
+    assert f["parameters"] == n and f["tokens"] == 4 * 128
+    assert f["model_flops"] == (6 * n + 12 * L * D * T) * 4 * 128
+    assert 1.0 <= f["flops"] / f["model_flops"] <= 1.05, f
+
+
+def test_prediction_arithmetic_and_refusals(repo_root):
+    step = _load(repo_root, "step")
+    row = step.predict(1e12, 16384, step.PREDICT_DEVICES["A100"], 0.5)  # 1 TFLOP at half of 312 TFLOP/s
+    assert row["peak_tflops"] == 312.0 and abs(row["ms_per_step"] - 1000 / 156) < 1e-9
+    assert abs(row["tokens_per_s"] - 16384 * 156) < 1e-6
+    assert step.predict(1e12, 1, step.PREDICT_DEVICES["H100"], 1.0)["peak_tflops"] == 989.0
+    assert step.predict(1e12, 1, step.PREDICT_DEVICES["v5e"], 1.0)["peak_tflops"] == 197.0
+    assert step.predict(1e12, 1, "cpu", 0.5) is None
+    for args, message in ((["--predict", "H200"], "--predict takes devices from H100, A100, v5e"),
+                          (["--predict", "A100", "--mfu", "1.5"], "--mfu must be in (0, 1], got 1.5")):
+        result = subprocess.run([sys.executable, str(repo_root / "bench" / "step.py"), *args], capture_output=True,
+                                text=True, env=dict(os.environ, PYTHONPATH=str(repo_root)))
+        assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1

@@ -75,7 +75,7 @@ def test_optim_group_override_works_for_every_task(name):
     config = _load(name, ["optim.name=adamw", "optim.schedule=constant", "optim.grad_clip_norm=0.5"])
     _validate(config)
     assert (config.optim.name, config.optim.schedule, config.optim.grad_clip_norm) == ("adamw", "constant", 0.5)
-    _refused(config, "optim.name=adagrad", "config key 'optim.name' must be one of .*got 'adagrad'")
+    _refused(config, "optim.name=adagradd", "config key 'optim.name' must be one of .*got 'adagradd'")
 
 
 @pytest.mark.parametrize("name", TASK_CONFIGS)

@@ -416,6 +416,26 @@ def test_bad_input_to_a_trained_run_gets_one_sentence(trained, tmp_path, capsys)
         assert "tokenizer.json" in _one_sentence(capsys, ["sample", "--workdir", str(run), "--max-new-tokens", "5"])
 
 
+def test_a_config_json_edited_since_the_run_is_a_config_error_not_an_unreadable_checkpoint(trained, tmp_path, capsys):
+    """A width edited in config.json (and given to the command alike): the checkpoint is readable but
+    does not fit, so the refusal names the config and the first differing array, in one line (also
+    from a real process: no Orbax noise at exit), and nothing is moved aside or written."""
+    run = _copy(trained, tmp_path, "edited_width")
+    saved = json.loads((run / "config.json").read_text())
+    saved["model"]["emb_dim"] *= 2
+    (run / "config.json").write_text(json.dumps(saved))
+    before = _listing(run)
+    width = f"--config.model.emb_dim={saved['model']['emb_dim']}"
+    err = _one_sentence(capsys, ["train", "--config", "shakespeare:smoke", "--workdir", str(run), "--no-progress",
+                                 "--config.train.num_steps=20", width])
+    assert err.startswith("error: the checkpoint at step 10 in") and "holds another model or optimiser than the " \
+        "config builds ('params/" in err and "the config or the run's config.json was changed" in err, err
+    assert _listing(run) == before
+    read = _run(["eval", "--workdir", str(run)])
+    assert read.returncode == 2 and read.stderr.strip().splitlines() == [err], read.stderr[-3000:]
+    assert _listing(run) == before
+
+
 def test_garbled_metrics_lines_are_skipped_and_dropped_on_resume(trained, tmp_path, capsys):
     run = _copy(trained, tmp_path, "garbled_metrics")
     with open(run / "metrics.jsonl", "ab") as f:  # a line cut short, bytes that are not UTF-8, a wrong type

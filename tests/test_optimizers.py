@@ -121,7 +121,7 @@ def _optim(**fields) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(base)
 
 
-@pytest.mark.parametrize("name", list(chains.OPTIMIZERS))
+@pytest.mark.parametrize("name", list(chains.CLASSIC))
 def test_make_optimizer_scratch_and_optax_agree(name):
     params, loss = _problem(3)
     wd = 1e-2 if name in chains.WITH_WEIGHT_DECAY else 0.0
@@ -147,7 +147,8 @@ def test_make_optimizer_default_is_the_standard_adamw_chain():
 
 
 @pytest.mark.parametrize("fields, match", [
-    (dict(name="adagrad"), "optim.name"),
+    (dict(name="adagradd"), "optim.name"),
+    (dict(name="adagrad", implementation="scratch"), "optim.implementation"),
     (dict(name="adam", implementation="torch"), "optim.implementation"),
     (dict(name="sgd", weight_decay=1e-4), "optim.weight_decay"),
     (dict(name="adam", schedule="step"), "optim.schedule"),

@@ -66,7 +66,7 @@ def test_resume_refuses_a_different_model(tiny_corpus, smoke_config, tmp_path):
     _run(smoke_config, tmp_path)
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     apply_overrides(smoke_config, ["model.emb_dim=48"])
-    with pytest.raises(ConfigError, match="different 'model' config"):
+    with pytest.raises(ConfigError, match="model.emb_dim was 32, now 48"):
         _run(smoke_config, tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
     assert json.loads((tmp_path / "config.json").read_text())["model"]["emb_dim"] == 32

@@ -10,8 +10,13 @@ attention width, V value width.
 * :func:`attention_weights` / :func:`attend` — scaled dot-product attention written out:
   ``softmax(q . k / sqrt(K))`` with masked positions at the float32 minimum, then the
   weighted sum of the values. :func:`dot_product_attention` is the same through
-  ``jax.nn.dot_product_attention`` (XLA's on a CPU, cuDNN's fused kernel on a GPU in
-  half precision); tested equal.
+  ``jax.nn.dot_product_attention``, with the kernel named by ``implementation``
+  (:data:`ATTENTION_IMPLS`): ``xla``, ``cudnn`` (cuDNN's fused kernel), or ``auto``: cuDNN's
+  in the code lowered for a CUDA GPU when the inputs are half precision and cuDNN accepts the
+  call, XLA's in the code lowered for anything else. ``auto`` is decided per *target*
+  platform when the step is lowered (``jax.lax.platform_dependent``), not from the machine
+  that traces it, so a step exported for ``cuda`` from a CPU-only machine holds the same
+  choice as one jitted on the GPU; tested equal to the written-out form.
 * :class:`MultiHeadAttention` — projections to H heads, attention, projection back; causal
   self-attention with a key/value cache for decoding (the Transformer's, whose parameter
   names, shapes and cache this keeps), or attention to another sequence.
@@ -63,22 +68,49 @@ def attend(weights_BHTS: jax.Array, v_BSHK: jax.Array) -> jax.Array:
     return jnp.einsum("bhts,bshk->bthk", weights_BHTS.astype(v_BSHK.dtype), v_BSHK)
 
 
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+HALF_PRECISION = (jnp.bfloat16, jnp.float16)  # the dtypes cuDNN's fused attention takes
+
+
 def dot_product_attention(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: jax.Array | None = None,
-                          *, scale: float | None = None, is_causal: bool = False) -> jax.Array:
+                          *, scale: float | None = None, is_causal: bool = False,
+                          implementation: str = "auto") -> jax.Array:
     """``[B, T, H, K]``: ``attend(attention_weights(q, k, mask), v)`` through ``jax.nn.dot_product_attention``.
 
-    The fused form gives no weights; use it when nothing reads them. On a GPU with
-    half-precision inputs it asks for cuDNN's fused kernel and falls back to XLA's where
-    cuDNN refuses the call (e.g. an arbitrary ``mask``). ``is_causal``: a causal mask from
-    position 0 (``mask`` may then be None).
+    The fused form gives no weights; use it when nothing reads them. ``is_causal``: a causal
+    mask from position 0 (``mask`` may then be None).
+
+    ``implementation`` (:data:`ATTENTION_IMPLS`):
+
+    * ``xla``: XLA's attention on every platform.
+    * ``cudnn``: cuDNN's fused kernel and nothing else: JAX raises where cuDNN is missing
+      (a jaxlib without CUDA) or refuses the call (e.g. float32 inputs, a head width that is
+      not a multiple of 8), and the step cannot be lowered for a platform other than CUDA.
+    * ``auto``: for half-precision inputs, both kernels are traced and
+      ``jax.lax.platform_dependent`` keeps cuDNN's in the code lowered for ``cuda`` and
+      XLA's in the code lowered for any other platform (the choice is made when the step is
+      lowered, for the platform it is lowered for; the compiled code holds one of them, no
+      conditional). Where cuDNN cannot trace the call (no cuDNN in this jaxlib, a mask or
+      shape it refuses) or the inputs are float32, XLA's alone.
     """
-    if jax.default_backend() == "gpu" and q_BTHK.dtype in (jnp.bfloat16, jnp.float16):
-        try:  # untested here (no GPU on the development machines); XLA's path below is the reference
-            return jax.nn.dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask=mask, scale=scale, is_causal=is_causal,
-                                                implementation="cudnn")
-        except (NotImplementedError, ValueError, RuntimeError):
+    def xla(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal,
+                                            implementation="xla")
+
+    def cudnn(q, k, v):
+        return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal,
+                                            implementation="cudnn")
+
+    if implementation not in ATTENTION_IMPLS:
+        raise ValueError(f"implementation must be one of {', '.join(ATTENTION_IMPLS)}, got {implementation!r}.")
+    if implementation == "cudnn":
+        return cudnn(q_BTHK, k_BSHK, v_BSHK)
+    if implementation == "auto" and q_BTHK.dtype in HALF_PRECISION:
+        try:
+            return jax.lax.platform_dependent(q_BTHK, k_BSHK, v_BSHK, cuda=cudnn, default=xla)
+        except (NotImplementedError, ValueError, RuntimeError):  # cuDNN absent, or refusing this call
             pass
-    return jax.nn.dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask=mask, scale=scale, is_causal=is_causal)
+    return xla(q_BTHK, k_BSHK, v_BSHK)
 
 
 class AdditiveAttention(nn.Module):
@@ -157,6 +189,8 @@ class MultiHeadAttention(nn.Module):
       dense_impl: ``rows`` (projections on ``[B*T, D]`` rows through
         :class:`p2t_jax.models.dense.Dense`, the faster kernels on XLA-CPU) or ``general``
         (``nn.DenseGeneral`` on ``[B, T, D]``); the same parameters either way.
+      attention_impl: the fused attention's kernel, ``auto``, ``xla`` or ``cudnn``
+        (:func:`dot_product_attention`).
     """
 
     num_heads: int
@@ -170,6 +204,7 @@ class MultiHeadAttention(nn.Module):
     kernel_init: Callable = nn.initializers.normal(0.02)
     out_kernel_init: Callable = nn.initializers.normal(0.02)
     dense_impl: str = "general"
+    attention_impl: str = "auto"
 
     def _project(self, x, features, axes, name, contract_axes=1, bias_axes=None, kernel_init=None):
         return project(x, features, contract_axes=contract_axes, rows=self.dense_impl == "rows", name=name,
@@ -222,7 +257,8 @@ class MultiHeadAttention(nn.Module):
                 mask, is_causal = cache_mask if mask is None else mask & cache_mask, False
         collect = self.is_mutable_collection("intermediates")
         if not collect and (deterministic or self.dropout_rate == 0.0):
-            out_BTHK = dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask, is_causal=is_causal)
+            out_BTHK = dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask, is_causal=is_causal,
+                                             implementation=self.attention_impl)
         else:
             if is_causal:
                 causal = causal_mask(q_BTHK.shape[1])

@@ -50,6 +50,9 @@ class TransformerConfig:
         and TPUs want) or ``auto`` (``rows`` when ``jax.default_backend()`` is the CPU,
         else ``general``). The parameters are the same either way, so checkpoints move
         between backends.
+      attention_impl: the fused attention's kernel (:func:`p2t_jax.models.attention.dot_product_attention`):
+        ``auto`` (cuDNN's in the code lowered for a CUDA GPU in half precision, XLA's
+        elsewhere; decided for the platform the step is lowered for), ``xla`` or ``cudnn``.
     """
 
     vocab_size: int
@@ -65,6 +68,7 @@ class TransformerConfig:
     dtype: Dtype = jnp.float32
     scan_layers: bool = False
     dense_impl: str = "auto"
+    attention_impl: str = "auto"
 
     @property
     def head_dim(self) -> int:
@@ -121,7 +125,8 @@ def CausalSelfAttention(cfg: TransformerConfig, name: str | None = None) -> Mult
                               max_len=cfg.max_len, dropout_rate=cfg.dropout_rate, use_bias=cfg.use_bias,
                               dtype=cfg.dtype, kernel_init=nn.initializers.normal(0.02),
                               out_kernel_init=nn.initializers.normal(0.02 / (2 * cfg.num_layers) ** 0.5),
-                              dense_impl=cfg.resolved_dense_impl, name=name)
+                              dense_impl=cfg.resolved_dense_impl,
+                              attention_impl=cfg.attention_impl, name=name)
 
 
 class MLP(nn.Module):

@@ -91,11 +91,21 @@ def _is_spec(x: Any) -> bool:
 
 
 def bytes_per_device(tree: Any) -> dict[jax.Device, int]:
-    """Bytes of ``tree``'s arrays held by each (addressable) device."""
+    """Bytes of ``tree``'s arrays that each device holds, computed from their shardings.
+
+    Works alike for arrays and for abstract ``jax.ShapeDtypeStruct`` leaves with a sharding
+    (nothing allocated), over every device of the shardings (all processes'). A replicated
+    array counts whole on each device; a leaf without a sharding counts on the first device.
+    """
     held: collections.Counter = collections.Counter()
     for x in jax.tree.leaves(tree):
-        for shard in x.addressable_shards:
-            held[shard.device] += shard.data.nbytes
+        shape, itemsize = tuple(np.shape(x)), np.dtype(x.dtype).itemsize
+        sharding = getattr(x, "sharding", None)
+        if sharding is None:
+            held[jax.devices()[0]] += math.prod(shape) * itemsize
+            continue
+        for device, index in sharding.devices_indices_map(shape).items():
+            held[device] += math.prod(len(range(*s.indices(n))) for s, n in zip(index, shape)) * itemsize
     return dict(held)
 
 
@@ -173,6 +183,12 @@ class Partitioner:
     def batch_shards(self) -> int:
         """How many pieces the batch is cut into (the product of the batch's mesh axes)."""
         return self.shards(self.mesh_spec((logical_names.BATCH,))[0])
+
+    @property
+    def batch_axes(self) -> tuple[str, ...]:
+        """The mesh axes the batch is split over (e.g. ``("data", "fsdp")``)."""
+        axes = self.mesh_spec((logical_names.BATCH,))[0]
+        return axes if isinstance(axes, tuple) else (() if axes is None else (axes,))
 
     def describe(self) -> str:
         return describe(self.mesh)

@@ -8,7 +8,10 @@ a module of this package, which defines:
 * ``build(config) -> (Task, config)``: loads the data and returns the loop's
   :class:`~p2t_jax.training.loop.Task` and the config the loop runs with (e.g. with step
   counts resolved from epochs);
-* optionally ``CAN_SAMPLE = True``: the task generates text (``p2t sample``).
+* optionally ``CAN_SAMPLE = True``: the task generates text (``p2t sample``), with
+  ``decoder(config) ->`` :class:`p2t_jax.models.decoder.Decoder` (its model, context and, where the
+  model has one, the key/value cache) and optionally ``load_tokenizer(workdir)`` (default: the
+  character tokenizer :mod:`p2t_jax.tasks.language_model` saves).
 
 ``p2t train``, ``p2t eval`` and the experiments reach every task through :func:`module`
 and :func:`build`; adding a task is one module here and one line in :data:`REGISTRY`. A

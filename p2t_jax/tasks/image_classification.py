@@ -111,7 +111,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require_choice(config, "optim.schedule", chains.SCHEDULES)
     require(o.weight_decay >= 0 and o.grad_clip_norm >= 0,
             "config keys 'optim.weight_decay' and 'optim.grad_clip_norm' must be >= 0.")
-    require(o.weight_decay == 0 or o.name in chains.WITH_WEIGHT_DECAY,
+    require(o.weight_decay == 0 or o.name not in chains.CLASSIC or o.name in chains.WITH_WEIGHT_DECAY,
             f"config key 'optim.weight_decay' is used by {' and '.join(chains.WITH_WEIGHT_DECAY)} only; set it to 0 "
             f"for {o.name} or use loss.l2 for an L2 penalty.")
     require(0 <= o.b1 < 1 and 0 <= o.b2 < 1 and 0 <= o.momentum < 1 and 0 <= o.rms_decay < 1,

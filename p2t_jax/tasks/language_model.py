@@ -18,6 +18,8 @@ from p2t_jax.configuration import ConfigError, require, require_choice, require_
 from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
+from p2t_jax.models.attention import ATTENTION_IMPLS
+from p2t_jax.models.decoder import Decoder
 from p2t_jax.models.transformer import DENSE_IMPLS, Transformer, TransformerConfig
 from p2t_jax.resources import require_memory
 from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
@@ -56,6 +58,11 @@ def default_config() -> ml_collections.ConfigDict:
     # p2t_jax.models.dense.Dense (plain-matmul weight gradients, the faster XLA-CPU kernels);
     # general: nn.DenseGeneral on [B, T, D] (what GPUs and TPUs want).
     c.model.dense_impl = "auto"
+    # The fused attention's kernel: auto (cuDNN's fused kernel in the code lowered for a CUDA
+    # GPU with bfloat16 compute, XLA's elsewhere; decided for the platform the step is lowered
+    # for), xla, or cudnn (cuDNN's or refuse: needs a GPU). Attention with dropout on its
+    # probabilities (model.dropout_rate > 0, training) is written out and uses neither.
+    c.model.attention_impl = "auto"
 
     c.optim = default_optim(  # the standard chain: clip_by_global_norm -> adamw on warm-up + cosine
         name="adamw", implementation="optax", schedule="warmup_cosine",
@@ -88,6 +95,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(0.0 <= m.dropout_rate < 1.0, f"config key 'model.dropout_rate' must be in [0, 1), got {m.dropout_rate}.")
     require_choice(config, "model.dtype", DTYPES)
     require_choice(config, "model.dense_impl", DENSE_IMPLS)
+    require_choice(config, "model.attention_impl", ATTENTION_IMPLS)
     require_choice(config, "data.source", ("auto", "embedded", "tfds"))
     require(o.warmup_steps >= 0, f"config key 'optim.warmup_steps' must be >= 0, got {o.warmup_steps}.")
     require(0 <= o.end_learning_rate <= o.learning_rate,
@@ -109,7 +117,8 @@ def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
                              num_layers=m.num_layers, mlp_dim=m.mlp_dim, dropout_rate=m.dropout_rate,
                              use_bias=m.use_bias, tie_embeddings=m.tie_embeddings,
                              gelu_approximate=m.gelu_approximate, dtype=DTYPES[m.dtype],
-                             scan_layers=m.scan_layers, dense_impl=m.dense_impl)
+                             scan_layers=m.scan_layers, dense_impl=m.dense_impl,
+                             attention_impl=m.get("attention_impl", "auto"))
 
 
 def make_model(config: ml_collections.ConfigDict) -> Transformer:
@@ -121,6 +130,16 @@ def init_params(model: Transformer, rng: jax.Array, unbox: bool = True) -> dict:
     logical axis names (which :mod:`p2t_jax.parallel` reads to shard them)."""
     variables = model.init(rng, jnp.zeros((1, model.cfg.max_len), jnp.int32))
     return nn.meta.unbox(variables) if unbox else variables
+
+
+def decoder(config: ml_collections.ConfigDict) -> Decoder:
+    """How ``p2t sample`` runs this task's Transformer: with its key/value cache, or recomputing."""
+    model, m = make_model(config), config.model
+    cache_bytes = 2 * 4 * m.num_layers * m.max_len * m.emb_dim  # keys and values, float32, per sample
+    return Decoder(init_variables=lambda rng: init_params(model, rng),
+                   logits_fn=lambda params, tokens_BT: model.apply({"params": params}, tokens_BT),
+                   context=m.max_len, cached_model=model,
+                   bytes_per_sample=2 * cache_bytes + 4 * m.max_len * m.vocab_size)
 
 
 def make_loss_fn(model: Transformer):
@@ -145,6 +164,9 @@ def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.Confi
     """
     validate(config)
     t, m = config.train, config.model
+    require(m.get("attention_impl", "auto") != "cudnn" or jax.default_backend() == "gpu",
+            f"config key 'model.attention_impl' is 'cudnn', which needs a GPU with cuDNN, and JAX runs on "
+            f"{jax.default_backend()} here; choose auto (cuDNN's kernel wherever it can run) or xla.")
     require_memory(3 * 8 * t.batch_size * (m.max_len + 1), "one batch of windows",
                    "lower train.batch_size or model.max_len")
     splits, tokenizer, source = shakespeare.load_ids(config.data.source, config.data.tfds_data_dir or None)
@@ -163,6 +185,8 @@ def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.Confi
         eval_batches=lambda rows=None: batches.eval_batches(t.eval_batches, rows=rows), batch_rows=True,
         items_per_batch=t.batch_size * m.max_len, items_name="tokens",
         save_assets=save_assets,
+        logits_fn=lambda params, model_state, batch: model.apply({"params": params}, batch["inputs"]),
+        labels_key="targets",
         meta={"data_source": source, "train_tokens": int(len(splits["train"])),
               "validation_tokens": int(len(splits["validation"]))})
     return task, config

@@ -24,6 +24,8 @@ their step numbers. Nothing is deleted.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
@@ -31,9 +33,8 @@ import os
 import pathlib
 import re
 import shutil
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import jax
@@ -41,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
+from orbax.checkpoint._src import asyncio_utils
 
 from p2t_jax.configuration import ConfigError
 from p2t_jax.training.stopping import SaveFailed
@@ -52,8 +54,7 @@ class _OrbaxLogFilter(logging.Filter):
     """Drops Orbax's own log records, and asyncio's reports of its failed write tasks (a
     failed save logs its traceback dozens of times, from several threads); failures reach
     the user as one sentence instead (SaveFailed, CheckpointError). ``P2T_ORBAX_LOGS=1``
-    keeps them, and the unraisable exceptions of Orbax's coroutines (:func:`_from_orbax`),
-    which are dropped too."""
+    keeps them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.CRITICAL:
@@ -63,24 +64,6 @@ class _OrbaxLogFilter(logging.Filter):
         return f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
-def _from_orbax(unraisable) -> bool:
-    """Whether an exception Python could not raise (``sys.unraisablehook``) comes from Orbax: a
-    read coroutine left pending by a failed restore, collected later, or an ``Event loop is
-    closed`` from one of its objects' finalisers."""
-    marker = f"{os.sep}orbax{os.sep}"
-    code = getattr(unraisable.object, "cr_code", None) or getattr(unraisable.object, "__code__", None)
-    if code is not None and marker in code.co_filename:
-        return True
-    if "orbax" in getattr(type(unraisable.object), "__module__", ""):
-        return True
-    tb = unraisable.exc_traceback
-    while tb is not None:
-        if marker in tb.tb_frame.f_code.co_filename:
-            return True
-        tb = tb.tb_next
-    return False
-
-
 def _quiet_orbax_logs() -> None:
     if os.environ.get("P2T_ORBAX_LOGS", "") not in ("", "0"):
         return
@@ -88,14 +71,43 @@ def _quiet_orbax_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _OrbaxLogFilter) for f in logger.filters):
             logger.addFilter(_OrbaxLogFilter())
-    previous = sys.unraisablehook
-    if not getattr(previous, "drops_orbax", False):
-        def hook(unraisable):
-            if not _from_orbax(unraisable):
-                previous(unraisable)
 
-        hook.drops_orbax = True
-        sys.unraisablehook = hook
+
+def _run_sync_closing_the_loop_cleanly(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Orbax's ``asyncio_utils._run_sync_via_new_loop`` (each save, restore and commit runs its
+    coroutine in a fresh event loop), ending as ``asyncio.run`` ends: the loop's unfinished tasks
+    are cancelled and awaited and its async generators shut down before it is closed.
+
+    Orbax closes the loop at once. When one read or write of an ``asyncio.gather`` fails (a
+    truncated file, a shape the save does not have, a full disk), its siblings are still in
+    flight: their TensorStore callbacks then find the loop closed (``RuntimeError: Event loop
+    is closed``, raised where nothing can catch it) and their coroutines and ``reserved_bytes``
+    generators are finalised later by the garbage collector, in whatever test or command runs
+    then. Successful calls are unchanged; only the tasks of this loop are touched.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    finally:
+        try:
+            with contextlib.suppress(Exception):  # never in place of the call's own result or error
+                pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _close_orbax_loops_cleanly() -> None:
+    """Installs :func:`_run_sync_closing_the_loop_cleanly` in place of Orbax's own (once; an Orbax
+    without that function is left as it is)."""
+    if getattr(asyncio_utils, "_run_sync_via_new_loop", None) not in (None, _run_sync_closing_the_loop_cleanly):
+        asyncio_utils._run_sync_via_new_loop = _run_sync_closing_the_loop_cleanly
 
 
 class CheckpointError(RuntimeError):
@@ -240,6 +252,7 @@ class Checkpoints:
 
     def __init__(self, workdir: str | pathlib.Path, keep: int = 3, best_metric: str = "loss", *, write: bool = True):
         _quiet_orbax_logs()
+        _close_orbax_loops_cleanly()
         self.workdir = pathlib.Path(workdir)
         self.directory = self.workdir / "checkpoints"
         self.metric = best_metric
@@ -250,8 +263,13 @@ class Checkpoints:
         exists = write or self.directory.is_dir()
         self.manager = _manager(self.directory, keep=keep, metric=best_metric, write=write) if exists else None
         legacy = self.workdir / "best"
-        self.legacy_best = (_manager(legacy, keep=None, metric=best_metric, write=False)
-                            if not write and legacy.is_dir() else None)
+        try:
+            self.legacy_best = (_manager(legacy, keep=None, metric=best_metric, write=False)
+                                if not write and legacy.is_dir() else None)
+        except BaseException:
+            if self.manager is not None:
+                self.manager.close()
+            raise
 
     # ---- what is there --------------------------------------------------------------------
 
@@ -326,10 +344,13 @@ class Checkpoints:
         try:
             if self.manager is not None and self.write:
                 self.wait()
-        finally:
-            for manager in (self.manager, self.legacy_best):
-                if manager is not None:
-                    manager.close()
+        finally:  # each manager is closed even when closing the other fails
+            try:
+                if self.manager is not None:
+                    self.manager.close()
+            finally:
+                if self.legacy_best is not None:
+                    self.legacy_best.close()
 
     # ---- restoring ------------------------------------------------------------------------
 
@@ -345,8 +366,8 @@ class Checkpoints:
             if difference is not None:
                 raise ConfigMismatch(
                     f"the checkpoint at step {step} in {manager.directory} holds another model or optimiser than "
-                    f"the config builds ({difference}): the config was changed since the run was saved (use the "
-                    f"one it was trained with, as in its config.json, or choose another --workdir).") from None
+                    f"the config builds ({difference}): the config or the run's config.json was changed since "
+                    f"the run was saved; use the config it was trained with, or choose another --workdir.") from None
             raise CheckpointError(_short(e)) from e
         return restored.state, dict(restored.meta or {})
 
@@ -394,6 +415,17 @@ class Checkpoints:
             return Restored(items, meta, s, skipped)
         raise CheckpointError(f"none of the {len(candidates)} checkpoints in {where} can be read (newest, step "
                               f"{candidates[0][1]}: {skipped[candidates[0][1]]}).")
+
+    def newest_meta(self) -> dict:
+        """The meta dict of the newest save whose meta can be read ({} if none): facts fixed
+        for the whole run, such as the schedule's horizon, read before the state is restored."""
+        for step in reversed(self.steps()):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+                return dict(restored.meta or {})
+            except Exception:  # noqa: BLE001 - an unreadable save: try the one before
+                continue
+        return {}
 
     def set_aside(self, steps: list[int]) -> pathlib.Path | None:
         """Moves the saves at ``steps`` to ``unreadable/`` in the workdir (kept, not deleted).

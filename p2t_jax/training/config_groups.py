@@ -52,7 +52,7 @@ def default_train(**values: Any) -> ml_collections.ConfigDict:
 def default_optim(**values: Any) -> ml_collections.ConfigDict:
     """The ``optim`` group: the standard chain's fields at their defaults, with ``values`` set."""
     return _group("optim", dict(
-        name="adamw",  # any of p2t_jax.optim.chains.OPTIMIZERS: sgd, momentum, nesterov, rmsprop, adam, adamw, lion
+        name="adamw",  # an Optax optimiser (adamw, adam, sgd, lion, adafactor, ...: chains.OPTIMIZERS), momentum, nesterov
         implementation="optax",  # optax: Optax's own; scratch: p2t_jax/optim/scratch.py
         learning_rate=1e-3,  # peak (or constant) learning rate
         schedule="warmup_cosine",  # warmup_cosine or constant
@@ -66,6 +66,9 @@ def default_optim(**values: Any) -> ml_collections.ConfigDict:
         eps=1e-8,  # adam, adamw, rmsprop
         weight_decay=0.0,  # decoupled weight decay (adamw and lion only), on matrices and embeddings
         grad_clip_norm=0.0,  # clip_by_global_norm; 0 turns it off
+        kwargs={},  # further hyperparameters of optax.<name> (an open group: --config.optim.kwargs.b3=0.99)
+        chain=(),  # ((optax transform, {kwargs}), ...): the whole optimiser instead of name; () uses name
+        factory="",  # "module:function", function(config) -> GradientTransformation; "" uses chain or name
     ), values)
 
 

@@ -10,9 +10,12 @@ What a run does when things go wrong (``p2t_jax.training.stopping`` has the exit
   from before it reads the workdir to its end; a second one is refused, naming the first.
 * Everything is checked before the workdir is touched: the config (:func:`check_run_config`
   and the task's own checks), the workdir and every path the run writes in it
-  (:func:`check_run_paths`), the saved config of a run being resumed, the checkpoint to
-  resume from, and the first step's compilation and memory. A failed start leaves the
-  workdir as it was; a run that exists is resumed or refused, never started over.
+  (:func:`check_run_paths`), the saved config of a run being resumed (key by key, each
+  difference named with both values; ``allow_change`` lets chosen ones through), the
+  checkpoint to resume from, every evaluation batch against the mesh, the task's logits
+  against its labels (:func:`check_outputs`), and the first step's compilation and memory.
+  A failed start leaves the workdir as it was; a run that exists is resumed or refused,
+  never started over.
 * A non-finite loss or gradient stops the run (``train.on_nonfinite = "stop"``, the
   default) before anything from that step is saved or ranked; ``"skip"`` leaves the state
   unchanged on such steps instead and counts them (the ``nonfinite`` metric).
@@ -46,6 +49,7 @@ from tqdm.auto import tqdm
 
 from p2t_jax.configuration import ConfigError, require
 from p2t_jax.optim.chains import make_optimizer
+from p2t_jax.parallel import footprint
 from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.resources import require_memory
 from p2t_jax.training import metrics as metrics_lib
@@ -57,7 +61,8 @@ from p2t_jax.training.workdir_lock import hold
 
 # Config groups that may change when a run is resumed: how long and how often (``train``)
 # and on which devices (``parallel``). Everything else (seed, model, data, optim, loss, ...)
-# must match the run's saved config.json.
+# must match the run's saved config.json, unless named in ``allow_change``. More steps keep
+# the learning-rate schedule of the first start (:func:`schedule_horizon`).
 RESUME_MAY_CHANGE = ("train", "parallel", "variant")
 NONFINITE_POLICIES = ("stop", "skip")
 INT32_MAX = 2**31 - 1
@@ -83,6 +88,11 @@ class Task:
       meta: JSON-ready facts saved with each checkpoint (data source, ...).
       grad_metrics: ``grads -> {name: scalar}``, measured by the train step and logged with
         the training metrics (e.g. each layer's gradient norm); None: none.
+      logits_fn: ``(params, model_state, batch) -> logits [..., V]``, the model's output that
+        the loss scores against the integer labels ``batch[labels_key]`` (``[...]``). When
+        given, the loop checks it once before compiling (:func:`check_outputs`): the rank and
+        shape against the labels, and that V exceeds the largest label.
+      labels_key: the batch entry holding those labels.
     """
 
     init_variables: Callable[[jax.Array], dict]
@@ -95,6 +105,8 @@ class Task:
     save_assets: Callable[[pathlib.Path], None] | None = None
     meta: dict = dataclasses.field(default_factory=dict)
     grad_metrics: Callable[[Any], dict] | None = None
+    logits_fn: Callable[[Any, Any, dict], jax.Array] | None = None
+    labels_key: str = "targets"
 
 
 # ---- checks before anything is built ---------------------------------------------------------
@@ -191,27 +203,104 @@ def check_run_paths(workdir: pathlib.Path) -> None:
                           f"be resumed and is not started over; restore the folder or choose another --workdir.")
 
 
-def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.emb_dim": 64, ...}``: the leaves of a nested dict under dotted keys."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _allowed(key: str, allow_change: Iterable[str]) -> bool:
+    return any(key == a or key.startswith(a + ".") for a in allow_change)
+
+
+def config_changes(saved: dict, now: dict) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (saved value, new value)}`` for every field of ``saved`` that ``now``
+    holds differently, outside :data:`RESUME_MAY_CHANGE` (fields added since the run was saved
+    are not compared; a field the config no longer has is ``None`` now)."""
+    old, new = _flat(saved), _flat(now)
+    changes = {}
+    for key, value in old.items():
+        if key.split(".")[0] in RESUME_MAY_CHANGE:
+            continue
+        if key not in new and any(k.startswith(key + ".") for k in new):  # {} saved, a group now
+            continue
+        current = new.get(key)
+        if not _same(value, current):
+            changes[key] = (value, current)
+    return changes
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _saved_config(workdir: pathlib.Path) -> dict | None:
     saved_path = workdir / "config.json"
     if not saved_path.exists():
-        return
+        return None
     try:
         saved = json.loads(saved_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
         raise ConfigError(f"workdir '{workdir}' has a config.json that cannot be read ({type(e).__name__}); "
                           f"choose a new --workdir or restore the file.") from None
-    now = json.loads(config.to_json())
-    for key in sorted(saved):  # fields added since the run was saved are not compared
-        if key not in RESUME_MAY_CHANGE and not _saved_fields_match(saved[key], now.get(key)):
-            raise ConfigError(f"workdir {workdir} holds a run with a different '{key}' config; resume it with the "
-                              f"same config or choose a new --workdir.")
+    if not isinstance(saved, dict):
+        raise ConfigError(f"workdir '{workdir}' has a config.json that does not hold a config; choose a new "
+                          f"--workdir or restore the file.")
+    return saved
 
 
-def _saved_fields_match(saved: Any, now: Any) -> bool:
-    """True when every field of ``saved`` equals ``now``'s (fields added since the run was saved are ignored)."""
-    if isinstance(saved, dict) and isinstance(now, dict):
-        return all(k in now and _saved_fields_match(v, now[k]) for k, v in saved.items())
-    return saved == now
+def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict,
+                     allow_change: Iterable[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """Compares the run's saved config.json with ``config`` key by key.
+
+    Returns the differences ``allow_change`` permits (``{key: (saved, new)}``, for the
+    metrics' event line). Raises ConfigError naming every other difference with both values.
+    """
+    saved = _saved_config(workdir)
+    if saved is None:
+        return {}
+    changes = config_changes(saved, json.loads(config.to_json()))
+    refused = {k: v for k, v in changes.items() if not _allowed(k, allow_change)}
+    if refused:
+        listed = "; ".join(f"{k} was {json.dumps(a)}, now {json.dumps(b)}" for k, (a, b) in refused.items())
+        flags = " ".join(f"--allow-change {k}" for k in refused)
+        raise ConfigError(f"workdir {workdir} holds a run whose config differs: {listed}; resume with the saved "
+                          f"values, pass {flags} for changes you mean, or choose a new --workdir.")
+    return changes
+
+
+def check_allow_change(config: ml_collections.ConfigDict, allow_change: Iterable[str]) -> None:
+    """Every ``--allow-change`` key must be a config key or group (ConfigError, one sentence)."""
+    keys = _flat(json.loads(config.to_json()))
+    for key in allow_change:
+        require(any(k == key or k.startswith(key + ".") for k in keys),
+                f"--allow-change {key!r} is not a config key (such as optim.learning_rate, or a group such as optim).")
+
+
+def schedule_horizon(config: ml_collections.ConfigDict, saved_meta: dict | None,
+                     saved_config: dict | None) -> int:
+    """The step count the learning-rate schedule spans, fixed at the run's first start.
+
+    A fresh run: ``train.num_steps``. A resumed run: the horizon its checkpoints recorded
+    (``schedule_steps`` in their meta), else (saved before it was recorded) the
+    ``train.num_steps`` of its saved config. So raising ``train.num_steps`` on resume
+    continues the same schedule; to stretch it, set ``optim.decay_steps`` (with
+    ``--allow-change optim.decay_steps``), which overrides the horizon.
+    """
+    if saved_meta and isinstance(saved_meta.get("schedule_steps"), int):
+        return saved_meta["schedule_steps"]
+    if saved_config is not None:
+        steps = saved_config.get("train", {}).get("num_steps")
+        if isinstance(steps, int) and steps > 0:
+            return steps
+    return config.train.num_steps
 
 
 # ---- state --------------------------------------------------------------------------------
@@ -219,9 +308,9 @@ def _saved_fields_match(saved: Any, now: Any) -> bool:
 def create_state(init_variables: Callable, config: ml_collections.ConfigDict,
                  tx: optax.GradientTransformation | None = None) -> TrainState:
     """A fresh TrainState from ``config.seed``, ``init_variables(rng)`` and ``tx`` (default:
-    the chain ``config.optim`` describes)."""
+    the optimiser ``config.optim`` describes)."""
     if tx is None:
-        tx, _ = make_optimizer(config.optim, config.train.num_steps)
+        tx, _ = make_optimizer(config.optim, config.train.num_steps, config=config)
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = flax_meta.unbox(init_variables(init_rng))
     return TrainState.create(variables=variables, tx=tx, rng=state_rng)
@@ -251,6 +340,51 @@ def restore_state(init_variables: Callable, config: ml_collections.ConfigDict, w
     finally:
         checkpoints.close()
     return abstract.replace_items(restored.items), restored.meta
+
+
+# ---- the first step ------------------------------------------------------------------------
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return f"[{', '.join(map(str, shape))}]"
+
+
+def check_outputs(task: Task, state: TrainState, batch: dict) -> None:
+    """The task's output against its labels, once, before the first step compiles.
+
+    Needs ``task.logits_fn``; the logits' shape comes from ``jax.eval_shape`` (nothing runs).
+    Raises ConfigError (one sentence) when the logits are not ``[*labels.shape, V]`` (e.g. a
+    pooled ``[B, V]`` output for ``[B, T]`` labels) or when V does not exceed the largest label.
+    """
+    if task.logits_fn is None or not isinstance(batch, dict) or task.labels_key not in batch:
+        return
+    labels = batch[task.labels_key]
+    logits = jax.eval_shape(task.logits_fn, state.params, state.model_state, batch)
+    key = task.labels_key
+    if not hasattr(logits, "shape") or tuple(logits.shape[:-1]) != tuple(labels.shape) or len(logits.shape) < 1:
+        shape = getattr(logits, "shape", None)
+        raise ConfigError(f"the task's model returns logits of shape {_shape(shape) if shape is not None else shape} "
+                          f"for labels '{key}' of shape {_shape(labels.shape)}; the loss needs one row of scores per "
+                          f"label, logits of shape {_shape((*labels.shape, 'V'))} (a pooled or flattened output "
+                          f"drops or merges an axis).")
+    if not np.issubdtype(np.dtype(labels.dtype), np.integer):
+        return
+    classes, largest = int(logits.shape[-1]), int(jax.device_get(jax.numpy.max(labels)))
+    require(largest < classes,
+            f"the task's model scores {classes} classes (the logits' last axis) but the labels '{key}' reach "
+            f"{largest}; its vocabulary or head must have at least {largest + 1} outputs.")
+
+
+def _compile_first_step(train_step: Any, state: TrainState, batch: dict) -> Any:
+    """The compiled train step; a model or loss that cannot be traced on this batch (shapes that
+    do not agree) is one sentence, not a traceback."""
+    try:
+        return train_step.lower(state, batch).compile()
+    except (TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(f"the task's first training step cannot be traced ({type(e).__name__}: {first}); check "
+                          f"that the model's output and the loss's labels agree in shape.") from e
 
 
 # ---- evaluation ---------------------------------------------------------------------------
@@ -325,6 +459,11 @@ def _diverged(step: int, values: dict, last_saved: int | None, what: str | None 
         what = (f"the loss became {loss}" if not math.isfinite(loss)
                 else f"the gradient norm became {values.get('grad_norm')}")
     kept = f"the last checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was saved"
+    if step == 1:  # not finite before any update: the model's output and the labels, more likely than the rate
+        return Diverged(f"training diverged at step 1, before any update could have: {what}; nothing was saved "
+                        f"(the initial model already gives it: check that its output fits the labels, e.g. a "
+                        f"vocabulary or head larger than the largest label, which Task.logits_fn lets the loop "
+                        f"check, and that the batches hold finite numbers).")
     return Diverged(f"training diverged at step {step}: {what}; nothing from it was saved and {kept} "
                     f"(lower optim.learning_rate, or set train.on_nonfinite=skip to skip such steps).")
 
@@ -353,8 +492,8 @@ def _start_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, tas
 
 
 def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-                       *, progress: bool = True, tx: optax.GradientTransformation | None = None
-                       ) -> tuple[TrainState, dict]:
+                       *, progress: bool = True, tx: optax.GradientTransformation | None = None,
+                       allow_change: Iterable[str] = ()) -> tuple[TrainState, dict]:
     """Trains ``task`` for ``config.train.num_steps`` steps in ``workdir``, resuming if it holds a checkpoint.
 
     Config fields used: ``seed``, ``optim.*`` (see :func:`p2t_jax.optim.chains.make_optimizer`;
@@ -369,8 +508,13 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
       config: the run's config (saved as ``workdir/config.json``).
       workdir: the run folder.
       progress: show a progress bar.
-      tx: an Optax transformation to train with instead of the chain ``config.optim``
-        describes (the ``learning_rate`` metric is then not logged).
+      tx: an Optax transformation to train with instead of the one ``config.optim``
+        describes (its learning rate and other hyperparameters are logged when it keeps them
+        in its state, i.e. is built with ``optax.inject_hyperparams``).
+      allow_change: config keys (or groups) that may differ from the saved config of the run
+        being resumed; each change made is written to metrics.jsonl as an event line. The
+        learning-rate schedule keeps the horizon fixed at the run's first start
+        (:func:`schedule_horizon`).
 
     Returns:
       ``(state, summary)``: the final TrainState and the run summary (plain JSON, also written
@@ -384,31 +528,35 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     """
     # From the start: a Ctrl-C while compiling ends the run before it writes.
     with StopSignals() as signals, contextlib.ExitStack() as held:
-        return _train(task, config, pathlib.Path(workdir), progress, tx, signals, held)
+        return _train(task, config, pathlib.Path(workdir), progress, tx, signals, held, tuple(allow_change))
 
 
 def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool,
            tx: optax.GradientTransformation | None, signals: StopSignals,
-           held: contextlib.ExitStack) -> tuple[TrainState, dict]:
+           held: contextlib.ExitStack, allow_change: tuple[str, ...] = ()) -> tuple[TrainState, dict]:
     check_run_config(config)
     check_workdir(workdir)
+    check_allow_change(config, allow_change)
     # One writer per workdir, for the whole run: taken before the workdir is read (process 0's,
     # for every process of a multi-process run); a refused run has touched nothing.
     created = held.enter_context(hold(workdir, enabled=jax.process_index() == 0))
     check_run_paths(workdir)
-    _check_resumable(workdir, config)
+    changes = _check_resumable(workdir, config, allow_change)
     tc = config.train
-    schedule = None
-    if tx is None:
-        tx, schedule = make_optimizer(config.optim, tc.num_steps)
     policy = tc.get("on_nonfinite", "stop")
     partitioner = make_partitioner(config, task.init_variables)  # None without config.parallel
-    make_state = lambda: create_state(task.init_variables, config, tx)  # noqa: E731
 
     # Resume from the newest readable checkpoint (reading only), else start afresh.
     reader = Checkpoints(workdir, tc.keep_checkpoints, write=False)
     try:
-        if reader.steps():
+        resuming = bool(reader.steps())
+        horizon = (schedule_horizon(config, reader.newest_meta(), _saved_config(workdir)) if resuming
+                   else tc.num_steps)
+        schedule = None
+        if tx is None:
+            tx, schedule = make_optimizer(config.optim, horizon, config=config)
+        make_state = lambda: create_state(task.init_variables, config, tx)  # noqa: E731
+        if resuming:
             abstract = jax.eval_shape(make_state) if partitioner is None else partitioner.abstract_state(make_state)
             restored = reader.restore(abstract.checkpoint_items(), on_skip=_warn_skipped)
             state, resumed_from, saved_meta, skipped = (abstract.replace_items(restored.items), restored.step,
@@ -436,8 +584,9 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         partitioner.check_eval_batches(task)
     if start < tc.num_steps:  # compile before writing anything: a step that cannot run fails here
         batch = train_batch(start)
+        check_outputs(task, state, batch)
         t0 = time.perf_counter()
-        train_step = train_step.lower(state, batch).compile()
+        train_step = _compile_first_step(train_step, state, batch)
         compile_s = time.perf_counter() - t0
         memory = train_step.memory_analysis()
         if memory is not None:
@@ -461,20 +610,34 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     early = EarlyStopping.from_meta(tc.get("early_stop_patience", 0), saved_meta.get("early_stop"))
     if partitioner is not None:
         say(f"mesh: {partitioner.describe()}")
+    state_footprint = footprint.measure(state.params, state.opt_state,
+                                        partitioner.batch_axes if partitioner is not None else ())
+    say(footprint.describe(state_footprint))
+    for text in footprint.warnings(state_footprint):
+        _warn(text)
     if skipped:
         say(f"resuming from step {resumed_from}: the newer checkpoint(s) at step {', '.join(map(str, skipped))} "
             f"could not be read and were moved to {workdir / 'unreadable'}.")
-    summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start,
+    summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "schedule_steps": horizon,
                                "mesh": partitioner.describe() if partitioner is not None else None}
+    summary["state"] = {"parameters": state_footprint.parameters, "param_bytes_per_device": state_footprint.param_bytes,
+                        "opt_state_bytes_per_device": state_footprint.opt_bytes,
+                        "unsharded_mesh_axes": [axis for axis, _ in state_footprint.unsharded_axes]}
     eval_metrics: dict[str, float] = {}
     train_metrics: dict[str, float] = {}
     early_stopped_at = None
     last_saved = resumed_from
     step = start
 
+    if changes:
+        writer.write_event(resumed_from or 0, "config_change",
+                           {"changes": {k: {"saved": a, "now": b} for k, (a, b) in changes.items()}})
+        say(f"resuming with changed config (--allow-change): "
+            f"{'; '.join(f'{k} {json.dumps(a)} -> {json.dumps(b)}' for k, (a, b) in changes.items())}.")
+
     def save(at: int, eval_loss: float | None = None) -> None:
         nonlocal last_saved
-        meta = dict(task.meta, step=at, early_stop=early.to_meta())
+        meta = dict(task.meta, step=at, early_stop=early.to_meta(), schedule_steps=horizon)
         if checkpoints.save(at, state.checkpoint_items(), meta, eval_loss=eval_loss):
             last_saved = at
 

@@ -72,6 +72,18 @@ class MetricsWriter:
                 if math.isfinite(float(v)):
                     self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
 
+    def write_event(self, step: int, event: str, fields: dict) -> None:
+        """Appends ``{"step", "split": "event", "time", "event", **fields}`` (e.g. a config change
+        allowed on resume); ``read_metrics(workdir, "event")`` reads them back."""
+        if not self.enabled:
+            return
+        record = {"step": int(step), "split": "event", "time": round(time.time(), 3), "event": event, **fields}
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
+        except OSError as e:
+            raise SaveFailed(f"could not append to {self.path} ({e.strerror or e}).") from e
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

@@ -24,6 +24,32 @@ LossFn = Callable[[Any, Any, dict, jax.Array, bool], tuple[jax.Array, tuple[dict
 Reduce = Callable[[Any, jax.Array, dict, Any], tuple[Any, jax.Array, dict, Any]]
 
 
+def _is_injected(node: Any) -> bool:
+    return hasattr(node, "hyperparams") and hasattr(node, "inner_state") and isinstance(node.hyperparams, dict)
+
+
+def injected_hyperparams(opt_state: Any) -> dict[str, jax.Array]:
+    """The scalar hyperparameters held in ``opt_state`` by ``optax.inject_hyperparams`` (the
+    values the last update used), as float32 scalars: ``{"learning_rate": ..., "b1": ...}``.
+
+    A name met a second time (two injected transforms with a ``learning_rate``) gets a
+    suffix: ``learning_rate_2``. Works for any chain, including a user's own ``tx``.
+    """
+    found: dict[str, jax.Array] = {}
+    for node in jax.tree.leaves(opt_state, is_leaf=_is_injected):
+        if not _is_injected(node):
+            continue
+        for name, value in node.hyperparams.items():
+            if not hasattr(value, "dtype") or jnp.size(value) != 1 or not jnp.issubdtype(value.dtype, jnp.number):
+                continue
+            key, n = name, 1
+            while key in found:
+                n += 1
+                key = f"{name}_{n}"
+            found[key] = jnp.asarray(value, jnp.float32).reshape(())
+    return found
+
+
 def make_train_step(loss_fn: LossFn, schedule: optax.Schedule | None = None, *, reduce: Reduce | None = None,
                     grad_metrics: Callable[[Any], dict] | None = None, skip_nonfinite: bool = False) -> Callable:
     """Returns ``train_step(state, batch) -> (state, metrics)``, pure and ready for ``jax.jit``.
@@ -61,6 +87,8 @@ def make_train_step(loss_fn: LossFn, schedule: optax.Schedule | None = None, *, 
             model_state = keep(model_state, state.model_state)
         metrics = dict(metrics, loss=loss, grad_norm=grad_norm, param_norm=optax.tree.norm(params),
                        update_norm=optax.tree.norm(updates), nonfinite=1.0 - finite.astype(jnp.float32))
+        for name, value in injected_hyperparams(opt_state).items():
+            metrics.setdefault(name if name not in metrics else f"hp_{name}", value)
         if schedule is not None:
             metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
         if grad_metrics is not None:
