@@ -4,7 +4,7 @@
 
 For each depth, lowers and compiles the library's train step for the config's model with
 the blocks unrolled and with ``nn.scan``, and prints both compile times. Then times a few
-steps in float32 and in bfloat16 compute (``model.dtype``) at the config's own depth.
+steps in float32 and in bfloat16 compute (``precision.compute``) at the config's own depth.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
         print(f"{depth:>6}  {row[0]:>14.2f} s  {row[1]:>17.2f} s")
     for dtype in ("float32", "bfloat16"):
         for scan in (False, True):
-            config = harness.load(args.config, [f"model.dtype={dtype}", f"model.scan_layers={scan}"])
+            config = harness.load(args.config, [f"precision.compute={dtype}", f"model.scan_layers={scan}"])
             compiled, state, batch, _ = compiled_step(config)
             times = []
             for i in range(args.steps + 5):

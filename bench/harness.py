@@ -91,7 +91,9 @@ def lm_train_step(config: ml_collections.ConfigDict, model: Any = None, abstract
     create = lambda: create_state(lambda r: language_model.init_params(model, r), config)  # noqa: E731
     state = jax.eval_shape(create) if abstract else create()
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
-    return jax.jit(make_train_step(language_model.make_loss_fn(model), schedule), donate_argnums=0), state
+    step = make_train_step(language_model.make_loss_fn(model), schedule,
+                           grad_accum_steps=config.train.get("grad_accum_steps", 1))
+    return jax.jit(step, donate_argnums=0), state
 
 
 def random_lm_batch(config: ml_collections.ConfigDict, rng: np.random.Generator) -> dict:

@@ -204,7 +204,7 @@ def torch_contender(config, device: str = "cpu") -> tuple:
         return None, {"skip": f"torch {torch.__version__} has no CUDA here, and JAX runs on a GPU: no PyTorch figures"}
     torch.manual_seed(0)
     m = config.model
-    step = ref.make_step(ref.config_model(m, device), lr=config.optim.learning_rate, dtype=m.dtype)
+    step = ref.make_step(ref.config_model(m, device), lr=config.optim.learning_rate, dtype=config.precision.compute)
     B, T, V = config.train.batch_size, m.max_len, m.vocab_size
     ref.time_steps(step, ref.random_batches(2, B, T, V, device=device), warmup=2)
     seed = [1]
@@ -359,7 +359,7 @@ def main() -> None:
     if f["peak"]:
         line += f" = {f['flops'] / ms / 1e6 / max(f['peak'].values()):.0%} of matmul peak"
     print(line)
-    peak_tflops = args.peak_tflops or device_peak_tflops(f["device_kind"], config.model.dtype)
+    peak_tflops = args.peak_tflops or device_peak_tflops(f["device_kind"], config.precision.compute)
     mfu = None
     if peak_tflops:
         mfu = f["model_flops"] / (ms / 1000) / (peak_tflops * 1e12)

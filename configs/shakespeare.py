@@ -11,8 +11,9 @@ Variants (``--config configs/shakespeare.py:VARIANT``):
 * ``gpu``         nanoGPT's GPU recipe (its ``train_shakespeare_char``): 6 layers,
                   6 heads, width 384, context 256, batch 64, dropout 0.2, 5,000 steps,
                   lr 1e-3 with 100 warm-up steps and cosine to 1e-4 at step 5,000,
-                  beta2 0.99, no biases, tied embeddings, bfloat16 compute (parameters
-                  and optimiser state stay float32). The same command runs it on any
+                  beta2 0.99, no biases, tied embeddings, the mixed-precision policy
+                  (``precision``: bfloat16 compute; parameters, optimiser state, softmax,
+                  output head and loss in float32). The same command runs it on any
                   backend; on a CPU it is slow (bfloat16 has no fast matmul path there).
                   ``bench/accelerator.sh`` times it and trains it.
 * ``smoke``       tiny, for tests.
@@ -40,7 +41,8 @@ def get_config(arg=None):
         c.train.eval_every, c.train.eval_batches = 250, 200
     elif variant == "gpu":
         c.model.max_len, c.model.emb_dim, c.model.num_heads, c.model.num_layers = 256, 384, 6, 6
-        c.model.mlp_dim, c.model.dropout_rate, c.model.dtype = 4 * 384, 0.2, "bfloat16"
+        c.model.mlp_dim, c.model.dropout_rate = 4 * 384, 0.2
+        c.precision.compute = "bfloat16"  # parameters, optimiser state, output head and loss stay float32
         c.model.use_bias, c.model.tie_embeddings = False, True
         c.optim.learning_rate, c.optim.end_learning_rate, c.optim.warmup_steps = 1e-3, 1e-4, 100
         c.train.batch_size, c.train.num_steps = 64, 5000

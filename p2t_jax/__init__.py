@@ -11,7 +11,8 @@ rows below its own (``tests/test_layering.py`` checks it):
 * ``optim/`` Optax chains built from configs, hand-written transforms. ``parallel/``
   device meshes, logical-axis rules, multi-process start-up.
 * ``training/`` TrainState, the train/eval steps (and the older ``pmap`` step), the one
-  loop, Orbax checkpoints, metrics, vmapped sweeps.
+  loop, Orbax checkpoints, metrics, vmapped sweeps; ``config_groups``: the ``train``,
+  ``optim`` and ``parallel`` groups every task's config is built from.
 * ``tasks/`` a model + loss + data packaged as a ``Task`` for the loop, one module per
   task, named by ``config.task``; what a task measures (``pointer_metrics``) and builds
   (``image_models``) lives beside it.

@@ -1,8 +1,10 @@
-"""The ``p2t`` command: ``p2t train | sample | eval | playground``.
+"""The ``p2t`` command: ``p2t train | sweep | sample | eval | playground``.
 
 Examples::
 
     p2t train  --config configs/shakespeare.py:small --workdir runs/small [--config.train.num_steps=500]
+    p2t sweep  --config configs/shakespeare.py:nanogpt_cpu --workdir runs/lr_sweep \
+               --sweep optim.learning_rate=1e-3,3e-3 --sweep seed=0,1
     p2t sample --workdir runs/small --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40 --seed 0
     p2t eval   --workdir runs/small
     p2t playground [--port 8501] [--runs runs] [--host 127.0.0.1]
@@ -46,6 +48,19 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-change", action="append", default=[], metavar="KEY",
                        help="on resume, let config KEY (or a group such as optim) differ from the saved run's; "
                             "repeatable; each change is recorded in metrics.jsonl")
+
+    sweep = sub.add_parser("sweep", help="train (or resume) many runs of one config in one compiled step",
+                           epilog="Members are every combination of the --sweep values; member i equals the run "
+                                  "`p2t train` makes with its values. Override any config field with "
+                                  "--config.path.to.key=value.")
+    sweep.add_argument("--config", default="configs/shakespeare.py:small",
+                       help="config file and variant, e.g. configs/shakespeare.py:nanogpt_cpu")
+    sweep.add_argument("--workdir", required=True, help="sweep folder; an existing checkpoint there is resumed")
+    sweep.add_argument("--sweep", action="append", required=True, metavar="KEY=V1,V2,...",
+                       help="a swept key and its values: seed or a numeric optim.* key (repeatable: a grid)")
+    sweep.add_argument("--chunk", type=int, default=0,
+                       help="members per vmapped group, to bound memory (0: all at once); divides the members")
+    sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sample = sub.add_parser("sample", help="generate text from a trained run")
     sample.add_argument("--workdir", required=True)
@@ -105,6 +120,62 @@ def cmd_train(args, overrides) -> int:
         say(f"median {summary['ms_per_step_median']:.1f} ms/step, {summary[items]:,.0f} {task.items_name}/s, "
             f"first-step compile {summary['compile_s']:.2f} s")
     say(f"run folder: {args.workdir}")
+    return 0
+
+
+def cmd_sweep(args, overrides) -> int:
+    from p2t_jax import configuration, tasks
+    from p2t_jax.training.sweep import build_sweep, parse_axis
+
+    config = configuration.load_config(args.config)
+    configuration.apply_overrides(config, overrides)
+    task_module = tasks.module(tasks.task_name(config))
+    task_module.validate(config)
+    axes = [parse_axis(spec, config) for spec in args.sweep]
+    seen = [k for k, _ in axes]
+    repeated = sorted({k for k in seen if seen.count(k) > 1})
+    if repeated:
+        raise UsageError(f"--sweep names '{repeated[0]}' twice; give all its values in one --sweep.")
+    if args.chunk < 0:
+        raise UsageError(f"--chunk must be >= 0 (0: all members at once), got {args.chunk}.")
+    saved = pathlib.Path(args.workdir) / "config.json"
+    try:
+        single = saved.is_file() and "sweep" not in json.loads(saved.read_text())
+    except (ValueError, OSError):
+        single = False  # the loop names what is wrong with the file
+    if single:
+        raise UsageError(f"workdir '{args.workdir}' holds a run of `p2t train`, not a sweep; choose a new --workdir.")
+    task, config, members = build_sweep(task_module.build, task_module.validate, config, axes, chunk=args.chunk)
+
+    from p2t_jax.training.loop import parameter_count, train_and_evaluate
+    from p2t_jax.training.metrics import write_json
+    from p2t_jax.viz.sweep_figures import sweep_figure, sweep_table
+
+    if hasattr(task_module, "describe"):
+        print(f"data: {task_module.describe(task)}")
+    print(f"sweep: {members.count} members ({' x '.join(f'{len(v)} {k}' for k, v in axes)}) in one compiled step"
+          + (f", {args.chunk} at a time" if args.chunk and args.chunk < members.count else ""))
+    state, summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress, members=members)
+    import jax
+
+    print(f"model: {tasks.task_name(config)} ({config.get('variant', 'default')}), "
+          f"{parameter_count(jax.tree.map(lambda x: x[0], state.params)):,} parameters per member; "
+          f"steps {summary['start_step']} -> {summary['final_step']}")
+    workdir = pathlib.Path(args.workdir)
+    evals, trains = summary.get("eval") or [], summary.get("train") or []
+    if len(evals) == members.count and len(trains) == members.count:
+        table = sweep_table(members.labels, evals, trains)
+        (workdir / "sweep.md").write_text(table)
+        figure = sweep_figure(members.labels, evals, workdir / "sweep.png")
+        write_json(workdir / "sweep.json", [dict(member=i, **label, eval_loss=ev.get("loss"),
+                                                 train_loss=tr.get("loss"))
+                                            for i, (label, ev, tr) in enumerate(zip(members.labels, evals, trains))])
+        print(table, end="")
+        print(f"table: {workdir / 'sweep.md'}  figure: {figure}")
+    if summary.get("ms_per_step_median"):
+        print(f"median {summary['ms_per_step_median']:.1f} ms/step for all {members.count} members, "
+              f"first-step compile {summary['compile_s']:.2f} s")
+    print(f"sweep folder: {args.workdir}")
     return 0
 
 
@@ -264,7 +335,7 @@ def _main(argv: list[str] | None) -> int:
     rest, overrides = split_overrides(argv)
     try:
         args = _build_parser().parse_args(rest)
-        handler = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
+        handler = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "eval": cmd_eval,
                    "playground": cmd_playground}[args.command]
         return handler(args, overrides)
     except (UsageError, ConfigError, CheckpointError, DataUnavailableError) as e:

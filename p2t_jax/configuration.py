@@ -171,12 +171,31 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
     return config
 
 
+# Fields that moved: (group, key) in a saved config -> where they live now.
+MOVED = {("model", "dtype"): ("precision", "compute")}
+
+
+def upgrade_saved(saved: dict) -> dict:
+    """A saved config (e.g. a run's config.json) with fields that moved (:data:`MOVED`) in
+    their new place, unless that place is already set; ``saved`` itself is not changed."""
+    saved = {k: dict(v) if isinstance(v, dict) else v for k, v in saved.items()}
+    for (group, key), (new_group, new_key) in MOVED.items():
+        if isinstance(saved.get(group), dict) and key in saved[group]:
+            value = saved[group].pop(key)
+            target = saved.setdefault(new_group, {})
+            if isinstance(target, dict):
+                target.setdefault(new_key, value)
+    return saved
+
+
 def overlay(base: ml_collections.ConfigDict, saved: dict) -> ml_collections.ConfigDict:
     """``base`` with every value of ``saved`` (e.g. a run's config.json) written over it.
 
     Fields that ``saved`` lacks keep ``base``'s values, so a run saved before a field was
-    added still loads; JSON lists become tuples where ``base`` holds a tuple.
+    added still loads; fields that moved are read from their old place (:func:`upgrade_saved`);
+    JSON lists become tuples where ``base`` holds a tuple.
     """
+    saved = upgrade_saved(saved)
     with base.unlocked():
         for key, value in saved.items():
             current = base.get(key)

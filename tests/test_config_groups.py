@@ -56,7 +56,7 @@ def test_every_task_config_has_the_same_groups_with_the_shared_fields(name):
     config = _load(name)
     groups = {key for key, value in config.items() if hasattr(value, "keys")}
     assert {"train", "optim", "parallel", "data", "model"} <= groups
-    assert groups - {"train", "optim", "parallel", "data", "model"} <= {"loss", "decode", "experiment"}
+    assert groups - {"train", "optim", "parallel", "data", "model"} <= {"loss", "decode", "experiment", "precision"}
     for group, fields in SHARED.items():
         assert set(fields.keys()) <= set(config[group].keys()), (group, set(fields.keys()) - set(config[group].keys()))
 

@@ -246,7 +246,7 @@ def _gpu_recipe(**overrides):
     """The gpu recipe's model settings (bfloat16, head width 64, no biases, tied embeddings, dropout 0.2) at
     one block, context 64, batch 2."""
     config = load_config(f"{REPO}/configs/shakespeare.py:gpu")
-    extra = [f"model.{k}={v}" for k, v in overrides.items()]
+    extra = [f"{'precision.compute' if k == 'dtype' else 'model.' + k}={v}" for k, v in overrides.items()]
     return apply_overrides(config, ["model.num_layers=1", "model.max_len=64", "train.batch_size=2",
                                     "parallel.mesh_shape=(1,1,1)", *extra])
 
@@ -272,7 +272,7 @@ def test_gpu_recipe_attention_is_cudnns_in_the_cuda_lowering(no_data, cudnn_pres
     0.2 the train step's attention is written out (dropout falls on the probabilities): cuDNN's in
     evaluation only."""
     config = _gpu_recipe()
-    assert config.model.attention_impl == "auto" and config.model.dtype == "bfloat16"
+    assert config.model.attention_impl == "auto" and config.precision.compute == "bfloat16"
     train, evaluate, state, batch, eval_batch = _steps(config)
     assert _cudnn_export(evaluate, "cuda", state, eval_batch) >= {"__cudnn$fmhaSoftmax"}
     for platform in ("tpu", "cpu"):

@@ -18,7 +18,8 @@ def test_gpu_recipe_is_nanogpts(repo_root):
     language_model.validate(c)
     m, o, t = c.model, c.optim, c.train
     assert (m.num_layers, m.num_heads, m.emb_dim, m.mlp_dim, m.max_len) == (6, 6, 384, 1536, 256)
-    assert (m.dropout_rate, m.use_bias, m.tie_embeddings, m.dtype) == (0.2, False, True, "bfloat16")
+    assert (m.dropout_rate, m.use_bias, m.tie_embeddings) == (0.2, False, True)
+    assert c.precision.to_dict() == {"params": "float32", "compute": "bfloat16", "output": "float32"}
     assert (t.batch_size, t.num_steps, t.eval_every, t.eval_batches) == (64, 5000, 250, 200)
     assert (o.learning_rate, o.end_learning_rate, o.warmup_steps, o.b1, o.b2, o.weight_decay, o.grad_clip_norm) == (
         1e-3, 1e-4, 100, 0.9, 0.99, 0.1, 1.0)
@@ -28,7 +29,7 @@ def test_gpu_recipe_is_nanogpts(repo_root):
     # nanoGPT's 10.65M parameters: 6 * 12 * 384^2 in the blocks, 65 * 384 tied embedding, 256 * 384 positions,
     # 13 LayerNorm scales of 384
     model = language_model.make_model(c)
-    assert model.cfg.dtype == jnp.bfloat16
+    assert (model.cfg.dtype, model.cfg.output_dtype) == (jnp.bfloat16, jnp.float32)
     params = jax.eval_shape(lambda: language_model.init_params(model, jax.random.PRNGKey(0))["params"])
     sizes = [x.size for x in jax.tree.leaves(params)]
     assert sum(sizes) == 6 * 12 * 384**2 + 65 * 384 + 256 * 384 + 13 * 384

@@ -24,6 +24,12 @@ from p2t_jax.models.dense import project
 
 Dtype = Any
 DENSE_IMPLS = ("auto", "rows", "general")
+# What a rematerialised block keeps for the backward pass (jax.checkpoint policies): "full" keeps
+# only its input and recomputes the rest; "dots_saveable" also keeps the projections' and the
+# MLP's matmul outputs (dots without batch dimensions) and recomputes the attention scores,
+# softmax, GELU and LayerNorms.
+REMAT_POLICIES = {"none": None, "full": None,
+                  "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +47,10 @@ class TransformerConfig:
       use_bias: biases in Dense layers and LayerNorms (nanoGPT's recipe turns them off).
       tie_embeddings: the output head reuses the token embedding matrix.
       gelu_approximate: tanh-approximate GELU (as GPT-2) instead of the exact erf form.
-      dtype: compute dtype (``float32`` or ``bfloat16``); parameters stay float32.
+      dtype: compute dtype (``float32`` or ``bfloat16``); parameters stay float32, and the
+        attention softmax is float32 whatever this is.
+      output_dtype: dtype of the final LayerNorm and the output head's matmul; the logits
+        are returned in float32 either way, so the loss is computed in float32.
       scan_layers: run the blocks with ``nn.scan`` (one compiled block, parameters stacked
         along a leading layer axis under ``blocks``) so compile time stays flat with depth.
       dense_impl: how the projections run: ``rows`` (on ``[B*T, D]`` rows through
@@ -50,6 +59,9 @@ class TransformerConfig:
         and TPUs want) or ``auto`` (``rows`` when ``jax.default_backend()`` is the CPU,
         else ``general``). The parameters are the same either way, so checkpoints move
         between backends.
+      remat: a key of :data:`REMAT_POLICIES`: ``none`` keeps every block's activations for the
+        backward pass; ``full`` and ``dots_saveable`` recompute them (``nn.remat`` on each
+        block, scanned or not), trading compute for memory. The numbers are the same.
       attention_impl: the fused attention's kernel (:func:`p2t_jax.models.attention.dot_product_attention`):
         ``auto`` (cuDNN's in the code lowered for a CUDA GPU in half precision, XLA's
         elsewhere; decided for the platform the step is lowered for), ``xla`` or ``cudnn``.
@@ -66,8 +78,10 @@ class TransformerConfig:
     tie_embeddings: bool = False
     gelu_approximate: bool = False
     dtype: Dtype = jnp.float32
+    output_dtype: Dtype = jnp.float32
     scan_layers: bool = False
     dense_impl: str = "auto"
+    remat: str = "none"
     attention_impl: str = "auto"
 
     @property
@@ -88,8 +102,8 @@ def _init(axes: tuple, stddev: float = 0.02, init=None):
     return logical.param(init or nn.initializers.normal(stddev), axes)
 
 
-def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=1e-5, use_bias=cfg.use_bias, dtype=cfg.dtype, name=name,
+def _layer_norm(cfg: TransformerConfig, name: str, dtype: Dtype = None) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=1e-5, use_bias=cfg.use_bias, dtype=dtype or cfg.dtype, name=name,
                         scale_init=_init(("embed",), init=nn.initializers.ones),
                         bias_init=_init(("embed",), init=nn.initializers.zeros))
 
@@ -164,7 +178,7 @@ class Block(nn.Module):
     cfg: TransformerConfig
 
     @nn.compact
-    def __call__(self, x_BTD: jax.Array, *, deterministic: bool, decode: bool = False) -> jax.Array:
+    def __call__(self, x_BTD: jax.Array, deterministic: bool, decode: bool = False) -> jax.Array:
         cfg = self.cfg
         drop = nn.Dropout(cfg.dropout_rate)
         h = CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln1")(x_BTD), deterministic=deterministic,
@@ -173,6 +187,17 @@ class Block(nn.Module):
         h = MLP(cfg, name="mlp")(_layer_norm(cfg, "ln2")(x_BTD), deterministic=deterministic)
         x_BTD = x_BTD + drop(h, deterministic=deterministic)
         return logical.constrain(x_BTD, logical.BTD)
+
+
+def _rematerialised(module: type[nn.Module], cfg: TransformerConfig, static_argnums: tuple = ()) -> type[nn.Module]:
+    """``module`` under ``nn.remat`` with ``cfg.remat``'s policy (``module`` itself for ``none``)."""
+    if cfg.remat not in REMAT_POLICIES:
+        raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, got {cfg.remat!r}.")
+    if cfg.remat == "none":
+        return module
+    # inside nn.scan the loop already keeps XLA from merging the recomputation away
+    return nn.remat(module, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers,
+                    static_argnums=static_argnums)
 
 
 class _ScannedBlock(nn.Module):
@@ -222,18 +247,21 @@ class Transformer(nn.Module):
         x_BTD = logical.constrain(x_BTD, logical.BTD)
         x_BTD = nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
         if cfg.scan_layers:
-            blocks = nn.scan(_ScannedBlock, variable_axes={"params": 0, "cache": 0, "intermediates": 0},
+            blocks = nn.scan(_rematerialised(_ScannedBlock, cfg), variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                              split_rngs={"params": True, "dropout": True}, length=cfg.num_layers,
                              metadata_params={nn.PARTITION_NAME: None})
             x_BTD, _ = blocks(cfg, deterministic, decode, name="blocks")(x_BTD, None)
         else:
+            block = _rematerialised(Block, cfg, static_argnums=(2, 3))  # (self, x, deterministic, decode)
             for i in range(cfg.num_layers):
-                x_BTD = Block(cfg, name=f"block_{i}")(x_BTD, deterministic=deterministic, decode=decode)
-        x_BTD = _layer_norm(cfg, "ln_f")(x_BTD)
+                x_BTD = block(cfg, name=f"block_{i}")(x_BTD, deterministic, decode)
+        out = jnp.dtype(cfg.output_dtype)
+        x_BTD = _layer_norm(cfg, "ln_f", out)(x_BTD).astype(out)
         if cfg.tie_embeddings:
-            logits_BTV = embed.attend(x_BTD.astype(jnp.float32))
+            logits_BTV = (embed.attend(x_BTD) if out == jnp.float32  # (attend promotes to the float32 table)
+                          else x_BTD @ embed.embedding.astype(out).T)
         else:
-            logits_BTV = nn.Dense(cfg.vocab_size, use_bias=cfg.use_bias, dtype=cfg.dtype, name="head",
+            logits_BTV = nn.Dense(cfg.vocab_size, use_bias=cfg.use_bias, dtype=out, name="head",
                                   kernel_init=_init(("embed", "vocab")),
                                   bias_init=_init(("vocab",), init=nn.initializers.zeros))(x_BTD)
         logits_BTV = logical.constrain(logits_BTV, logical.BTV)

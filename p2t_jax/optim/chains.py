@@ -186,7 +186,7 @@ def _named(optim: ml_collections.ConfigDict, schedule: optax.Schedule) -> optax.
     extra = _kwargs(optim)
     weight_decay = optim.get("weight_decay", 0.0)
     if name in CLASSIC:
-        if weight_decay and name not in WITH_WEIGHT_DECAY:
+        if name not in WITH_WEIGHT_DECAY and weight_decay:  # in this order: a swept (traced) weight decay is no bool
             raise ConfigError(f"config key 'optim.weight_decay' is used by {' and '.join(WITH_WEIGHT_DECAY)} only; "
                               f"set it to 0 for {name} (an L2 penalty belongs in the loss).")
         fields = CLASSIC_FIELDS[name] + (("weight_decay",) if name in WITH_WEIGHT_DECAY else ())

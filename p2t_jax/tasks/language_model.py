@@ -20,7 +20,7 @@ from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
 from p2t_jax.models.attention import ATTENTION_IMPLS
 from p2t_jax.models.decoder import Decoder
-from p2t_jax.models.transformer import DENSE_IMPLS, Transformer, TransformerConfig
+from p2t_jax.models.transformer import DENSE_IMPLS, REMAT_POLICIES, Transformer, TransformerConfig
 from p2t_jax.resources import require_memory
 from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task
@@ -51,8 +51,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.use_bias = True  # biases in Dense and LayerNorm
     c.model.tie_embeddings = False  # output head shares the token embedding
     c.model.gelu_approximate = False  # tanh GELU (GPT-2) instead of exact erf
-    c.model.dtype = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
     c.model.scan_layers = False  # nn.scan over the blocks: compile time flat in depth
+    # Recompute each block's activations in the backward pass instead of keeping them: none;
+    # full (keep only the block's input); dots_saveable (keep the matmul outputs too).
+    c.model.remat = "none"
     # How the projections run; the parameters are the same either way, so checkpoints move
     # between backends. auto: rows on CPU, general elsewhere; rows: on [B*T, D] rows through
     # p2t_jax.models.dense.Dense (plain-matmul weight gradients, the faster XLA-CPU kernels);
@@ -63,6 +65,13 @@ def default_config() -> ml_collections.ConfigDict:
     # for), xla, or cudnn (cuDNN's or refuse: needs a GPU). Attention with dropout on its
     # probabilities (model.dropout_rate > 0, training) is written out and uses neither.
     c.model.attention_impl = "auto"
+
+    # The mixed-precision policy (README, "Large runs"). The attention softmax and the loss are
+    # float32 whatever the policy; runs saved with model.dtype read it as precision.compute.
+    c.precision = ml_collections.ConfigDict()
+    c.precision.params = "float32"  # parameters and optimiser state (float32 only)
+    c.precision.compute = "float32"  # activations and matmuls in the blocks: float32 or bfloat16
+    c.precision.output = "float32"  # final LayerNorm and output head: float32 or bfloat16
 
     c.optim = default_optim(  # the standard chain: clip_by_global_norm -> adamw on warm-up + cosine
         name="adamw", implementation="optax", schedule="warmup_cosine",
@@ -93,8 +102,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(m.emb_dim % m.num_heads == 0,
             f"config key 'model.num_heads' ({m.num_heads}) must divide 'model.emb_dim' ({m.emb_dim}).")
     require(0.0 <= m.dropout_rate < 1.0, f"config key 'model.dropout_rate' must be in [0, 1), got {m.dropout_rate}.")
-    require_choice(config, "model.dtype", DTYPES)
+    require_choice(config, "precision.params", ("float32",))
+    require_choice(config, "precision.compute", DTYPES)
+    require_choice(config, "precision.output", DTYPES)
     require_choice(config, "model.dense_impl", DENSE_IMPLS)
+    require_choice(config, "model.remat", REMAT_POLICIES)
     require_choice(config, "model.attention_impl", ATTENTION_IMPLS)
     require_choice(config, "data.source", ("auto", "embedded", "tfds"))
     require(o.warmup_steps >= 0, f"config key 'optim.warmup_steps' must be >= 0, got {o.warmup_steps}.")
@@ -116,8 +128,9 @@ def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
     return TransformerConfig(vocab_size=m.vocab_size, max_len=m.max_len, emb_dim=m.emb_dim, num_heads=m.num_heads,
                              num_layers=m.num_layers, mlp_dim=m.mlp_dim, dropout_rate=m.dropout_rate,
                              use_bias=m.use_bias, tie_embeddings=m.tie_embeddings,
-                             gelu_approximate=m.gelu_approximate, dtype=DTYPES[m.dtype],
-                             scan_layers=m.scan_layers, dense_impl=m.dense_impl,
+                             gelu_approximate=m.gelu_approximate, dtype=DTYPES[config.precision.compute],
+                             output_dtype=DTYPES[config.precision.output],
+                             scan_layers=m.scan_layers, dense_impl=m.dense_impl, remat=m.remat,
                              attention_impl=m.get("attention_impl", "auto"))
 
 

@@ -30,6 +30,7 @@ from p2t_jax.models.rnn import CELLS
 from p2t_jax.tasks import pointer_metrics as metrics
 from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task
+from p2t_jax.training.steps import LOSS_WEIGHT
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -133,7 +134,7 @@ def make_loss_fn(model: PointerNetwork, problem: str, beam_width: int = 1):
         steps = jnp.maximum(real_BT.sum(), 1)
         loss = jnp.where(real_BT, ce_BT, 0.0).sum() / steps
         tf_accuracy = ((logits_BTS.argmax(-1) == targets_BT) & real_BT).sum() / steps
-        out = {"teacher_forced_accuracy": tf_accuracy}
+        out = {"teacher_forced_accuracy": tf_accuracy, LOSS_WEIGHT: steps}  # the loss is a mean over `steps`
         if not train:
             greedy = greedy_decode(model, params, batch["inputs"], batch["mask"])
             out.update({k: v.mean() for k, v in metrics.output_metrics(problem, batch, greedy.positions_BT).items()})

@@ -24,6 +24,7 @@ from p2t_jax.models.rnn import CELLS
 from p2t_jax.models.seq2seq import BRIDGES, Seq2Seq
 from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task
+from p2t_jax.training.steps import LOSS_WEIGHT
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -98,7 +99,8 @@ def make_loss_fn(model: Seq2Seq):
         loss = jnp.sum(nll_BT * real_BT) / jnp.sum(real_BT)
         right_BT = (logits_BTV.argmax(-1) == target_BT) | ~real_BT
         metrics = {"token_accuracy": jnp.sum(right_BT & real_BT) / jnp.sum(real_BT),
-                   "exact_match": jnp.mean(jnp.all(right_BT, axis=-1))}
+                   "exact_match": jnp.mean(jnp.all(right_BT, axis=-1)),
+                   LOSS_WEIGHT: jnp.sum(real_BT)}  # the loss is a mean over the real tokens
         return loss, (metrics, model_state)
 
     return loss_fn

@@ -25,7 +25,7 @@ from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.optim import chains
 from p2t_jax.parallel.mesh import check_mesh_shape
 from p2t_jax.parallel.partitioning import DEFAULT_RULES, check_rules
-from p2t_jax.training.loop import NONFINITE_POLICIES
+from p2t_jax.training.loop import NONFINITE_POLICIES, check_large_run_keys
 
 
 def _group(name: str, fields: dict[str, Any], values: dict[str, Any]) -> ml_collections.ConfigDict:
@@ -46,6 +46,8 @@ def default_train(**values: Any) -> ml_collections.ConfigDict:
         keep_checkpoints=1,  # latest saves kept (the best by eval loss is kept apart)
         early_stop_patience=0,  # stop after N evaluations without a lower eval loss; 0: never
         on_nonfinite="stop",  # a NaN/inf loss or gradient: stop (exit 3) or skip the update
+        grad_accum_steps=1,  # microbatches per step, scanned inside the one jitted step; divides batch_size
+        prefetch=2,  # training batches placed on the devices ahead of their step; 0: none
     ), values)
 
 
@@ -102,6 +104,7 @@ def validate_groups(config: ml_collections.ConfigDict) -> None:
         require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                 f"config key 'train.{key}' must be an integer >= 0, got {value!r}.")
     require_choice(config, "train.on_nonfinite", NONFINITE_POLICIES)
+    check_large_run_keys(t)
     chains.validate_optim(config)
     check_mesh_shape(p.mesh_shape)
     check_rules(p.logical_axis_rules)

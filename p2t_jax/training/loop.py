@@ -47,13 +47,14 @@ import optax
 from flax.core import meta as flax_meta
 from tqdm.auto import tqdm
 
-from p2t_jax.configuration import ConfigError, require
+from p2t_jax.configuration import ConfigError, require, upgrade_saved
 from p2t_jax.optim.chains import make_optimizer
 from p2t_jax.parallel import footprint
 from p2t_jax.parallel.partitioning import make_partitioner
 from p2t_jax.resources import require_memory
 from p2t_jax.training import metrics as metrics_lib
 from p2t_jax.training.checkpoint import Checkpoints
+from p2t_jax.training.prefetch import Prefetcher
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import LossFn, make_eval_step, make_train_step
 from p2t_jax.training.stopping import Diverged, EarlyStopping, Interrupted, StopSignals
@@ -109,6 +110,37 @@ class Task:
     labels_key: str = "targets"
 
 
+@dataclasses.dataclass
+class Members:
+    """Several runs of one task trained as one by the loop: a sweep (:mod:`p2t_jax.training.sweep`).
+
+    The state is one TrainState with every leaf stacked ``[N, ...]`` (one slice per member),
+    stepped by one compiled step; the Task's batches are stacked likewise (``[N, B, ...]``).
+    The loop checkpoints and resumes the whole stacked state as it does one run's, and logs
+    each member's metrics on its own lines (``"member": i``).
+
+    Attributes:
+      labels: one dict per member: its swept config keys and their values.
+      create_state: ``() -> TrainState``, the stacked initial state.
+      make_train_step: ``skip_nonfinite -> train_step(state, batch) -> (state, metrics)``, pure,
+        every metric ``[N]``.
+      make_eval_step: ``() -> eval_step(state, batch) -> metrics``, every metric ``[N]``.
+    """
+
+    labels: list[dict]
+    create_state: Callable[[], TrainState]
+    make_train_step: Callable[[bool], Callable]
+    make_eval_step: Callable[[], Callable]
+
+    @property
+    def count(self) -> int:
+        return len(self.labels)
+
+    def name(self, member: int) -> str:
+        """``member 3 (optim.learning_rate=0.003, seed=1)``."""
+        return f"member {member} ({', '.join(f'{k}={v}' for k, v in self.labels[member].items())})"
+
+
 # ---- checks before anything is built ---------------------------------------------------------
 
 def _numbers(node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
@@ -154,6 +186,20 @@ def check_run_config(config: ml_collections.ConfigDict) -> None:
     policy = tc.get("on_nonfinite", "stop")
     require(policy in NONFINITE_POLICIES,
             f"config key 'train.on_nonfinite' must be one of {', '.join(NONFINITE_POLICIES)}, got {policy!r}.")
+    check_large_run_keys(tc)
+
+
+def check_large_run_keys(tc: ml_collections.ConfigDict) -> None:
+    """``train.grad_accum_steps`` (>= 1, dividing ``train.batch_size``) and ``train.prefetch`` (>= 0)."""
+    k, depth = tc.get("grad_accum_steps", 1), tc.get("prefetch", 0)
+    require(isinstance(k, int) and not isinstance(k, bool) and k >= 1,
+            f"config key 'train.grad_accum_steps' must be a positive integer (1: no accumulation), got {k!r}.")
+    rows = tc.get("batch_size")
+    require(rows is None or rows % k == 0,
+            f"config key 'train.grad_accum_steps' ({k}) must divide 'train.batch_size' ({rows}): each step "
+            f"splits its batch into that many equal microbatches.")
+    require(isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0,
+            f"config key 'train.prefetch' must be an integer >= 0 (0: no prefetch), got {depth!r}.")
 
 
 def check_workdir(workdir: pathlib.Path) -> None:
@@ -253,7 +299,7 @@ def _saved_config(workdir: pathlib.Path) -> dict | None:
     if not isinstance(saved, dict):
         raise ConfigError(f"workdir '{workdir}' has a config.json that does not hold a config; choose a new "
                           f"--workdir or restore the file.")
-    return saved
+    return upgrade_saved(saved)  # fields that moved, read in their new place
 
 
 def _check_resumable(workdir: pathlib.Path, config: ml_collections.ConfigDict,
@@ -393,9 +439,22 @@ def _rows(batch: Any) -> int:
     return int(jax.tree.leaves(batch)[0].shape[0])
 
 
-def evaluate(eval_step: Callable, state: TrainState, batches: Iterable[dict]) -> dict[str, float]:
+def evaluate(eval_step: Callable, state: TrainState, batches: Iterable[dict], *,
+             members: Members | None = None) -> dict[str, float] | list[dict[str, float]]:
     """Per-example means of ``eval_step``'s metrics over ``batches``: each batch's metrics
-    (means over its rows) weigh by its rows, so uneven or partial batches count right."""
+    (means over its rows) weigh by its rows, so uneven or partial batches count right.
+
+    With ``members`` (a sweep: batches ``[N, B, ...]``, metrics ``[N]``), one dict per member.
+    """
+    if members is not None:
+        totals_n: dict[str, np.ndarray] = {}
+        rows = 0
+        for batch in batches:
+            n = int(jax.tree.leaves(batch)[0].shape[1])
+            for k, v in jax.device_get(eval_step(state, batch)).items():
+                totals_n[k] = totals_n.get(k, 0.0) + np.asarray(v, np.float64) * n
+            rows += n
+        return [{k: float(v[i]) / rows for k, v in totals_n.items()} if rows else {} for i in range(members.count)]
     totals: dict[str, float] = {}
     rows = 0
     for batch in batches:
@@ -412,8 +471,8 @@ class _Run:
     """Bookkeeping of one call of :func:`train_and_evaluate` (progress, logs, saves)."""
 
     def __init__(self, task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool,
-                 start: int):
-        self.task, self.config, self.workdir = task, config, workdir
+                 start: int, members: Members | None = None):
+        self.task, self.config, self.workdir, self.members = task, config, workdir, members
         self.is_main = jax.process_index() == 0
         self.bar = tqdm(total=config.train.num_steps, initial=start, disable=not (progress and self.is_main),
                         dynamic_ncols=True, desc="train", unit="step")
@@ -424,21 +483,36 @@ class _Run:
         self.t_interval, self.steps_in_interval = time.perf_counter(), 0
 
     def first_nonfinite(self, step: int) -> tuple[int, dict] | None:
-        """The first unchecked step (1-based) whose loss or gradient was not finite, with its metrics."""
+        """The first unchecked step (1-based) whose loss or gradient was not finite, with its metrics
+        (in a sweep: the first such member's, with ``member``)."""
         fresh = self.history[self.checked:]
         flags = jax.device_get([m["nonfinite"] for m in fresh])
         self.checked = len(self.history)
         for i, flag in enumerate(flags):
-            if flag:
-                return step - len(fresh) + i + 1, metrics_lib.to_floats(fresh[i])
+            if np.any(flag):
+                if self.members is None:
+                    return step - len(fresh) + i + 1, metrics_lib.to_floats(fresh[i])
+                member = int(np.argmax(np.asarray(flag) > 0))
+                values = {k: float(v[member]) for k, v in jax.device_get(fresh[i]).items()}
+                return step - len(fresh) + i + 1, dict(values, member=member)
         return None
 
-    def log_train(self, writer: metrics_lib.MetricsWriter, step: int) -> dict[str, float]:
+    def log_train(self, writer: metrics_lib.MetricsWriter, step: int) -> dict[str, float] | list[dict[str, float]]:
         task = self.task
-        train = metrics_lib.mean_metrics([metrics_lib.to_floats(m) for m in self.history])
         ms = 1000 * (time.perf_counter() - self.t_interval) / self.steps_in_interval
         self.interval_ms.append(ms)
-        train.update(ms_per_step=ms, **{f"{task.items_name}_per_s": 1000 * task.items_per_batch / ms})
+        rates = {"ms_per_step": ms, f"{task.items_name}_per_s": 1000 * task.items_per_batch / ms}
+        if self.members is not None:  # one line per member; the rates are the whole sweep's
+            means = jax.tree.map(lambda *xs: np.mean(np.stack(xs), axis=0), *jax.device_get(self.history))
+            trains = [dict({k: float(v[i]) for k, v in means.items()}, **rates) for i in range(self.members.count)]
+            for i, values in enumerate(trains):
+                writer.write(step, "train", values, member=i)
+            self.bar.set_postfix(loss=f"{min(t['loss'] for t in trains):.4f} (best member)")
+            self.history.clear()
+            self.checked = 0
+            return trains
+        train = metrics_lib.mean_metrics([metrics_lib.to_floats(m) for m in self.history])
+        train.update(rates)
         writer.write(step, "train", train)
         self.bar.set_postfix(loss=f"{train['loss']:.4f}",
                              **{f"{task.items_name}/s": f"{train[f'{task.items_name}_per_s']:,.0f}"})
@@ -453,11 +527,14 @@ class _Run:
         self.t_interval, self.steps_in_interval = time.perf_counter(), 0
 
 
-def _diverged(step: int, values: dict, last_saved: int | None, what: str | None = None) -> Diverged:
+def _diverged(step: int, values: dict, last_saved: int | None, what: str | None = None,
+              members: Members | None = None) -> Diverged:
     if what is None:
         loss = values.get("loss", math.nan)
         what = (f"the loss became {loss}" if not math.isfinite(loss)
                 else f"the gradient norm became {values.get('grad_norm')}")
+    if members is not None and "member" in values:
+        what = f"{members.name(values['member'])}: {what}"
     kept = f"the last checkpoint is step {last_saved}" if last_saved is not None else "no checkpoint was saved"
     if step == 1:  # not finite before any update: the model's output and the labels, more likely than the rate
         return Diverged(f"training diverged at step 1, before any update could have: {what}; nothing was saved "
@@ -493,7 +570,8 @@ def _start_workdir(workdir: pathlib.Path, config: ml_collections.ConfigDict, tas
 
 def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                        *, progress: bool = True, tx: optax.GradientTransformation | None = None,
-                       allow_change: Iterable[str] = ()) -> tuple[TrainState, dict]:
+                       allow_change: Iterable[str] = (), members: Members | None = None
+                       ) -> tuple[TrainState, dict]:
     """Trains ``task`` for ``config.train.num_steps`` steps in ``workdir``, resuming if it holds a checkpoint.
 
     Config fields used: ``seed``, ``optim.*`` (see :func:`p2t_jax.optim.chains.make_optimizer`;
@@ -515,6 +593,9 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
         being resumed; each change made is written to metrics.jsonl as an event line. The
         learning-rate schedule keeps the horizon fixed at the run's first start
         (:func:`schedule_horizon`).
+      members: train several runs at once, stacked (a sweep, :class:`Members`); ``task``'s
+        batches are then stacked ``[N, B, ...]``, and the summary's ``train`` and ``eval`` are
+        lists, one dict per member.
 
     Returns:
       ``(state, summary)``: the final TrainState and the run summary (plain JSON, also written
@@ -528,12 +609,14 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     """
     # From the start: a Ctrl-C while compiling ends the run before it writes.
     with StopSignals() as signals, contextlib.ExitStack() as held:
-        return _train(task, config, pathlib.Path(workdir), progress, tx, signals, held, tuple(allow_change))
+        return _train(task, config, pathlib.Path(workdir), progress, tx, signals, held, tuple(allow_change),
+                      members)
 
 
 def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path, progress: bool,
            tx: optax.GradientTransformation | None, signals: StopSignals,
-           held: contextlib.ExitStack, allow_change: tuple[str, ...] = ()) -> tuple[TrainState, dict]:
+           held: contextlib.ExitStack, allow_change: tuple[str, ...] = (),
+           members: Members | None = None) -> tuple[TrainState, dict]:
     check_run_config(config)
     check_workdir(workdir)
     check_allow_change(config, allow_change)
@@ -544,7 +627,8 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     changes = _check_resumable(workdir, config, allow_change)
     tc = config.train
     policy = tc.get("on_nonfinite", "stop")
-    partitioner = make_partitioner(config, task.init_variables)  # None without config.parallel
+    # None without config.parallel; a sweep runs on one device (its 'parallel' group is not used)
+    partitioner = make_partitioner(config, task.init_variables) if members is None else None
 
     # Resume from the newest readable checkpoint (reading only), else start afresh.
     reader = Checkpoints(workdir, tc.keep_checkpoints, write=False)
@@ -556,6 +640,8 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         if tx is None:
             tx, schedule = make_optimizer(config.optim, horizon, config=config)
         make_state = lambda: create_state(task.init_variables, config, tx)  # noqa: E731
+        if members is not None:
+            make_state = members.create_state
         if resuming:
             abstract = jax.eval_shape(make_state) if partitioner is None else partitioner.abstract_state(make_state)
             restored = reader.restore(abstract.checkpoint_items(), on_skip=_warn_skipped)
@@ -566,11 +652,15 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
             resumed_from, saved_meta, skipped = None, {}, []
     finally:
         reader.close()
-    start = int(state.step)
+    start = int(state.step) if members is None else int(np.ravel(jax.device_get(state.step))[0])  # members step together
 
     train_step_fn = make_train_step(task.loss_fn, schedule, grad_metrics=task.grad_metrics,
-                                    skip_nonfinite=policy == "skip")
-    if partitioner is None:
+                                    skip_nonfinite=policy == "skip", grad_accum_steps=tc.get("grad_accum_steps", 1))
+    if members is not None:
+        train_step = jax.jit(members.make_train_step(policy == "skip"), donate_argnums=0)
+        eval_step = jax.jit(members.make_eval_step())
+        train_batch, eval_batches = task.train_batch, task.eval_batches
+    elif partitioner is None:
         train_step = jax.jit(train_step_fn, donate_argnums=0)
         eval_step = jax.jit(make_eval_step(task.loss_fn))
         train_batch, eval_batches = task.train_batch, task.eval_batches
@@ -584,7 +674,11 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         partitioner.check_eval_batches(task)
     if start < tc.num_steps:  # compile before writing anything: a step that cannot run fails here
         batch = train_batch(start)
-        check_outputs(task, state, batch)
+        if members is None:
+            check_outputs(task, state, batch)
+        else:  # member 0's output against its labels (every member has the same model)
+            check_outputs(task, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state),
+                          jax.tree.map(lambda x: x[0], batch))
         t0 = time.perf_counter()
         train_step = _compile_first_step(train_step, state, batch)
         compile_s = time.perf_counter() - t0
@@ -592,6 +686,10 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         if memory is not None:
             require_memory(memory.temp_size_in_bytes, "one training step",
                            "lower train.batch_size or the model's size")
+    # ahead of each step, its batch onto the devices (the partitioner's readers place batches themselves)
+    shardings = train_step.input_shardings[0][1] if batch is not None and partitioner is None else None
+    place = (lambda b: b) if shardings is None else (lambda b: jax.device_put(b, shardings))  # noqa: E731
+    feed = Prefetcher(train_batch, place, tc.get("prefetch", 0), tc.num_steps)
 
     # ---- from here on the run has started: the workdir is written ----
     if signals.requested:
@@ -601,11 +699,14 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     try:
         checkpoints.set_aside(skipped)
         writer = metrics_lib.MetricsWriter(workdir)
+        if members is not None and jax.process_index() == 0:
+            metrics_lib.write_json(workdir / "members.json",
+                                   [dict(member=i, **m) for i, m in enumerate(members.labels)])
     except BaseException:  # the checkpointer's threads closed on this path too
         with contextlib.suppress(Exception):
             checkpoints.close()
         raise
-    run = _Run(task, config, workdir, progress, start)
+    run = _Run(task, config, workdir, progress, start, members)
     say = run.say
     early = EarlyStopping.from_meta(tc.get("early_stop_patience", 0), saved_meta.get("early_stop"))
     if partitioner is not None:
@@ -623,8 +724,8 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     summary["state"] = {"parameters": state_footprint.parameters, "param_bytes_per_device": state_footprint.param_bytes,
                         "opt_state_bytes_per_device": state_footprint.opt_bytes,
                         "unsharded_mesh_axes": [axis for axis, _ in state_footprint.unsharded_axes]}
-    eval_metrics: dict[str, float] = {}
-    train_metrics: dict[str, float] = {}
+    eval_metrics: Any = {}  # a dict of floats; in a sweep, a list of them (one per member)
+    train_metrics: Any = {}
     early_stopped_at = None
     last_saved = resumed_from
     step = start
@@ -648,12 +749,13 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         run.restart_clock()
         while step < tc.num_steps and early_stopped_at is None and not signals.requested:
             if batch is None:
-                batch = train_batch(step)
+                batch = feed.get(step)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, step_metrics = train_step(state, batch)
             batch = None
             run.history.append(step_metrics)
             step += 1
+            feed.fill(step)  # while the step runs: the next batches, onto the devices
             run.steps_in_interval += 1
             run.bar.update(1)
             checkpoints.check()  # a failed background save stops the run now, not at the next save
@@ -666,11 +768,24 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
             if policy == "stop":  # nothing from a non-finite step is logged, ranked or saved
                 bad = run.first_nonfinite(step)
                 if bad is not None:
-                    raise _diverged(bad[0], bad[1], last_saved)
+                    raise _diverged(bad[0], bad[1], last_saved, members=members)
             if do_log:
                 train_metrics = run.log_train(writer, step)
             eval_loss = None
-            if do_eval:
+            if do_eval and members is not None:  # each member's line; the mean ranks the whole sweep's saves
+                eval_metrics = evaluate(eval_step, state, eval_batches(), members=members)
+                losses = [m["loss"] for m in eval_metrics]
+                bad_member = next((i for i, v in enumerate(losses) if not math.isfinite(v)), None)
+                if bad_member is not None and policy == "stop":
+                    raise _diverged(step, {"member": bad_member}, last_saved,
+                                    f"the validation loss became {losses[bad_member]}", members)
+                for i, values in enumerate(eval_metrics):
+                    writer.write(step, "eval", values, member=i)
+                eval_loss = float(np.mean(losses))
+                best = int(np.nanargmin(losses)) if any(math.isfinite(v) for v in losses) else 0
+                say(f"step {step:>6}  eval loss {min(losses):.4f} .. {max(losses):.4f}  "
+                    f"(best: {members.name(best)})")
+            elif do_eval:
                 eval_metrics = evaluate(eval_step, state, eval_batches())
                 eval_loss = eval_metrics["loss"]
                 if not math.isfinite(eval_loss) and policy == "stop":
@@ -691,7 +806,7 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
             if policy == "stop":
                 bad = run.first_nonfinite(step)
                 if bad is not None:
-                    raise _diverged(bad[0], bad[1], last_saved)
+                    raise _diverged(bad[0], bad[1], last_saved, members=members)
             save(step)
             checkpoints.wait()
             kept = (f"saved step {step}" if last_saved == step

@@ -1,6 +1,7 @@
 """Metrics as JSON lines (``metrics.jsonl``) and TensorBoard events (``tb/``), process 0 only.
 
-Each line of ``metrics.jsonl`` is one JSON object: ``{"step", "split", "time", **metrics}``.
+Each line of ``metrics.jsonl`` is one JSON object: ``{"step", "split", "time", **metrics}`` (a
+sweep's lines also carry ``"member"``, the member's index in its ``members.json``).
 A non-finite value (NaN, infinity) is written as ``null``, so every line stays valid JSON.
 When a run resumes from the checkpoint at step S, lines with ``step > S`` (written after that
 checkpoint by the run that stopped) are dropped, so every step appears once per split.
@@ -57,10 +58,13 @@ class MetricsWriter:
 
             self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tb"))
 
-    def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
+    def write(self, step: int, split: str, metrics: dict[str, float], member: int | None = None) -> None:
+        """One line; a sweep's member ``i`` adds ``"member": i`` and TensorBoard tags ``split/name/member_i``."""
         if not self.enabled:
             return
         record = {"step": int(step), "split": split, "time": round(time.time(), 3)}
+        if member is not None:
+            record["member"] = int(member)
         record.update({k: float(v) for k, v in metrics.items()})
         try:
             with open(self.path, "a") as f:
@@ -70,7 +74,8 @@ class MetricsWriter:
         if self._tb is not None:
             for k, v in metrics.items():
                 if math.isfinite(float(v)):
-                    self._tb.add_scalar(f"{split}/{k}", float(v), int(step))
+                    tag = f"{split}/{k}" if member is None else f"{split}/{k}/member_{member}"
+                    self._tb.add_scalar(tag, float(v), int(step))
 
     def write_event(self, step: int, event: str, fields: dict) -> None:
         """Appends ``{"step", "split": "event", "time", "event", **fields}`` (e.g. a config change

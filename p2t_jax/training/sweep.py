@@ -1,4 +1,16 @@
-"""Many seeds of one task trained at once: the loop's own train step, ``jax.vmap``-ed over stacked states.
+"""Many runs of one task trained at once: the loop's own train step, ``jax.vmap``-ed over stacked states.
+
+:func:`build_sweep` is what ``p2t sweep`` runs: seeds and numeric optimiser hyperparameters
+(a grid of ``--sweep KEY=V1,V2,...``), every member in one compiled step (``chunk`` members
+at a time where memory asks), trained by the one loop
+(:func:`p2t_jax.training.loop.train_and_evaluate` with ``members=``): evaluation, metrics
+per member, checkpoints of the whole stacked state and exact resume. Member ``i`` equals
+the run ``p2t train`` makes with its values (tested). Keys the task turns into shapes or
+Python code (``model.*``, ``loss.*``, ``data.*``, ``train.*``) are refused in one sentence,
+as are optimiser keys the chain branches on in Python (``optim.grad_clip_norm``). The
+optimiser must be one of the named classic ones (``chains.CLASSIC``), whose updates are
+linear in the learning rate: each member's rate comes from its own schedule and scales the
+updates of a unit-rate chain.
 
 :func:`train_seeds` is for experiments that need several seeds of a small model: one
 compiled step updates every seed (each its own initialisation, PRNG key and data), where
@@ -13,6 +25,9 @@ stacked) with :func:`save_params`, for readers such as the playground (:func:`lo
 from __future__ import annotations
 
 import copy
+import dataclasses
+import itertools
+import math
 import os
 import pathlib
 import statistics
@@ -23,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from flax import serialization
 
 from p2t_jax.optim.chains import make_optimizer
@@ -155,3 +171,236 @@ def load_params(path: pathlib.Path, like=None):
                 raise CheckpointError(f"'{path}' holds parameters of another model: '{name}' is {found}, "
                                       f"the model needs {expected}.")
     return tree
+
+
+# ---- sweeps over seeds and numeric optimiser hyperparameters, trained by the loop -----------
+
+# Keys of config.optim that only the learning-rate schedule reads: each member's schedule is
+# built from its own values (plain Python numbers) and its updates scaled by it.
+SCHEDULE_KEYS = ("learning_rate", "end_learning_rate", "warmup_steps", "decay_steps")
+# Groups whose values the task turns into its model, loss and data with Python code when it is
+# built, so they cannot vary inside one compiled step.
+FIXED_GROUPS = {"model": "the model is built from its values (a width or depth changes the parameters' shapes)",
+                "loss": "the task builds its loss from them", "data": "the task loads its data from them",
+                "train": "they set the run's shape and length, shared by every member",
+                "parallel": "a sweep runs on one device"}
+
+
+def parse_axis(spec: str, config: ml_collections.ConfigDict) -> tuple[str, tuple]:
+    """``"optim.learning_rate=1e-3,3e-3"`` -> ``("optim.learning_rate", (0.001, 0.003))``.
+
+    Only ``seed`` and numeric keys of ``config.optim`` may be swept: every member must share
+    the model's shapes and the task's Python-built code.
+
+    Raises:
+      ConfigError: one sentence naming the bad spec, key or value and what is allowed.
+    """
+    from p2t_jax.configuration import ConfigError
+
+    key, sep, values = spec.partition("=")
+    key = key.strip()
+    if not sep or not key or not values.strip():
+        raise ConfigError(f"--sweep {spec!r} must read KEY=V1,V2,... (e.g. optim.learning_rate=1e-3,3e-3).")
+    group = key.split(".", 1)[0]
+    if key != "seed" and group in FIXED_GROUPS:
+        raise ConfigError(f"--sweep key '{key}' cannot vary inside one compiled step: {FIXED_GROUPS[group]}; "
+                          f"only seed and numeric optim.* keys can be swept.")
+    if key != "seed" and group != "optim":
+        raise ConfigError(f"--sweep key '{key}' cannot be swept; only seed and numeric optim.* keys can.")
+    try:
+        current = config
+        for part in key.split("."):
+            current = current[part]
+    except (KeyError, AttributeError, TypeError):
+        raise ConfigError(f"--sweep key '{key}' is not a config key of this task.") from None
+    if isinstance(current, bool) or not isinstance(current, (int, float)):
+        raise ConfigError(f"--sweep key '{key}' holds {current!r}; only numeric keys can be swept.")
+    kind = int if isinstance(current, int) else float
+    parsed = []
+    for text in values.split(","):
+        text = text.strip()
+        try:
+            value = kind(text) if kind is float else int(text)
+        except ValueError:
+            raise ConfigError(f"--sweep {key}: {text!r} is not {'an integer' if kind is int else 'a number'}.") from None
+        if kind is float and not math.isfinite(value):
+            raise ConfigError(f"--sweep {key}: {text!r} is not a finite number.")
+        parsed.append(value)
+    if len(set(parsed)) != len(parsed):
+        raise ConfigError(f"--sweep {key} lists a value twice ({values}).")
+    return key, tuple(parsed)
+
+
+def member_labels(axes: Sequence[tuple[str, Sequence]]) -> list[dict]:
+    """Every combination of the axes' values (the first axis varies slowest): ``[{key: value}, ...]``."""
+    keys = [k for k, _ in axes]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*[v for _, v in axes])]
+
+
+def member_config(config: ml_collections.ConfigDict, label: dict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``label``'s values (the run this member equals)."""
+    config = copy.deepcopy(config)
+    for key, value in label.items():
+        *path, leaf = key.split(".")
+        node = config
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return config
+
+
+def _traced_optim(optim: ml_collections.ConfigDict, values: dict) -> ml_collections.ConfigDict:
+    """``optim`` with traced ``values`` (``{optim key: scalar}``) and a unit constant learning rate."""
+    traced = ml_collections.ConfigDict(optim.to_dict(), type_safe=False)
+    for key, value in values.items():
+        traced[key] = value
+    traced.schedule, traced.learning_rate = "constant", 1.0
+    return traced
+
+
+def _chunked(fn: Callable, count: int, chunk: int) -> Callable:
+    """``fn`` vmapped over a leading axis of ``count``; with ``chunk < count``, ``chunk`` members at a
+    time (``lax.map`` over ``count // chunk`` groups: one compiled body, a group's memory)."""
+    vmapped = jax.vmap(fn)
+    if chunk >= count:
+        return vmapped
+    groups = count // chunk
+
+    def split(tree):
+        return jax.tree.map(lambda x: x.reshape((groups, chunk) + x.shape[1:]), tree)
+
+    def join(tree):
+        return jax.tree.map(lambda x: x.reshape((count,) + x.shape[2:]), tree)
+
+    return lambda *args: join(jax.lax.map(lambda xs: vmapped(*xs), split(args)))
+
+
+def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_collections.ConfigDict]],
+                validate: Callable[[ml_collections.ConfigDict], None], config: ml_collections.ConfigDict,
+                axes: Sequence[tuple[str, Sequence]], *, chunk: int = 0):
+    """The loop's Task and :class:`~p2t_jax.training.loop.Members` for a sweep of ``config`` over ``axes``.
+
+    Member ``i`` is the run of ``member_config(config, labels[i])``: its own initial state
+    (``create_state`` of its config: seed and optimiser state), its own data (one task is
+    built per distinct seed), and its own optimiser hyperparameters, which enter the one
+    compiled step as traced scalars (schedule keys through each member's own schedule,
+    scaling the updates of a unit-rate chain; the others as values of the chain). So each
+    member follows the run trained alone with that config (tested).
+
+    Args:
+      build, validate: the task module's ``build`` and ``validate``.
+      config: the base config (``config.sweep`` is set to the axes and written to config.json).
+      axes: ``[(key, values), ...]`` from :func:`parse_axis`.
+      chunk: members per vmapped group (0: all at once); must divide the member count.
+
+    Returns:
+      ``(task, config, members)``: a Task whose batches are stacked ``[N, B, ...]``, the
+      config the loop runs with, and the Members.
+
+    Raises:
+      ConfigError: a member's config fails the task's checks, a key the optimiser needs as a
+        Python number, a bad chunk or an unsupported train setting (one sentence each).
+    """
+    from p2t_jax.configuration import ConfigError
+    from p2t_jax.optim.chains import make_optimizer, make_schedule
+    from p2t_jax.training.loop import Members, check_run_config
+    from p2t_jax.training.steps import make_eval_step
+
+    labels = member_labels(axes)
+    count = len(labels)
+    chunk = chunk or count
+    if not 1 <= chunk <= count or count % chunk:
+        raise ConfigError(f"--chunk must divide the {count} members (1..{count}), got {chunk}.")
+    if config.train.get("early_stop_patience", 0):
+        raise ConfigError("config key 'train.early_stop_patience' must be 0 in a sweep: members stop together.")
+    if config.train.get("on_nonfinite", "stop") != "stop":
+        raise ConfigError("config key 'train.on_nonfinite' must be 'stop' in a sweep.")
+    if config.train.get("grad_accum_steps", 1) != 1:
+        raise ConfigError("config key 'train.grad_accum_steps' must be 1 in a sweep.")
+    from p2t_jax.optim.chains import CLASSIC
+
+    optim = config.optim
+    has = ("optim.chain" if optim.get("chain", ()) else "optim.factory" if optim.get("factory", "")
+           else None if optim.get("name", "adamw") in CLASSIC else f"optim.name={optim.get('name')!r}")
+    if has is not None:
+        raise ConfigError(f"a sweep trains the named optimisers {', '.join(CLASSIC)} (optim.name, no optim.chain "
+                          f"or optim.factory), whose updates scale with the learning rate; this config has {has}.")
+    configs = []
+    for i, label in enumerate(labels):
+        member = member_config(config, label)
+        try:
+            check_run_config(member)
+            validate(member)
+        except ConfigError as e:
+            raise ConfigError(f"sweep member {i} ({', '.join(f'{k}={v}' for k, v in label.items())}): {e}") from None
+        configs.append(member)
+    seeds = sorted({c.seed for c in configs})
+    tasks, built = {}, {}
+    for seed in seeds:
+        tasks[seed], built[seed] = build(seed_config(config, seed))
+    base_task, run_config = tasks[seeds[0]], copy.deepcopy(built[seeds[0]])
+    configs = [member_config(built[c.seed], label) for c, label in zip(configs, labels)]
+    with run_config.unlocked():  # recorded in config.json: a resume must name the same sweep
+        run_config.sweep = ml_collections.ConfigDict({"axes": [[k, list(v)] for k, v in axes]})
+    member_seed = [c.seed for c in configs]
+    num_steps = run_config.train.num_steps
+    schedules = [make_schedule(c.optim, num_steps) for c in configs]
+    traced_keys = sorted({k.split(".", 1)[1] for k, _ in axes if k.startswith("optim.")} - set(SCHEDULE_KEYS))
+    values = {k: jnp.asarray([c.optim[k] for c in configs]) for k in traced_keys}
+    index = jnp.arange(count)
+    loss_fn = base_task.loss_fn
+
+    def member_tx(i, member_values):
+        tx, _ = make_optimizer(_traced_optim(run_config.optim, member_values), num_steps)
+        return tx
+
+    for key in traced_keys:  # a key the chain branches on in Python cannot be traced: refused before building
+        try:
+            jax.eval_shape(jax.vmap(lambda i, v: member_tx(i, v).init({"w": jnp.zeros(2)})), index,
+                           {key: values[key]})
+        except jax.errors.ConcretizationTypeError:
+            raise ConfigError(f"--sweep optim.{key}: the optimiser decides on its value in Python code, so it "
+                              f"cannot vary inside one compiled step; sweep it with separate `p2t train` runs.") from None
+
+    def member_step(state: TrainState, i, member_values, batch):
+        lr = jnp.stack([s(state.step) for s in schedules])[i]
+        tx = member_tx(i, member_values)
+
+        def update(grads, opt_state, params=None):
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return jax.tree.map(lambda u: u * lr.astype(u.dtype), updates), opt_state
+
+        step = make_train_step(loss_fn, lambda _: lr, grad_metrics=base_task.grad_metrics)
+        scaled = optax.GradientTransformation(tx.init, update)
+        new_state, metrics = step(state.replace(tx=scaled), batch)
+        return new_state.replace(tx=state.tx), metrics
+
+    def make_stacked_train_step(skip_nonfinite: bool):
+        del skip_nonfinite  # refused above
+        stepped = _chunked(member_step, count, chunk)
+        return lambda states, batch: stepped(states, index, values, batch)
+
+    def make_stacked_eval_step():
+        return _chunked(make_eval_step(loss_fn), count, chunk)
+
+    def create():
+        states = [create_state(tasks[c.seed].init_variables, c) for c in configs]
+        treedef = jax.tree.structure(states[0])
+        return jax.tree.unflatten(treedef, [jnp.stack(leaves) for leaves in zip(*map(jax.tree.leaves, states))])
+
+    def stack(per_seed: dict) -> dict:
+        return jax.tree.map(lambda *rows: np.stack(rows), *[per_seed[s] for s in member_seed])
+
+    def train_batch(step: int) -> dict:
+        return stack({s: tasks[s].train_batch(step) for s in seeds})
+
+    def eval_batches():
+        for rows in zip(*[tasks[s].eval_batches() for s in seeds]):
+            yield stack(dict(zip(seeds, rows)))
+
+    task = dataclasses.replace(base_task, train_batch=train_batch, eval_batches=eval_batches, batch_rows=False,
+                               items_per_batch=count * base_task.items_per_batch,
+                               meta=dict(base_task.meta, sweep=[dict(member=i, **m) for i, m in enumerate(labels)]))
+    members = Members(labels=labels, create_state=create, make_train_step=make_stacked_train_step,
+                      make_eval_step=make_stacked_eval_step)
+    return task, run_config, members
