@@ -148,16 +148,27 @@ def cmd_sweep(args, overrides) -> int:
     if single:
         raise UsageError(f"workdir '{args.workdir}' holds a run of `p2t train`, not a sweep; choose a new --workdir.")
     task, config, members = build_sweep(task_module.build, task_module.validate, config, axes, chunk=args.chunk)
+    if hasattr(task_module, "describe"):
+        print(f"data: {task_module.describe(task)}")
+    print(f"sweep: {members.count} members ({' x '.join(f'{len(v)} {k}' for k, v in axes)})")
+    from p2t_jax.training import workdir_lock
 
+    with workdir_lock.hold(args.workdir):  # the table and figure are written under the same lock as the training
+        _run_sweep(task, config, members, args)
+    print(f"sweep folder: {args.workdir}")
+    return 0
+
+
+def _run_sweep(task, config, members, args) -> None:
+    """Trains the sweep (the one loop) and writes its table and figure."""
+    import jax
+
+    from p2t_jax import tasks
     from p2t_jax.training.loop import parameter_count, train_and_evaluate
     from p2t_jax.training.metrics import write_json
     from p2t_jax.viz.sweep_figures import sweep_figure, sweep_table
 
-    if hasattr(task_module, "describe"):
-        print(f"data: {task_module.describe(task)}")
-    print(f"sweep: {members.count} members ({' x '.join(f'{len(v)} {k}' for k, v in axes)})")
     state, summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress, members=members)
-    import jax
 
     print(f"model: {tasks.task_name(config)} ({config.get('variant', 'default')}), "
           f"{parameter_count(jax.tree.map(lambda x: x[0], state.params)):,} parameters per member; "
@@ -176,8 +187,6 @@ def cmd_sweep(args, overrides) -> int:
     if summary.get("ms_per_step_median"):
         print(f"median {summary['ms_per_step_median']:.1f} ms/step for all {members.count} members, "
               f"first-step compile {summary['compile_s']:.2f} s")
-    print(f"sweep folder: {args.workdir}")
-    return 0
 
 
 def _refuse_sweep(args) -> None:
