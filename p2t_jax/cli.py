@@ -57,9 +57,11 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="config file and variant, e.g. configs/shakespeare.py:nanogpt_cpu")
     sweep.add_argument("--workdir", required=True, help="sweep folder; an existing checkpoint there is resumed")
     sweep.add_argument("--sweep", action="append", required=True, metavar="KEY=V1,V2,...",
-                       help="a swept key and its values: seed or a numeric optim.* key (repeatable: a grid)")
+                       help="a swept key and its values: seed, a numeric optim.* key, or a model/loss key the task "
+                            "takes traced, e.g. model.dropout_rate (repeatable: a grid)")
     sweep.add_argument("--chunk", type=int, default=0,
-                       help="members per vmapped group, to bound memory (0: all at once); divides the members")
+                       help="members per vmapped group, to bound memory; divides the members (0: the most whose "
+                            "compiled step fits the free memory, said at the start)")
     sweep.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     sample = sub.add_parser("sample", help="generate text from a trained run")
@@ -146,17 +148,27 @@ def cmd_sweep(args, overrides) -> int:
     if single:
         raise UsageError(f"workdir '{args.workdir}' holds a run of `p2t train`, not a sweep; choose a new --workdir.")
     task, config, members = build_sweep(task_module.build, task_module.validate, config, axes, chunk=args.chunk)
+    if hasattr(task_module, "describe"):
+        print(f"data: {task_module.describe(task)}")
+    print(f"sweep: {members.count} members ({' x '.join(f'{len(v)} {k}' for k, v in axes)})")
+    from p2t_jax.training import workdir_lock
 
+    with workdir_lock.hold(args.workdir):  # the table and figure are written under the same lock as the training
+        _run_sweep(task, config, members, args)
+    print(f"sweep folder: {args.workdir}")
+    return 0
+
+
+def _run_sweep(task, config, members, args) -> None:
+    """Trains the sweep (the one loop) and writes its table and figure."""
+    import jax
+
+    from p2t_jax import tasks
     from p2t_jax.training.loop import parameter_count, train_and_evaluate
     from p2t_jax.training.metrics import write_json
     from p2t_jax.viz.sweep_figures import sweep_figure, sweep_table
 
-    if hasattr(task_module, "describe"):
-        print(f"data: {task_module.describe(task)}")
-    print(f"sweep: {members.count} members ({' x '.join(f'{len(v)} {k}' for k, v in axes)}) in one compiled step"
-          + (f", {args.chunk} at a time" if args.chunk and args.chunk < members.count else ""))
     state, summary = train_and_evaluate(task, config, args.workdir, progress=not args.no_progress, members=members)
-    import jax
 
     print(f"model: {tasks.task_name(config)} ({config.get('variant', 'default')}), "
           f"{parameter_count(jax.tree.map(lambda x: x[0], state.params)):,} parameters per member; "
@@ -175,8 +187,18 @@ def cmd_sweep(args, overrides) -> int:
     if summary.get("ms_per_step_median"):
         print(f"median {summary['ms_per_step_median']:.1f} ms/step for all {members.count} members, "
               f"first-step compile {summary['compile_s']:.2f} s")
-    print(f"sweep folder: {args.workdir}")
-    return 0
+
+
+def _refuse_sweep(args) -> None:
+    """A sweep folder holds many stacked runs, which `p2t eval` and `p2t sample` do not read."""
+    try:
+        saved = json.loads((pathlib.Path(args.workdir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # load_run names what is wrong with the folder
+    if isinstance(saved, dict) and "sweep" in saved:
+        raise UsageError(f"workdir '{args.workdir}' holds a sweep of `p2t sweep` (many runs stacked), not one run; "
+                         f"`p2t {args.command}` reads a run of `p2t train`: train the chosen member's config alone "
+                         f"(its values are in {pathlib.Path(args.workdir) / 'members.json'}).")
 
 
 def _restore(args, overrides=()):
@@ -184,6 +206,7 @@ def _restore(args, overrides=()):
 
     ``overrides`` may change only what does not change the trained model: ``train.*`` and ``data.*``.
     """
+    _refuse_sweep(args)
     config = load_run(args.workdir)
     from p2t_jax import configuration, tasks
     from p2t_jax.training.loop import restore_state
@@ -218,6 +241,7 @@ def cmd_sample(args, overrides) -> int:
         raise UsageError("--prompt must hold at least one character.")
     from p2t_jax import tasks
 
+    _refuse_sweep(args)
     name = tasks.task_name(load_run(args.workdir))
     if not tasks.can_sample(name):
         raise UsageError(f"the run in '{args.workdir}' is of the '{name}' task, which does not generate text; "

@@ -5,7 +5,6 @@ global batch's under the sharded jit step (1 vs 8 forced CPU devices)."""
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
@@ -40,8 +39,7 @@ def _config(*overrides, mesh=None):
                              "train.eval_every=1000", "train.checkpoint_every=1000", "train.eval_batch_size=64"]
                     + list(overrides))
     if mesh is not None:
-        with config.unlocked():
-            config.parallel = ml_collections.ConfigDict({"mesh_shape": mesh})
+        config.parallel.mesh_shape = tuple(mesh)
     return config
 
 

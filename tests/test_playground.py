@@ -23,7 +23,7 @@ pytest.importorskip("streamlit", reason="the playground needs the app extra: pip
 from conftest import REPO, CompileCounter, load_experiment  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-# Under pytest-xdist with --dist loadgroup, every test here runs on one worker, which trains the
+# Under pytest-xdist with --dist loadfile (make test) or loadgroup, every test here runs on one worker, which trains the
 # run folders below once (with plain -n they may land on both workers, each training them).
 pytestmark = pytest.mark.xdist_group("playground")
 

@@ -239,3 +239,145 @@ def _sweep_of(argv):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(shakespeare, "load_texts", lambda source="auto", data_dir=None: (dict(texts), "test:passage"))
         return build_sweep(language_model.build, language_model.validate, config, axes)
+
+
+# ---- traced model/loss keys, the chunk chosen by memory, sweep folders elsewhere, the horizon ----
+
+TINY = ["--config.train.num_steps=4", "--config.train.log_every=1", "--config.train.eval_every=4",
+        "--config.train.checkpoint_every=4", "--config.train.eval_batches=1", "--config.model.use_bias=False"]
+
+
+def _tiny(*extra):
+    from p2t_jax.configuration import apply_overrides
+
+    return apply_overrides(load_config(SMOKE), [o.removeprefix("--config.") for o in TINY + list(extra)])
+
+
+def test_traced_dropout_is_flax_dropout_and_zero_is_the_identity():
+    from flax import linen as nn
+
+    from p2t_jax.models.dropout import Dropout
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 7))
+    rngs = {"dropout": jax.random.PRNGKey(2)}
+
+    def traced(rate):
+        return jax.jit(lambda r: Dropout(r).apply({}, x, deterministic=False, rngs=rngs))(rate)
+
+    for rate in (0.25, 0.1):
+        flax_out = jax.jit(lambda x, rate=rate: nn.Dropout(rate).apply({}, x, deterministic=False, rngs=rngs))(x)
+        chex.assert_trees_all_equal(traced(np.float32(rate)), flax_out)
+        chex.assert_trees_all_equal(Dropout(rate).apply({}, x, deterministic=False, rngs=rngs), flax_out)
+    chex.assert_trees_all_equal(traced(np.float32(0.0)), x)  # every unit kept, divided by exactly 1
+    assert 0.15 < float(np.mean(traced(np.float32(0.25)) == 0)) < 0.35
+
+
+def test_member_with_swept_dropout_equals_its_run_trained_alone(corpus, tmp_path):
+    """model.dropout_rate reaches the compiled step as a traced per-member value: member 1
+    (rate 0.1) follows the lone run with that rate; member 0 (rate 0) trains without dropout."""
+    config = _tiny()
+    axes = [parse_axis("model.dropout_rate=0.0,0.1", config)]
+    task, run_config, members = build_sweep(language_model.build, language_model.validate, config, axes)
+    assert members.chunks == (2, 1)
+    _, summary = train_and_evaluate(task, run_config, tmp_path / "sweep", progress=False, members=members)
+    stacked = _final_state(tmp_path / "sweep", members)
+    alone_config = member_config(_tiny(), members.labels[1])
+    assert alone_config.model.dropout_rate == 0.1
+    alone, alone_summary = train_and_evaluate(language_model.make_task(alone_config), alone_config,
+                                              tmp_path / "alone", progress=False)
+    member = jax.tree.map(lambda x: x[1], stacked)
+    chex.assert_trees_all_close(member.params, alone.params, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(summary["train"][1]["loss"], alone_summary["train"]["loss"], rtol=1e-5)
+    no_dropout = task.hyper_loss_fn({"model.dropout_rate": 0.0})  # rate 0: training loss == evaluation loss
+    params0, batch0 = jax.tree.map(lambda x: x[0], stacked.params), jax.tree.map(lambda x: x[0], task.train_batch(0))
+    trained, evaluated = (no_dropout(params0, {}, batch0, jax.random.PRNGKey(0), train)[0] for train in (True, False))
+    assert float(trained) == float(evaluated)
+
+
+def test_shape_keys_stay_refused_naming_what_the_task_sweeps(corpus, tmp_path, capsys):
+    workdir = tmp_path / "never"
+    assert main(["sweep", "--config", SMOKE, "--workdir", str(workdir), "--sweep", "model.num_layers=1,2"]) == 2
+    err = capsys.readouterr().err
+    assert ("--sweep key 'model.num_layers' cannot vary inside one compiled step: the model is built from its "
+            "values (a width or depth changes the parameters' shapes); this task sweeps model.dropout_rate among "
+            "them.") in err and len(err.strip().splitlines()) == 1, err
+    assert main(["sweep", "--config", SMOKE, "--workdir", str(workdir), "--sweep", "train.batch_size=8,16"]) == 2
+    assert "--sweep key 'train.batch_size' cannot vary inside one compiled step" in capsys.readouterr().err
+    assert not workdir.exists()
+
+
+def test_chunk_is_the_most_members_whose_step_fits_the_free_memory(corpus, tmp_path, monkeypatch, capsys):
+    """Without --chunk the loop compiles the step for 2 members, then 1, and keeps the first that
+    fits the (patched) free memory; when none fits, the run is refused and nothing is written."""
+    from p2t_jax import resources
+
+    config = _tiny("--config.train.num_steps=1", "--config.train.eval_every=1", "--config.train.checkpoint_every=1")
+    axes = [parse_axis("seed=0,1", config)]
+    task, run_config, members = build_sweep(language_model.build, language_model.validate, config, axes)
+    _, summary = train_and_evaluate(task, run_config, tmp_path / "roomy", progress=False, members=members)
+    assert summary["chunk"] == 2 and list(summary["chunk_bytes"]) == [2]
+    whole = summary["chunk_bytes"][2]
+    monkeypatch.setattr(resources, "available_memory", lambda device=None: whole - 1)
+    _, summary = train_and_evaluate(task, run_config, tmp_path / "tight", progress=False, members=members)
+    assert summary["chunk"] == 1 and summary["chunk_bytes"][2] == whole
+    assert summary["chunk_bytes"][1] <= whole - 1  # one member at a time needs less scratch memory
+    assert "sweep: 2 members, 1 at a time in one compiled step (the most that fit" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(tmp_path / "tight", "eval")] == [1, 1]
+    monkeypatch.setattr(resources, "available_memory", lambda device=None: summary["chunk_bytes"][1] - 1)
+    with pytest.raises(ConfigError, match=r"one training step of the sweep \(1 of its 2 members at a time\) needs"):
+        train_and_evaluate(task, run_config, tmp_path / "none", progress=False, members=members)
+    assert not (tmp_path / "none" / "checkpoints").exists()
+
+
+def test_eval_and_sample_refuse_a_sweep_folder(swept, capsys):
+    for argv in (["eval", "--workdir", str(swept)], ["sample", "--workdir", str(swept), "--prompt", "ROMEO:"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: workdir '{swept}' holds a sweep of `p2t sweep`") and \
+            f"`p2t {argv[0]}` reads a run of `p2t train`" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_resumed_sweep_keeps_the_schedule_horizon_of_its_first_start(corpus, tmp_path):
+    """4 steps, then resumed with train.num_steps=6: each member's learning rate at steps 5 and 6
+    continues the 4-step schedule of the first start, as a lone run's does."""
+    from p2t_jax.optim.chains import make_schedule
+
+    def run(*extra):
+        config = _tiny("--config.optim.warmup_steps=2", *extra)
+        axes = [parse_axis("optim.learning_rate=1e-2,3e-3", config)]
+        task, run_config, members = build_sweep(language_model.build, language_model.validate, config, axes)
+        return train_and_evaluate(task, run_config, tmp_path, progress=False, members=members)[1], run_config
+
+    run()
+    summary, config = run("--config.train.num_steps=6")
+    assert summary["resumed_from"] == 4 and summary["schedule_steps"] == 4
+    for member, lr in enumerate((1e-2, 3e-3)):
+        optim = member_config(config, {"optim.learning_rate": lr}).optim
+        logged = {r["step"]: r["learning_rate"] for r in read_metrics(tmp_path, "train") if r["member"] == member}
+        np.testing.assert_allclose([logged[5], logged[6]], [make_schedule(optim, 4)(s) for s in (4, 5)], rtol=1e-6)
+        assert not np.isclose(logged[5], make_schedule(optim, 6)(4), rtol=1e-3)
+
+
+def test_image_member_with_swept_loss_keys_equals_its_run_trained_alone(tmp_path):
+    """loss.label_smoothing and loss.l2 reach the image task's loss as traced per-member values."""
+    from p2t_jax.configuration import apply_overrides
+    from p2t_jax.tasks import image_classification
+
+    def config():
+        return apply_overrides(load_config(f"{REPO}/configs/mnist_regularisation.py:smoke"),
+                               ["train.num_epochs=0", "train.num_steps=4", "train.log_every=2", "train.eval_every=4",
+                                "train.checkpoint_every=4", "data.train_size=64", "model.dropout_rate=0.2"])
+
+    base = config()
+    axes = [parse_axis("loss.label_smoothing=0.0,0.2", base), parse_axis("loss.l2=0.0,0.01", base)]
+    task, run_config, members = build_sweep(image_classification.build, image_classification.validate, base, axes,
+                                            chunk=4)
+    _, summary = train_and_evaluate(task, run_config, tmp_path / "sweep", progress=False, members=members)
+    stacked = _final_state(tmp_path / "sweep", members)
+    assert members.labels[3] == {"loss.label_smoothing": 0.2, "loss.l2": 0.01}
+    alone_task, alone_config = image_classification.build(member_config(config(), members.labels[3]))
+    alone, alone_summary = train_and_evaluate(alone_task, alone_config, tmp_path / "alone", progress=False)
+    chex.assert_trees_all_close(jax.tree.map(lambda x: x[3], stacked.params), alone.params, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(summary["train"][3]["loss"], alone_summary["train"]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(summary["eval"][3]["loss"], alone_summary["eval"]["loss"], rtol=1e-5)
+    assert summary["train"][0]["l2_penalty"] > 0  # measured for every member (l2 = 0 adds 0 times it)

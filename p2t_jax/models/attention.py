@@ -37,6 +37,7 @@ from flax import linen as nn
 
 from p2t_jax.models import logical
 from p2t_jax.models.dense import project
+from p2t_jax.models.dropout import Dropout, is_zero
 
 MASKED = jnp.finfo(jnp.float32).min  # the logit of a masked position: exp() of it is exactly 0
 
@@ -256,7 +257,7 @@ class MultiHeadAttention(nn.Module):
             if cache_mask is not None:
                 mask, is_causal = cache_mask if mask is None else mask & cache_mask, False
         collect = self.is_mutable_collection("intermediates")
-        if not collect and (deterministic or self.dropout_rate == 0.0):
+        if not collect and (deterministic or is_zero(self.dropout_rate)):
             out_BTHK = dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask, is_causal=is_causal,
                                              implementation=self.attention_impl)
         else:
@@ -265,7 +266,7 @@ class MultiHeadAttention(nn.Module):
                 mask = causal if mask is None else mask & causal
             attn_BHTS = attention_weights(q_BTHK, k_BSHK, mask)
             self.sow("intermediates", "attention_weights", attn_BHTS)
-            attn_BHTS = nn.Dropout(self.dropout_rate)(attn_BHTS, deterministic=deterministic)
+            attn_BHTS = Dropout(self.dropout_rate)(attn_BHTS, deterministic=deterministic)
             out_BTHK = attend(attn_BHTS, v_BSHK)
         out_BTHK = logical.constrain(out_BTHK, logical.BTHK)
         return self._project(out_BTHK, self.out_features, ("heads", "kv", "embed"), "out", contract_axes=2,

@@ -53,7 +53,7 @@ def l2_penalty(params: Any) -> jax.Array:
 
 def smooth_labels(one_hot_BK: jax.Array, alpha: float) -> jax.Array:
     """``(1 - alpha) * one_hot + alpha / K``: the label-smoothed targets, ``[B, K]``."""
-    if not 0.0 <= alpha < 1.0:
+    if not isinstance(alpha, jax.core.Tracer) and not 0.0 <= alpha < 1.0:  # a sweep's alpha is traced
         raise ValueError(f"label smoothing must be in [0, 1), got {alpha}.")
     num_classes = one_hot_BK.shape[-1]
     return (1.0 - alpha) * one_hot_BK + alpha / num_classes

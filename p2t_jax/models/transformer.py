@@ -21,6 +21,7 @@ from flax import linen as nn
 from p2t_jax.models import logical
 from p2t_jax.models.attention import MultiHeadAttention, causal_mask  # noqa: F401 (causal_mask: re-exported)
 from p2t_jax.models.dense import project
+from p2t_jax.models.dropout import Dropout
 
 Dtype = Any
 DENSE_IMPLS = ("auto", "rows", "general")
@@ -43,7 +44,8 @@ class TransformerConfig:
       num_heads: H; must divide ``emb_dim``.
       num_layers: number of Transformer blocks.
       mlp_dim: F, hidden width of the MLP (usually 4 * D).
-      dropout_rate: dropout on attention weights and on each residual branch.
+      dropout_rate: dropout on attention weights and on each residual branch (a number, or a
+        traced scalar where a sweep varies it: :class:`p2t_jax.models.dropout.Dropout`).
       use_bias: biases in Dense layers and LayerNorms (nanoGPT's recipe turns them off).
       tie_embeddings: the output head reuses the token embedding matrix.
       gelu_approximate: tanh-approximate GELU (as GPT-2) instead of the exact erf form.
@@ -180,7 +182,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x_BTD: jax.Array, deterministic: bool, decode: bool = False) -> jax.Array:
         cfg = self.cfg
-        drop = nn.Dropout(cfg.dropout_rate)
+        drop = Dropout(cfg.dropout_rate)
         h = CausalSelfAttention(cfg, name="attn")(_layer_norm(cfg, "ln1")(x_BTD), deterministic=deterministic,
                                                    decode=decode)
         x_BTD = x_BTD + drop(h, deterministic=deterministic)
@@ -245,7 +247,7 @@ class Transformer(nn.Module):
             pos_TD = pos_table[:T]
         x_BTD = (embed(tokens_BT) + pos_TD[None]).astype(cfg.dtype)
         x_BTD = logical.constrain(x_BTD, logical.BTD)
-        x_BTD = nn.Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
+        x_BTD = Dropout(cfg.dropout_rate)(x_BTD, deterministic=deterministic)
         if cfg.scan_layers:
             blocks = nn.scan(_rematerialised(_ScannedBlock, cfg), variable_axes={"params": 0, "cache": 0, "intermediates": 0},
                              split_rngs={"params": True, "dropout": True}, length=cfg.num_layers,

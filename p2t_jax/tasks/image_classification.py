@@ -169,6 +169,10 @@ def make_model(config: ml_collections.ConfigDict) -> nn.Module:
     return image_models.make_model(config)
 
 
+def _nonzero(value) -> bool:
+    return isinstance(value, jax.core.Tracer) or bool(value)
+
+
 def make_loss_fn(model: nn.Module, label_smoothing: float = 0.0, l2: float = 0.0, *, layer_stats: bool = False):
     """``loss_fn(params, model_state, batch, rng, train)`` for batches ``{"image": [B, H, W, C], "label": [B]}``.
 
@@ -193,8 +197,10 @@ def make_loss_fn(model: nn.Module, label_smoothing: float = 0.0, l2: float = 0.0
         new_state = {k: updates[k] for k in model_state}
         if layer_stats:
             metrics.update(image_models.preactivation_stats(updates.get("intermediates", {})))
-        loss = regularisation.cross_entropy(logits_BK, labels_B, label_smoothing) if label_smoothing else plain
-        if l2:
+        # a traced value (a sweep's member's) counts as nonzero: smoothing by 0 and adding 0 * penalty
+        # change nothing
+        loss = regularisation.cross_entropy(logits_BK, labels_B, label_smoothing) if _nonzero(label_smoothing) else plain
+        if _nonzero(l2):
             penalty = regularisation.l2_penalty(params)
             metrics["l2_penalty"] = penalty
             loss = loss + l2 * penalty
@@ -239,6 +245,9 @@ def build_with_batches(config: ml_collections.ConfigDict, splits: dict[str, Imag
     task = Task(
         init_variables=lambda rng: init_variables(model, image_shape, rng),
         loss_fn=make_loss_fn(model, config.loss.label_smoothing, config.loss.l2, layer_stats=deep),
+        hyper_loss_fn=lambda hyper: make_loss_fn(model, hyper.get("loss.label_smoothing", config.loss.label_smoothing),
+                                                 hyper.get("loss.l2", config.loss.l2), layer_stats=deep),
+        hyper_keys=("loss.label_smoothing", "loss.l2"),
         train_batch=batches.train_batch, eval_batches=batches.eval_batches,
         items_per_batch=config.train.batch_size, items_name="examples",
         meta={"data_source": source, "steps_per_epoch": batches.steps_per_epoch,

@@ -6,6 +6,7 @@ Config fields: see :func:`default_config`; the variants (``small``, ``large``, .
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import jax
@@ -200,6 +201,9 @@ def build(config: ml_collections.ConfigDict) -> tuple[Task, ml_collections.Confi
         save_assets=save_assets,
         logits_fn=lambda params, model_state, batch: model.apply({"params": params}, batch["inputs"]),
         labels_key="targets",
+        hyper_loss_fn=lambda hyper: make_loss_fn(Transformer(dataclasses.replace(
+            model.cfg, dropout_rate=hyper.get("model.dropout_rate", model.cfg.dropout_rate)))),
+        hyper_keys=("model.dropout_rate",),
         meta={"data_source": source, "train_tokens": int(len(splits["train"])),
               "validation_tokens": int(len(splits["validation"]))})
     return task, config

@@ -94,6 +94,11 @@ class Task:
         given, the loop checks it once before compiling (:func:`check_outputs`): the rank and
         shape against the labels, and that V exceeds the largest label.
       labels_key: the batch entry holding those labels.
+      hyper_loss_fn: ``{config key: traced scalar} -> loss_fn``: the loss with some of
+        ``hyper_keys`` given as traced values (the others as in the config), which a sweep
+        varies per member inside one compiled step; None: none can vary.
+      hyper_keys: the numeric ``model.*`` / ``loss.*`` keys ``hyper_loss_fn`` takes (keys
+        that leave every shape unchanged, e.g. ``model.dropout_rate``).
     """
 
     init_variables: Callable[[jax.Array], dict]
@@ -108,6 +113,8 @@ class Task:
     grad_metrics: Callable[[Any], dict] | None = None
     logits_fn: Callable[[Any, Any, dict], jax.Array] | None = None
     labels_key: str = "targets"
+    hyper_loss_fn: Callable[[dict], LossFn] | None = None
+    hyper_keys: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
@@ -122,15 +129,19 @@ class Members:
     Attributes:
       labels: one dict per member: its swept config keys and their values.
       create_state: ``() -> TrainState``, the stacked initial state.
-      make_train_step: ``skip_nonfinite -> train_step(state, batch) -> (state, metrics)``, pure,
-        every metric ``[N]``.
-      make_eval_step: ``() -> eval_step(state, batch) -> metrics``, every metric ``[N]``.
+      make_train_step: ``(skip_nonfinite, chunk, schedule_steps) -> train_step(state, batch) ->
+        (state, metrics)``, pure, every metric ``[N]``; ``chunk`` members at a time, each
+        member's learning-rate schedule spanning ``schedule_steps`` (fixed at the first start).
+      make_eval_step: ``chunk -> eval_step(state, batch) -> metrics``, every metric ``[N]``.
+      chunks: the members per vmapped group to try, largest first: the loop compiles the step
+        for each in turn and keeps the first whose memory fits (:func:`require_memory`).
     """
 
     labels: list[dict]
     create_state: Callable[[], TrainState]
-    make_train_step: Callable[[bool], Callable]
-    make_eval_step: Callable[[], Callable]
+    make_train_step: Callable[[bool, int, int], Callable]
+    make_eval_step: Callable[[int], Callable]
+    chunks: tuple[int, ...] = ()
 
     @property
     def count(self) -> int:
@@ -656,9 +667,16 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
 
     train_step_fn = make_train_step(task.loss_fn, schedule, grad_metrics=task.grad_metrics,
                                     skip_nonfinite=policy == "skip", grad_accum_steps=tc.get("grad_accum_steps", 1))
+    chunk, chunk_bytes = None, {}
     if members is not None:
-        train_step = jax.jit(members.make_train_step(policy == "skip"), donate_argnums=0)
-        eval_step = jax.jit(members.make_eval_step())
+        chunks = members.chunks or (members.count,)
+
+        def member_steps(chunk: int) -> tuple[Any, Any]:
+            return (jax.jit(members.make_train_step(policy == "skip", chunk, horizon), donate_argnums=0),
+                    jax.jit(members.make_eval_step(chunk)))
+
+        chunk = chunks[0] if start < tc.num_steps else chunks[-1]  # evaluating only: the smallest
+        train_step, eval_step = member_steps(chunk)
         train_batch, eval_batches = task.train_batch, task.eval_batches
     elif partitioner is None:
         train_step = jax.jit(train_step_fn, donate_argnums=0)
@@ -680,12 +698,26 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
             check_outputs(task, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state),
                           jax.tree.map(lambda x: x[0], batch))
         t0 = time.perf_counter()
-        train_step = _compile_first_step(train_step, state, batch)
+        if members is None or len(chunks) == 1:
+            train_step = _compile_first_step(train_step, state, batch)
+            memory = train_step.memory_analysis()
+            if memory is not None:
+                require_memory(memory.temp_size_in_bytes, "one training step",
+                               "lower train.batch_size or the model's size")
+        else:  # a sweep without --chunk: the most members at a time whose step fits
+            for chunk in chunks:
+                train_step, eval_step = member_steps(chunk)
+                train_step = _compile_first_step(train_step, state, batch)
+                memory = train_step.memory_analysis()
+                chunk_bytes[chunk] = memory.temp_size_in_bytes if memory is not None else 0
+                try:
+                    require_memory(chunk_bytes[chunk], f"one training step of the sweep ({chunk} of its "
+                                   f"{members.count} members at a time)", "lower train.batch_size or the model's size")
+                    break
+                except ConfigError:
+                    if chunk == chunks[-1]:
+                        raise
         compile_s = time.perf_counter() - t0
-        memory = train_step.memory_analysis()
-        if memory is not None:
-            require_memory(memory.temp_size_in_bytes, "one training step",
-                           "lower train.batch_size or the model's size")
     # ahead of each step, its batch onto the devices (the partitioner's readers place batches themselves)
     shardings = train_step.input_shardings[0][1] if batch is not None and partitioner is None else None
     place = (lambda b: b) if shardings is None else (lambda b: jax.device_put(b, shardings))  # noqa: E731
@@ -711,6 +743,10 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     early = EarlyStopping.from_meta(tc.get("early_stop_patience", 0), saved_meta.get("early_stop"))
     if partitioner is not None:
         say(f"mesh: {partitioner.describe()}")
+    if members is not None:
+        said = ", ".join(f"{c}: {b / 2**20:,.1f} MiB" for c, b in chunk_bytes.items())
+        say(f"sweep: {members.count} members, {chunk} at a time in one compiled step"
+            + (f" (the most that fit the free memory; step scratch memory by chunk: {said})" if said else ""))
     state_footprint = footprint.measure(state.params, state.opt_state,
                                         partitioner.batch_axes if partitioner is not None else ())
     say(footprint.describe(state_footprint))
@@ -720,6 +756,7 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         say(f"resuming from step {resumed_from}: the newer checkpoint(s) at step {', '.join(map(str, skipped))} "
             f"could not be read and were moved to {workdir / 'unreadable'}.")
     summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "schedule_steps": horizon,
+                               "chunk": chunk, "chunk_bytes": chunk_bytes,
                                "mesh": partitioner.describe() if partitioner is not None else None}
     summary["state"] = {"parameters": state_footprint.parameters, "param_bytes_per_device": state_footprint.param_bytes,
                         "opt_state_bytes_per_device": state_footprint.opt_bytes,

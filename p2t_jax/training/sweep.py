@@ -1,12 +1,15 @@
 """Many runs of one task trained at once: the loop's own train step, ``jax.vmap``-ed over stacked states.
 
 :func:`build_sweep` is what ``p2t sweep`` runs: seeds and numeric optimiser hyperparameters
-(a grid of ``--sweep KEY=V1,V2,...``), every member in one compiled step (``chunk`` members
-at a time where memory asks), trained by the one loop
+and the task's numeric model/loss keys that leave shapes unchanged (``Task.hyper_keys``:
+the language model's ``model.dropout_rate``, the image task's ``loss.label_smoothing`` and
+``loss.l2``), a grid of ``--sweep KEY=V1,V2,...``, every member in one compiled step
+(``chunk`` members at a time; without one, the most that fit the free memory), trained by
+the one loop
 (:func:`p2t_jax.training.loop.train_and_evaluate` with ``members=``): evaluation, metrics
 per member, checkpoints of the whole stacked state and exact resume. Member ``i`` equals
 the run ``p2t train`` makes with its values (tested). Keys the task turns into shapes or
-Python code (``model.*``, ``loss.*``, ``data.*``, ``train.*``) are refused in one sentence,
+Python code (other ``model.*`` and ``loss.*`` keys, ``data.*``, ``train.*``) are refused in one sentence,
 as are optimiser keys the chain branches on in Python (``optim.grad_clip_norm``). The
 optimiser must be one of the named classic ones (``chains.CLASSIC``), whose updates are
 linear in the learning rate: each member's rate comes from its own schedule and scales the
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -184,6 +188,9 @@ FIXED_GROUPS = {"model": "the model is built from its values (a width or depth c
                 "loss": "the task builds its loss from them", "data": "the task loads its data from them",
                 "train": "they set the run's shape and length, shared by every member",
                 "parallel": "a sweep runs on one device"}
+# Groups some of whose keys a task takes as traced values (Task.hyper_keys: e.g. model.dropout_rate);
+# build_sweep refuses the others.
+HYPER_GROUPS = ("model", "loss")
 
 
 def parse_axis(spec: str, config: ml_collections.ConfigDict) -> tuple[str, tuple]:
@@ -202,11 +209,12 @@ def parse_axis(spec: str, config: ml_collections.ConfigDict) -> tuple[str, tuple
     if not sep or not key or not values.strip():
         raise ConfigError(f"--sweep {spec!r} must read KEY=V1,V2,... (e.g. optim.learning_rate=1e-3,3e-3).")
     group = key.split(".", 1)[0]
-    if key != "seed" and group in FIXED_GROUPS:
+    if key != "seed" and group in FIXED_GROUPS and group not in HYPER_GROUPS:
         raise ConfigError(f"--sweep key '{key}' cannot vary inside one compiled step: {FIXED_GROUPS[group]}; "
-                          f"only seed and numeric optim.* keys can be swept.")
-    if key != "seed" and group != "optim":
-        raise ConfigError(f"--sweep key '{key}' cannot be swept; only seed and numeric optim.* keys can.")
+                          f"only seed, numeric optim.* keys and the task's traced model/loss keys can be swept.")
+    if key != "seed" and group not in ("optim",) + HYPER_GROUPS:
+        raise ConfigError(f"--sweep key '{key}' cannot be swept; only seed, numeric optim.* keys and the task's "
+                          f"traced model/loss keys can.")
     try:
         current = config
         for part in key.split("."):
@@ -284,14 +292,17 @@ def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_coll
     (``create_state`` of its config: seed and optimiser state), its own data (one task is
     built per distinct seed), and its own optimiser hyperparameters, which enter the one
     compiled step as traced scalars (schedule keys through each member's own schedule,
-    scaling the updates of a unit-rate chain; the others as values of the chain). So each
-    member follows the run trained alone with that config (tested).
+    scaling the updates of a unit-rate chain; the others as values of the chain), and its own
+    model/loss keys among the task's ``hyper_keys`` (e.g. ``model.dropout_rate``), which reach
+    the loss as traced scalars through ``Task.hyper_loss_fn``. So each member follows the run
+    trained alone with that config (tested).
 
     Args:
       build, validate: the task module's ``build`` and ``validate``.
       config: the base config (``config.sweep`` is set to the axes and written to config.json).
       axes: ``[(key, values), ...]`` from :func:`parse_axis`.
-      chunk: members per vmapped group (0: all at once); must divide the member count.
+      chunk: members per vmapped group; must divide the member count. 0: the loop tries
+        every divisor, largest first, and keeps the first whose compiled step fits in memory.
 
     Returns:
       ``(task, config, members)``: a Task whose batches are stacked ``[N, B, ...]``, the
@@ -299,7 +310,8 @@ def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_coll
 
     Raises:
       ConfigError: a member's config fails the task's checks, a key the optimiser needs as a
-        Python number, a bad chunk or an unsupported train setting (one sentence each).
+        Python number, a model/loss key the task does not take traced, a bad chunk or an
+        unsupported train setting (one sentence each).
     """
     from p2t_jax.configuration import ConfigError
     from p2t_jax.optim.chains import make_optimizer, make_schedule
@@ -308,9 +320,10 @@ def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_coll
 
     labels = member_labels(axes)
     count = len(labels)
-    chunk = chunk or count
-    if not 1 <= chunk <= count or count % chunk:
+    if chunk and (not 1 <= chunk <= count or count % chunk):
         raise ConfigError(f"--chunk must divide the {count} members (1..{count}), got {chunk}.")
+    # without --chunk: every divisor of the count, largest first; the loop keeps the first that fits
+    chunks = (chunk,) if chunk else tuple(c for c in range(count, 0, -1) if count % c == 0)
     if config.train.get("early_stop_patience", 0):
         raise ConfigError("config key 'train.early_stop_patience' must be 0 in a sweep: members stop together.")
     if config.train.get("on_nonfinite", "stop") != "stop":
@@ -339,16 +352,28 @@ def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_coll
     for seed in seeds:
         tasks[seed], built[seed] = build(seed_config(config, seed))
     base_task, run_config = tasks[seeds[0]], copy.deepcopy(built[seeds[0]])
+    hyper_keys = [k for k, _ in axes if k.split(".", 1)[0] in HYPER_GROUPS]
+    for key in hyper_keys:
+        if key not in base_task.hyper_keys:
+            group = key.split(".", 1)[0]
+            takes = (f"this task sweeps {', '.join(base_task.hyper_keys)} among them" if base_task.hyper_keys
+                     else "this task sweeps none of them")
+            raise ConfigError(f"--sweep key '{key}' cannot vary inside one compiled step: {FIXED_GROUPS[group]}; "
+                              f"{takes}.")
     configs = [member_config(built[c.seed], label) for c, label in zip(configs, labels)]
     with run_config.unlocked():  # recorded in config.json: a resume must name the same sweep
         run_config.sweep = ml_collections.ConfigDict({"axes": [[k, list(v)] for k, v in axes]})
     member_seed = [c.seed for c in configs]
     num_steps = run_config.train.num_steps
-    schedules = [make_schedule(c.optim, num_steps) for c in configs]
     traced_keys = sorted({k.split(".", 1)[1] for k, _ in axes if k.startswith("optim.")} - set(SCHEDULE_KEYS))
     values = {k: jnp.asarray([c.optim[k] for c in configs]) for k in traced_keys}
+    # the task's traced model/loss keys: one float32 scalar per member, given to Task.hyper_loss_fn
+    hyper = {k: jnp.asarray([float(c[k.split(".")[0]][k.split(".", 1)[1]]) for c in configs], jnp.float32)
+             for k in hyper_keys}
     index = jnp.arange(count)
-    loss_fn = base_task.loss_fn
+
+    def member_loss_fn(member_hyper: dict):
+        return base_task.hyper_loss_fn(member_hyper) if member_hyper else base_task.loss_fn
 
     def member_tx(i, member_values):
         tx, _ = make_optimizer(_traced_optim(run_config.optim, member_values), num_steps)
@@ -362,9 +387,10 @@ def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_coll
             raise ConfigError(f"--sweep optim.{key}: the optimiser decides on its value in Python code, so it "
                               f"cannot vary inside one compiled step; sweep it with separate `p2t train` runs.") from None
 
-    def member_step(state: TrainState, i, member_values, batch):
+    def member_step(schedules, state: TrainState, i, member_values, member_hyper, batch):
         lr = jnp.stack([s(state.step) for s in schedules])[i]
         tx = member_tx(i, member_values)
+        loss_fn = member_loss_fn(member_hyper)
 
         def update(grads, opt_state, params=None):
             updates, opt_state = tx.update(grads, opt_state, params)
@@ -375,13 +401,17 @@ def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_coll
         new_state, metrics = step(state.replace(tx=scaled), batch)
         return new_state.replace(tx=state.tx), metrics
 
-    def make_stacked_train_step(skip_nonfinite: bool):
+    def make_stacked_train_step(skip_nonfinite: bool, chunk: int, schedule_steps: int):
         del skip_nonfinite  # refused above
-        stepped = _chunked(member_step, count, chunk)
-        return lambda states, batch: stepped(states, index, values, batch)
+        # each member's schedule over the horizon of the sweep's first start (the loop's schedule_steps)
+        schedules = [make_schedule(c.optim, schedule_steps) for c in configs]
+        stepped = _chunked(functools.partial(member_step, schedules), count, chunk)
+        return lambda states, batch: stepped(states, index, values, hyper, batch)
 
-    def make_stacked_eval_step():
-        return _chunked(make_eval_step(loss_fn), count, chunk)
+    def make_stacked_eval_step(chunk: int):
+        stepped = _chunked(lambda state, member_hyper, batch: make_eval_step(member_loss_fn(member_hyper))(
+            state, batch), count, chunk)
+        return lambda states, batch: stepped(states, hyper, batch)
 
     def create():
         states = [create_state(tasks[c.seed].init_variables, c) for c in configs]
@@ -402,5 +432,5 @@ def build_sweep(build: Callable[[ml_collections.ConfigDict], tuple[Task, ml_coll
                                items_per_batch=count * base_task.items_per_batch,
                                meta=dict(base_task.meta, sweep=[dict(member=i, **m) for i, m in enumerate(labels)]))
     members = Members(labels=labels, create_state=create, make_train_step=make_stacked_train_step,
-                      make_eval_step=make_stacked_eval_step)
+                      make_eval_step=make_stacked_eval_step, chunks=chunks)
     return task, run_config, members
