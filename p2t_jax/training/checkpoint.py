@@ -86,9 +86,12 @@ def _run_sync_closing_the_loop_cleanly(coro: Coroutine[Any, Any, Any]) -> Any:
     then. Successful calls are unchanged; only the tasks of this loop are touched.
     """
     loop = asyncio.new_event_loop()
+    failed = True
     try:
         asyncio.set_event_loop(loop)
-        return loop.run_until_complete(coro)
+        result = loop.run_until_complete(coro)
+        failed = False
+        return result
     finally:
         try:
             with contextlib.suppress(Exception):  # never in place of the call's own result or error
@@ -100,7 +103,17 @@ def _run_sync_closing_the_loop_cleanly(coro: Coroutine[Any, Any, Any]) -> Any:
                 loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
             asyncio.set_event_loop(None)
-            loop.close()
+            if failed:  # TensorStore may still call back from its own threads: keep the loop open for them
+                _RETIRED_LOOPS.append(loop)
+            else:
+                loop.close()
+
+
+# Loops of calls that failed part-way. A cancelled task does not stop the TensorStore read or
+# write it awaited; when that finishes, TensorStore's thread schedules its callback on the loop
+# (``call_soon_threadsafe``), which raises where nothing can catch it if the loop is closed. An
+# open loop just queues the callback. Only failed calls leave a loop here, so the list stays short.
+_RETIRED_LOOPS: list[asyncio.AbstractEventLoop] = []
 
 
 def _close_orbax_loops_cleanly() -> None:
