@@ -140,12 +140,8 @@ def cmd_sweep(args, overrides) -> int:
         raise UsageError(f"--sweep names '{repeated[0]}' twice; give all its values in one --sweep.")
     if args.chunk < 0:
         raise UsageError(f"--chunk must be >= 0 (0: all members at once), got {args.chunk}.")
-    saved = pathlib.Path(args.workdir) / "config.json"
-    try:
-        single = saved.is_file() and "sweep" not in json.loads(saved.read_text())
-    except (ValueError, OSError):
-        single = False  # the loop names what is wrong with the file
-    if single:
+    saved = _saved_config(args.workdir)
+    if saved is not None and "sweep" not in saved:
         raise UsageError(f"workdir '{args.workdir}' holds a run of `p2t train`, not a sweep; choose a new --workdir.")
     task, config, members = build_sweep(task_module.build, task_module.validate, config, axes, chunk=args.chunk)
     if hasattr(task_module, "describe"):
@@ -189,13 +185,20 @@ def _run_sweep(task, config, members, args) -> None:
               f"first-step compile {summary['compile_s']:.2f} s")
 
 
+def _saved_config(workdir: str) -> dict | None:
+    """The workdir's config.json as a dict; None when it is missing or does not read as one (the
+    loop and ``load_run`` name what is wrong with it)."""
+    try:
+        saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def _refuse_sweep(args) -> None:
     """A sweep folder holds many stacked runs, which `p2t eval` and `p2t sample` do not read."""
-    try:
-        saved = json.loads((pathlib.Path(args.workdir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return  # load_run names what is wrong with the folder
-    if isinstance(saved, dict) and "sweep" in saved:
+    saved = _saved_config(args.workdir)
+    if saved is not None and "sweep" in saved:
         raise UsageError(f"workdir '{args.workdir}' holds a sweep of `p2t sweep` (many runs stacked), not one run; "
                          f"`p2t {args.command}` reads a run of `p2t train`: train the chosen member's config alone "
                          f"(its values are in {pathlib.Path(args.workdir) / 'members.json'}).")
