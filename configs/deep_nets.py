@@ -45,6 +45,7 @@ def get_config(arg=None):
     c.experiment.residual_rise_fraction = 0.1  # claim: residual losses rise by <= this fraction of the plain nets' rise
     c.experiment.compare_adam = True  # also train the claim-depth nets without BN with Adam (no claim: a note)
     c.experiment.adam_learning_rate = 1e-3
+    c.experiment.workers = 2  # runs trained side by side (threads); the results do not depend on it
 
     if variant == "embedded":
         pass
@@ -59,6 +60,7 @@ def get_config(arg=None):
         c.experiment.gradient_ratio = 5.0
         c.experiment.degradation_factor = 1.5
         c.experiment.compare_adam = False
+        c.experiment.workers = 1  # one process: no worker start-up in tests
     else:
         raise ValueError(f"unknown variant '{variant}'; choose embedded or smoke")
     return c

@@ -29,6 +29,8 @@ def get_config(arg=None):
     c.model.kernel_size = 3
     c.model.hidden = ()  # the flattened 7x7x64 maps feed the output layer directly
     c.train.batch_size, c.train.num_epochs = 32, 10
+    # evaluated every epoch, saved every 5 epochs (125 steps each) and at the end
+    c.train.save_on_eval, c.train.checkpoint_every = False, 625
 
     c.experiment = ml_collections.ConfigDict()
     c.experiment.mlp_hidden = (128,)  # the fully connected baseline: chapter 4's 784-128-10 MLP
@@ -36,12 +38,14 @@ def get_config(arg=None):
     c.experiment.cnn_sizes = ((8, 16), (16, 32))  # more CNNs (conv_features) for accuracy vs parameters
     c.experiment.mlp_sizes = ((32,), (512, 512))  # more MLPs (hidden) for accuracy vs parameters
     c.experiment.digit = 0  # index in the test split of the digit whose feature maps are drawn
+    c.experiment.workers = 2  # runs trained side by side (threads); the results do not depend on it
 
     if variant == "embedded":
         pass
     elif variant == "full":
         c.data.source = "tfds"
         c.train.batch_size = 128
+        c.train.checkpoint_every = 0  # one epoch
     elif variant == "smoke":
         c.data.source = "embedded"
         c.data.train_size = 512
@@ -51,6 +55,7 @@ def get_config(arg=None):
         c.experiment.mlp_hidden = (16,)
         c.experiment.cnn_sizes = ((4, 8),)
         c.experiment.mlp_sizes = ()
+        c.experiment.workers = 1  # one process: no worker start-up in tests
     else:
         raise ValueError(f"unknown variant '{variant}'; choose embedded, full or smoke")
     return c

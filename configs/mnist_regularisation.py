@@ -24,6 +24,9 @@ def get_config(arg=None):
     c.model.hidden = (512, 512)  # ~670K weights for 3,500 examples
     c.optim.name, c.optim.schedule = "adamw", "warmup_cosine"
     c.train.batch_size, c.train.num_epochs = 64, 40
+    # evaluated every epoch (the curves), saved every 10 epochs (54 steps each) and at the end; the
+    # early-stopping run still saves at every evaluation (its best checkpoint is the one kept)
+    c.train.save_on_eval, c.train.checkpoint_every = False, 540
 
     c.experiment = ml_collections.ConfigDict()
     c.experiment.runs = ("baseline", "dropout", "weight_decay", "dropout+decay", "l2", "label_smoothing",
@@ -35,6 +38,7 @@ def get_config(arg=None):
     c.experiment.patience = 5  # train.early_stop_patience of the early-stopping run (on validation loss)
     c.experiment.claim_seeds = 3  # baseline and dropout+decay are trained with seeds seed .. seed + N - 1
     c.experiment.histogram_range = 0.25  # weight histograms bin [-r, r] (values beyond land in the end bins)
+    c.experiment.workers = 2  # runs trained side by side (threads); the results do not depend on it
 
     if variant == "embedded":
         pass
@@ -44,6 +48,8 @@ def get_config(arg=None):
         c.model.hidden = (64,)
         c.train.batch_size, c.train.num_epochs, c.train.eval_batch_size = 32, 3, 250
         c.experiment.patience, c.experiment.claim_seeds = 1, 1
+        c.train.checkpoint_every = 0  # one epoch
+        c.experiment.workers = 1  # one process: no worker start-up in tests
     else:
         raise ValueError(f"unknown variant '{variant}'; choose embedded or smoke")
     return c

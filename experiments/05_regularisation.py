@@ -21,6 +21,13 @@ accuracy >= 99% while test accuracy gains under a point over the second half of
 training), and dropout + decay has a smaller mean gap than the baseline. Writes
 ``train_test_curves.png``, ``weight_histograms.png``, ``early_stopping.png`` and
 ``results.json``; exits 1 if a claim fails.
+
+Run time: the runs are independent, so ``experiment.workers`` (2) of them train side by side,
+each in a worker process (:func:`p2t_jax.tasks.image_classification.train_each_or_reuse`);
+the numbers do not depend on it. Every run keeps its full 40 epochs: nothing stops early
+(the claims read the end of the cosine schedule, and the gap claim's margin is a fraction of
+a point). Each run saves every 10 epochs and at the end, not at every evaluation
+(``train.save_on_eval = False``), except early stopping, which keeps its best checkpoint.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import numpy as np
 
 from p2t_jax.configuration import require, require_names
 from p2t_jax.data import image_datasets
-from p2t_jax.experiment import Claims, main
+from p2t_jax.experiment import Claims, main, require_workers
 from p2t_jax.optim import chains
 from p2t_jax.tasks import image_classification as ic
 from p2t_jax.viz import chapter04_05 as figures
@@ -69,6 +76,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config key 'experiment.label_smoothing' must be in (0, 1), got {e.label_smoothing}.")
     require(e.patience > 0 and e.claim_seeds > 0 and e.histogram_range > 0,
             "config keys 'experiment.patience', 'experiment.claim_seeds' and 'experiment.histogram_range' must be > 0.")
+    require_workers(config)
     require(not ({"weight_decay", "dropout+decay"} & set(runs)) or config.optim.name in chains.WITH_WEIGHT_DECAY,
             f"the weight-decay runs need optim.name to be one of {', '.join(chains.WITH_WEIGHT_DECAY)}, "
             f"got {config.optim.name!r}.")
@@ -112,19 +120,19 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
           f"{'epochs':>6s} {'wall s':>6s}")
     results: dict = {"data_source": source, "rows": []}
     trained: dict[str, dict] = {}
-    for name in e.runs:
-        seeds = [config.seed + i for i in range(e.claim_seeds if name in CLAIM_RUNS else 1)]
-        for seed in seeds:
-            folder = name.replace("+", "_and_") + ("" if seed == config.seed else f"_seed{seed}")
-            r = ic.train_or_reuse(run_config(config, name, seed), workdir / folder, splits, source)
-            r["folder"] = folder
-            if seed == config.seed:
-                trained[name] = r
-            row = row_of(name, seed, r)
-            results["rows"].append(row)
-            print(f"  {name:16s} {seed:4d} {100 * row['train_accuracy']:8.1f}% {100 * row['test_accuracy']:7.1f}% "
-                  f"{100 * row['gap']:5.1f}p {row['test_loss']:9.3f} {row['epochs']:6.0f} {_seconds(row['wall_s'])}",
-                  flush=True)
+    runs = [(name, config.seed + i) for name in e.runs for i in range(e.claim_seeds if name in CLAIM_RUNS else 1)]
+    folders = [name.replace("+", "_and_") + ("" if seed == config.seed else f"_seed{seed}") for name, seed in runs]
+    jobs = [(run_config(config, name, seed), workdir / folder) for (name, seed), folder in zip(runs, folders)]
+    measured = ic.train_each_or_reuse(jobs, splits, source, workers=e.workers)
+    for (name, seed), folder, r in zip(runs, folders, measured):
+        r["folder"] = folder
+        if seed == config.seed:
+            trained[name] = r
+        row = row_of(name, seed, r)
+        results["rows"].append(row)
+        print(f"  {name:16s} {seed:4d} {100 * row['train_accuracy']:8.1f}% {100 * row['test_accuracy']:7.1f}% "
+              f"{100 * row['gap']:5.1f}p {row['test_loss']:9.3f} {row['epochs']:6.0f} {_seconds(row['wall_s'])}",
+              flush=True)
 
     rows = results["rows"]
     mean_gap = {name: float(np.mean([r["gap"] for r in rows if r["run"] == name])) for name in e.runs}

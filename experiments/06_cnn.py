@@ -16,6 +16,11 @@ printed). Writes ``filters.png`` (the first conv layer's learned kernels),
 ``feature_maps.png`` (one test digit layer by layer), ``accuracy_vs_parameters.png`` and
 ``results.json``; exits 1 if a claim fails. A finished run found in its folder (same
 config) is read back instead of trained again; an interrupted one resumes.
+
+Run time: ``experiment.workers`` (2) runs train side by side, each in a worker process
+(:func:`p2t_jax.tasks.image_classification.train_each_or_reuse`); the numbers do not depend
+on it. Every run keeps its full 10 epochs (nothing stops early) and saves every 5 epochs
+and at the end (``train.save_on_eval = False``).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import numpy as np
 from p2t_jax.chapters import convolution
 from p2t_jax.configuration import require
 from p2t_jax.data import image_datasets
-from p2t_jax.experiment import Claims, main
+from p2t_jax.experiment import Claims, main, require_workers
 from p2t_jax.tasks import image_classification as ic
 from p2t_jax.training.loop import restore_state
 from p2t_jax.viz import chapter06_07 as figures
@@ -59,6 +64,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(isinstance(e.seeds, int) and e.seeds >= 3,
             f"config key 'experiment.seeds' must be at least 3 (the claim is over seeds), got {e.seeds!r}.")
     require(e.digit >= 0, f"config key 'experiment.digit' must be >= 0, got {e.digit}.")
+    require_workers(config)
 
 
 def cnn_config(config: ml_collections.ConfigDict, features: tuple, seed: int) -> ml_collections.ConfigDict:
@@ -100,10 +106,11 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
              if tuple(size) != tuple(config.model.conv_features)]
     jobs += [("mlp", mlp_config(config, size, config.seed)) for size in e.mlp_sizes if tuple(size) != tuple(e.mlp_hidden)]
     rows, folders = [], {}
-    for family, c in jobs:
+    names = [f"{family}_{_label(c).replace(' ', '_')}_seed{c.seed}" for family, c in jobs]
+    measured = ic.train_each_or_reuse([(c, workdir / folder) for (_, c), folder in zip(jobs, names)], splits, source,
+                                      workers=e.workers)
+    for (family, c), folder, r in zip(jobs, names, measured):
         label = _label(c)
-        folder = f"{family}_{label.replace(' ', '_')}_seed{c.seed}"
-        r = ic.train_or_reuse(c, workdir / folder, splits, source)
         counts = convolution.parameter_counts(c, image_shape)
         row = {"family": family, "label": label, "seed": c.seed, "folder": folder, **counts,
                "test_accuracy": r["test_accuracy"], "train_accuracy": r["splits"]["train"]["accuracy"],

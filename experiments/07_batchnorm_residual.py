@@ -31,6 +31,12 @@ Also measured (no claim): the claim-depth residual net without BN with its branc
 plain net's initial scale, and, with ``experiment.compare_adam``, both nets without BN
 trained with Adam. Writes ``grad_norms.png``, ``preactivations.png``, ``loss_by_depth.png``
 and ``results.json``; exits 1 if a claim fails.
+
+Run time: ``experiment.workers`` (2) nets train side by side, the deepest first, each in a
+worker process (:func:`p2t_jax.tasks.image_classification.train_each_or_reuse`); the numbers
+do not depend on it. The metrics at initialisation are the loop's own first step, kept in
+each run's ``result.json`` (``first_step``), so no net's step is compiled twice. Every net
+keeps its full 992 steps: nothing stops early (the degradation claims compare final losses).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import copy
 import pathlib
 import sys
+from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
@@ -45,7 +52,7 @@ import numpy as np
 from p2t_jax.chapters import deep_nets
 from p2t_jax.configuration import require
 from p2t_jax.data import image_datasets
-from p2t_jax.experiment import Claims, main
+from p2t_jax.experiment import Claims, main, require_workers
 from p2t_jax.tasks import image_classification as ic
 from p2t_jax.training.metrics import read_metrics
 from p2t_jax.viz import chapter06_07 as figures
@@ -74,6 +81,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(0 < e.residual_rise_fraction < 1,
             f"config key 'experiment.residual_rise_fraction' must be in (0, 1), got {e.residual_rise_fraction}.")
     require(e.adam_learning_rate > 0, "config key 'experiment.adam_learning_rate' must be > 0.")
+    require_workers(config)
 
 
 def net_config(config, net: str, depth: int, seed: int, **changes) -> ml_collections.ConfigDict:
@@ -86,14 +94,19 @@ def net_config(config, net: str, depth: int, seed: int, **changes) -> ml_collect
     return c
 
 
-def measure(config, folder: pathlib.Path, splits, source) -> dict:
-    """Trains (or reads back) one net; adds its logged training records and its first-step metrics."""
-    r = ic.train_or_reuse(config, folder, splits, source)
-    task, _, resolved = ic.build_with_batches(config, splits=splits, source=source)
-    r["records"] = read_metrics(folder, "train")
-    r["records"] = list({rec["step"]: rec for rec in r["records"]}.values())  # the last record per step wins
-    r["init"] = deep_nets.first_step_metrics(task, resolved)
-    return r
+def measure(jobs: list[tuple[ml_collections.ConfigDict, pathlib.Path]], splits, source,
+            workers: int = 1) -> Iterator[dict]:
+    """Trains (or reads back) each ``(config, folder)`` net, ``workers`` side by side; yields each
+    in order, with its logged training records and its first-step metrics (the loop's own first
+    step, kept in its result; measured again only for a run resumed part-way)."""
+    for (config, folder), r in zip(jobs, ic.train_each_or_reuse(jobs, splits, source, workers=workers)):
+        r["records"] = read_metrics(folder, "train")
+        r["records"] = list({rec["step"]: rec for rec in r["records"]}.values())  # the last record per step wins
+        if r.get("first_step") is None:
+            task, _, resolved = ic.build_with_batches(config, splits=splits, source=source)
+            r["first_step"] = deep_nets.first_step_metrics(task, resolved)
+        r["init"] = r["first_step"]
+        yield r
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -113,17 +126,25 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
     print(f"  {'net':12s} {'depth':>5s} {'seed':>4s} {'train loss':>10s} {'train acc':>9s} {'test acc':>8s} "
           f"{'|g1| init':>10s} {'|g1| end':>10s} {'wall s':>6s}")
     runs: dict[tuple, dict] = {}
-    for net in NETS:
-        for depth in e.depths:
-            for seed in seeds:
-                folder = f"{net.replace('+', '_')}_depth{depth}_seed{seed}"
-                r = runs[(net, depth, seed)] = measure(net_config(config, net, depth, seed), workdir / folder,
-                                                       splits, source)
-                g1 = "grad_norm/" + deep_nets.layer_names(r["init"], "grad_norm")[0]
-                wall = f"{r['wall_s']:6.1f}" if r["wall_s"] is not None else "     -"
-                print(f"  {net:12s} {depth:5d} {seed:4d} {r['splits']['train']['loss']:10.4f} "
-                      f"{100 * r['splits']['train']['accuracy']:8.2f}% {100 * r['test_accuracy']:7.2f}% "
-                      f"{r['init'][g1]:10.3g} {r['records'][-1][g1]:10.3g} {wall}", flush=True)
+    keys = [(net, depth, seed) for net in NETS for depth in e.depths for seed in seeds]
+    jobs = [(net_config(config, net, depth, seed), workdir / f"{net.replace('+', '_')}_depth{depth}_seed{seed}")
+            for net, depth, seed in keys]
+    if e.compare_adam:  # not claims: both nets without BN at the claim depth, trained with Adam
+        adam = {net: (net_config(config, net, e.claim_depth, config.seed, optim__name="adam",
+                                 optim__learning_rate=e.adam_learning_rate),
+                      workdir / f"{net}_depth{e.claim_depth}_adam") for net in ("plain", "residual")}
+        jobs += list(adam.values())
+    # the deepest first: side by side, the longest runs start first
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].model.depth)
+    measured = dict(zip(order, measure([jobs[i] for i in order], splits, source, e.workers)))
+    for i, key in enumerate(keys):
+        net, depth, seed = key
+        r = runs[key] = measured[i]
+        g1 = "grad_norm/" + deep_nets.layer_names(r["init"], "grad_norm")[0]
+        wall = f"{r['wall_s']:6.1f}" if r["wall_s"] is not None else "     -"
+        print(f"  {net:12s} {depth:5d} {seed:4d} {r['splits']['train']['loss']:10.4f} "
+              f"{100 * r['splits']['train']['accuracy']:8.2f}% {100 * r['test_accuracy']:7.2f}% "
+              f"{r['init'][g1]:10.3g} {r['records'][-1][g1]:10.3g} {wall}", flush=True)
 
     D = e.claim_depth
     results: dict = {"data_source": source, "steps": steps, "seeds": seeds, "nets": {}}
@@ -218,9 +239,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
           f"{scaled['loss']:.3f}, last ReLU input std {scaled[last_std]:.3g}; unscaled: loss {first['loss']:.3f}, "
           f"last ReLU input std {first[last_std]:.3g}")
     if e.compare_adam:
-        for net in ("plain", "residual"):
-            c = net_config(config, net, D, config.seed, optim__name="adam", optim__learning_rate=e.adam_learning_rate)
-            r = measure(c, workdir / f"{net}_depth{D}_adam", splits, source)
+        for j, net in enumerate(("plain", "residual")):
+            r = measured[len(keys) + j]
             notes[f"{net}_adam"] = {"train_loss": r["splits"]["train"]["loss"], "test_accuracy": r["test_accuracy"],
                                     "layer1_grad_norm_init": r["init"][g1], "layer1_grad_norm_end": r["records"][-1][g1]}
             print(f"  {net} depth {D} without BN, Adam lr {e.adam_learning_rate:g}: training loss "

@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from p2t_jax.configuration import REPO_ROOT, ConfigError, apply_overrides, load_config, split_overrides
+from p2t_jax.configuration import REPO_ROOT, ConfigError, apply_overrides, load_config, require, split_overrides
 from p2t_jax.data.cache import DataUnavailableError
 from p2t_jax.host_memory import keep_freed_host_memory
 from p2t_jax.training import metrics, workdir_lock
@@ -51,6 +51,18 @@ class Claims:
 
     def failed(self) -> list[str]:
         return [name for name, item in self.items.items() if not item["passed"]]
+
+
+MAX_WORKERS = 8
+
+
+def require_workers(config: ml_collections.ConfigDict) -> int:
+    """``experiment.workers`` (runs trained side by side; 1 when absent) must be an integer in 1 .. 8."""
+    workers = config.experiment.get("workers", 1)
+    require(isinstance(workers, int) and not isinstance(workers, bool) and 1 <= workers <= MAX_WORKERS,
+            f"config key 'experiment.workers' must be an integer from 1 to {MAX_WORKERS} (runs trained side by "
+            f"side), got {workers!r}.")
+    return workers
 
 
 def _short(value: Any) -> str:

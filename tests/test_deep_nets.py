@@ -122,13 +122,16 @@ def test_per_layer_metrics_equal_jax_grad_and_the_forward_pass(tmp_path):
     task, batches, config = ic.build_with_batches(_config("model.batch_norm=true"), splits=_digits())
     assert task.grad_metrics is image_models.kernel_grad_norms
     metrics = deep_nets.first_step_metrics(task, config)
-    # the logged first step is that very step
-    train_and_evaluate(task, config, tmp_path, progress=False)
+    # the logged first step is that very step, and the loop keeps its metrics in the summary
+    _, summary = train_and_evaluate(task, config, tmp_path, progress=False)
     logged = read_metrics(tmp_path, "train")[0]
     assert logged["step"] == 1
     for key, value in metrics.items():
         if "/" in key or key in ("loss", "grad_norm"):
             assert logged[key] == pytest.approx(value, rel=1e-6), key
+    assert set(summary["first_step"]) == set(metrics)
+    for key, value in metrics.items():
+        assert summary["first_step"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     assert deep_nets.layer_names(metrics, "grad_norm") == ["dense_01", "dense_02", "dense_03", "dense_04", "head"]
     assert deep_nets.layer_names(metrics, "preact_std") == ["relu_01", "relu_02", "relu_03", "relu_04"]
 
@@ -209,3 +212,47 @@ def test_experiment_smoke(tmp_path, capsys):
     pre = results["preactivations"]
     assert pre["plain+BN"]["out_of_band"] == 0 and pre["plain"]["out_of_band"] > 0
     assert len(pre["plain"]["std"][0]) == 8  # one column per layer
+
+
+@pytest.mark.parametrize("save_on_eval, patience, saved", [(True, 0, [2, 4, 6]), (False, 0, [6]), (False, 9, [2, 4, 6])])
+def test_saves_at_evaluations_only_when_asked_or_when_early_stopping_needs_the_best(tmp_path, save_on_eval, patience,
+                                                                                     saved):
+    from p2t_jax.training.checkpoint import Checkpoints
+
+    config = _config("train.num_steps=6", "train.eval_every=2", "train.checkpoint_every=100",
+                     "train.keep_checkpoints=5", f"train.early_stop_patience={patience}")
+    with config.train.unlocked():
+        config.train.save_on_eval = save_on_eval
+    task, _, config = ic.build_with_batches(config, splits=_digits())
+    train_and_evaluate(task, config, tmp_path, progress=False)
+    checkpoints = Checkpoints(tmp_path, write=False)
+    try:
+        assert checkpoints.steps() == saved
+    finally:
+        checkpoints.close()
+
+
+def test_bad_save_on_eval_is_refused_in_one_sentence(tmp_path):
+    from p2t_jax.configuration import ConfigError as Refused
+
+    config = _config()
+    with config.train.unlocked():
+        config.train.save_on_eval = "no"
+    task, _, config = ic.build_with_batches(config, splits=_digits())
+    with pytest.raises(Refused, match="'train.save_on_eval' must be true or false, got 'no'"):
+        train_and_evaluate(task, config, tmp_path, progress=False)
+    assert not tmp_path.joinpath("config.json").exists()
+
+
+@pytest.mark.slow
+def test_runs_side_by_side_in_worker_processes_equal_the_runs_one_after_another(tmp_path):
+    """experiment.workers: the same results (and first-step metrics) from 2 worker processes."""
+    splits = _digits()
+    configs = [ic.run_config(_config(f"model.depth={d}", "train.num_steps=3", f"seed={d}")) for d in (2, 3)]
+    alone = list(ic.train_each_or_reuse([(c, tmp_path / "alone" / str(i)) for i, c in enumerate(configs)], splits,
+                                        "given", workers=1))
+    side = list(ic.train_each_or_reuse([(c, tmp_path / "side" / str(i)) for i, c in enumerate(configs)], splits,
+                                       "given", workers=2))
+    for a, b in zip(alone, side):
+        assert a["splits"] == b["splits"] and a["curves"]["train_loss"] == b["curves"]["train_loss"]
+        assert a["first_step"] == b["first_step"] and a["config"] == b["config"]

@@ -24,10 +24,13 @@ follow the real negative log-likelihood.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import json
+import multiprocessing
 import pathlib
 import time
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +41,7 @@ from flax import linen as nn
 from p2t_jax.configuration import require, require_choice, require_positive
 from p2t_jax.data import image_datasets
 from p2t_jax.data.images import ImageBatches, ImageRecords, split_off
+from p2t_jax.host_memory import keep_freed_host_memory
 from p2t_jax.models import regularisation
 from p2t_jax.optim import chains
 from p2t_jax.tasks import image_models
@@ -273,9 +277,31 @@ def describe(task: Task) -> str:
     return f"{task.meta['data_source']} ({sizes} examples)"
 
 
-def evaluate_split(task: Task, state, batches: ImageBatches, split: str) -> dict[str, float]:
-    """Mean eval metrics (``loss``, ``accuracy``, ...) of ``state`` over every example of ``split``."""
-    return evaluate(jax.jit(make_eval_step(task.loss_fn)), state, batches.eval_batches(split))
+def evaluate_split(task: Task, state, batches: ImageBatches, split: str, eval_step=None) -> dict[str, float]:
+    """Mean eval metrics (``loss``, ``accuracy``, ...) of ``state`` over every example of ``split``.
+
+    ``eval_step``: a jitted ``make_eval_step(task.loss_fn)`` to reuse (:func:`shared_eval_step`);
+    None: one is compiled for this call.
+    """
+    step = jax.jit(make_eval_step(task.loss_fn)) if eval_step is None else eval_step
+    return evaluate(step, state, batches.eval_batches(split))
+
+
+_EVAL_STEPS: dict[str, object] = {}  # compiled evaluation steps by model, see shared_eval_step
+
+
+def shared_eval_step(task: Task, config: ml_collections.ConfigDict, image_shape: tuple[int, ...]):
+    """The jitted evaluation step of ``task``, one per model and image shape in this process.
+
+    The evaluation loss does not depend on ``loss.*`` (it is the plain cross-entropy) nor on
+    ``model.dropout_rate`` (dropout is off), so runs that differ only there, or only in seed
+    or optimiser, share one step and its compilations (one per batch shape).
+    """
+    model = dict(config.model.to_dict(), dropout_rate=0.0)
+    key = json.dumps([model, list(image_shape)], sort_keys=True, default=str)
+    if key not in _EVAL_STEPS:
+        _EVAL_STEPS[key] = jax.jit(make_eval_step(task.loss_fn))
+    return _EVAL_STEPS[key]
 
 
 def curves_from_metrics(run_dir: str | pathlib.Path, steps_per_epoch: int) -> dict[str, list[float]]:
@@ -334,8 +360,9 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
       JSON-ready: ``splits`` (``{split: {"accuracy", "loss"}}``), ``test_accuracy``,
       ``test_loss``, ``steps``, ``epochs``, ``early_stopped_at``, ``kept`` (``"best"`` or
       ``"last"``), ``wall_s`` (training call), ``compile_s``, ``ms_per_step``,
-      ``weights`` (:func:`weight_summary`), ``curves`` (:func:`curves_from_metrics`), ``config``.
-      Timings are None when the folder held a finished run and nothing was left to train.
+      ``weights`` (:func:`weight_summary`), ``curves`` (:func:`curves_from_metrics`), ``config``,
+      ``first_step`` (the train metrics of step 1, from the loop; None when this call resumed a
+      run). Timings are None when the folder held a finished run and nothing was left to train.
     """
     run_dir = pathlib.Path(run_dir)
     task, batches, config = build_with_batches(config, splits=splits, source=source)
@@ -354,7 +381,8 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
         kept = "best"
     first = image_models.first_layer(config)
     np.save(run_dir / "first_layer_kernel.npy", np.asarray(state.params[first]["kernel"]))
-    measured = {name: evaluate_split(task, state, batches, name) for name in batches.splits}
+    eval_step = shared_eval_step(task, config, batches.splits["train"].images.shape[1:])
+    measured = {name: evaluate_split(task, state, batches, name, eval_step) for name in batches.splits}
     spe = batches.steps_per_epoch
     result = {
         "splits": {k: {"accuracy": v["accuracy"], "loss": v["loss"]} for k, v in measured.items()},
@@ -366,6 +394,38 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
         "data_source": source, "batch_size": config.train.batch_size,
         "weights": weight_summary(state.params, first),
         "curves": curves_from_metrics(run_dir, spe), "config": json.loads(config.to_json()),
+        "first_step": summary.get("first_step"),
     }
     write_json(done, result)
     return result
+
+
+def train_each_or_reuse(jobs: Sequence[tuple[ml_collections.ConfigDict, pathlib.Path]],
+                        splits: dict[str, ImageRecords], source: str, *, workers: int = 1,
+                        log=print) -> Iterator[dict]:
+    """:func:`train_or_reuse` for every ``(config, run_dir)`` of ``jobs``, ``workers`` of them side
+    by side; yields the results in the order of ``jobs``, each as soon as it and those before it
+    are done.
+
+    With ``workers > 1`` the runs go to that many worker processes (each the one loop, in its
+    own folder; started once, each trains its share of the runs one after another). The runs
+    are independent and each is deterministic, so the results are the same for any
+    ``workers``; two at a time keep both cores of a 2-core machine busy where one small step,
+    and every compilation, uses one. A failed run stops the runs not yet started and is raised
+    here; Ctrl-C reaches the workers too, and each stops its run at a step boundary, saved.
+    """
+    if workers <= 1:
+        for config, run_dir in jobs:
+            yield train_or_reuse(config, run_dir, splits, source, log=log)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process whose JAX runtime has started
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context,
+                                                initializer=keep_freed_host_memory) as pool:
+        futures = [pool.submit(train_or_reuse, config, pathlib.Path(run_dir), splits, source, log=log)
+                   for config, run_dir in jobs]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()

@@ -194,6 +194,8 @@ def check_run_config(config: ml_collections.ConfigDict) -> None:
     require(tc.get("early_stop_patience", 0) >= 0,
             f"config key 'train.early_stop_patience' must be >= 0 (0: never stop early), "
             f"got {tc.get('early_stop_patience')}.")
+    save_on_eval = tc.get("save_on_eval", True)
+    require(isinstance(save_on_eval, bool), f"config key 'train.save_on_eval' must be true or false, got {save_on_eval!r}.")
     policy = tc.get("on_nonfinite", "stop")
     require(policy in NONFINITE_POLICIES,
             f"config key 'train.on_nonfinite' must be one of {', '.join(NONFINITE_POLICIES)}, got {policy!r}.")
@@ -588,7 +590,10 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     Config fields used: ``seed``, ``optim.*`` (see :func:`p2t_jax.optim.chains.make_optimizer`;
     unused when ``tx`` is given), ``train.num_steps``, ``train.log_every``,
     ``train.eval_every``, ``train.checkpoint_every``, ``train.keep_checkpoints``; optional
-    ``train.early_stop_patience`` (stop once the eval loss has not improved for that many
+    ``train.save_on_eval`` (True, the default: also save at every evaluation, so that the
+    best checkpoint by eval loss is kept; False: every ``checkpoint_every`` steps and at the
+    end only, unless early stopping needs the best), ``train.early_stop_patience`` (stop once the
+    eval loss has not improved for that many
     evaluations; missing or 0: never) and ``train.on_nonfinite`` (``"stop"``, the default, or
     ``"skip"``); ``parallel.*`` when present (:mod:`p2t_jax.parallel`).
 
@@ -611,7 +616,9 @@ def train_and_evaluate(task: Task, config: ml_collections.ConfigDict, workdir: s
     Returns:
       ``(state, summary)``: the final TrainState and the run summary (plain JSON, also written
       to ``workdir/summary.json``): final step, last train and eval metrics, compile seconds,
-      median ms/step, items/s, the step of an early stop (or None), the step resumed from.
+      median ms/step, items/s, the step of an early stop (or None), the step resumed from, and
+      when this call ran step 1, ``first_step``: that step's train metrics (its gradients are
+      those at initialisation).
 
     Raises:
       ConfigError: bad config or workdir, found before anything was written.
@@ -766,6 +773,9 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     early_stopped_at = None
     last_saved = resumed_from
     step = start
+    first_step_metrics = None
+    # saves at each evaluation rank the checkpoints by eval loss; early stopping keeps the best one
+    save_on_eval = tc.get("save_on_eval", True) or bool(tc.get("early_stop_patience", 0))
 
     if changes:
         writer.write_event(resumed_from or 0, "config_change",
@@ -790,6 +800,8 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, step_metrics = train_step(state, batch)
             batch = None
+            if step == 0:  # the metrics of the very first step: its gradients are those at initialisation
+                first_step_metrics = step_metrics
             run.history.append(step_metrics)
             step += 1
             feed.fill(step)  # while the step runs: the next batches, onto the devices
@@ -799,7 +811,7 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
             last = step == tc.num_steps
             do_log = step % tc.log_every == 0 or last
             do_eval = step % tc.eval_every == 0 or last
-            do_save = step % tc.checkpoint_every == 0 or last or do_eval
+            do_save = step % tc.checkpoint_every == 0 or last or (do_eval and save_on_eval)
             if not (do_log or do_eval or do_save or signals.requested):
                 continue
             if policy == "stop":  # nothing from a non-finite step is logged, ranked or saved
@@ -872,6 +884,10 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     if step == start and previous.exists():  # nothing left to train: the finished run's summary stands
         summary = dict(json.loads(previous.read_text()), resumed_from=resumed_from, start_step=start)
     else:
+        if first_step_metrics is not None:  # a sweep's: one dict per member
+            first = jax.device_get(first_step_metrics)
+            summary["first_step"] = (metrics_lib.to_floats(first) if members is None else
+                                     [{k: float(v[i]) for k, v in first.items()} for i in range(members.count)])
         summary.update(final_step=step, train=train_metrics, eval=eval_metrics, compile_s=compile_s,
                        early_stopped_at=early_stopped_at,
                        ms_per_step_median=statistics.median(run.interval_ms) if run.interval_ms else None)
