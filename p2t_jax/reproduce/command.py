@@ -9,8 +9,8 @@ import sys
 import time
 
 from p2t_jax.configuration import ConfigError
+from p2t_jax.reproduce import chapters as registry
 from p2t_jax.reproduce import provenance, report, runner
-from p2t_jax.reproduce.chapters import BUDGETS, CHAPTERS, parse_chapters
 
 HELP = "run every chapter's experiment (or some) and write REPORT.md and report.html with every claim and figure"
 EPILOG = """Exit status: 0 when every chapter ran and (full budget, or --strict) every claim held; 1 when a chapter
@@ -24,7 +24,7 @@ already done with the same code, budget and settings is not run again."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``reproduce`` subcommand's arguments."""
     parser.add_argument("--chapters", default="all", help="which chapters, e.g. 1,4,10 or 1-3,8 (default all 11)")
-    parser.add_argument("--budget", default="full", choices=BUDGETS,
+    parser.add_argument("--budget", default="full", choices=registry.BUDGETS,
                         help="full: each experiment's default config (the README's numbers); quick: small runs in "
                              "a few minutes on 2 cores, labelled quick (default full)")
     parser.add_argument("--out", default="runs/reproduce", help="folder of the chapter folders and the report "
@@ -53,8 +53,8 @@ def parse_overrides(items: list[str]) -> dict[int, list[str]]:
     found: dict[int, list[str]] = {}
     for item in items:
         number, sep, override = item.partition(":")
-        if not sep or not number.strip().isdigit() or int(number) not in CHAPTERS or "=" not in override:
-            raise ConfigError(f"--set '{item}' is not N:KEY=VALUE with N a chapter number 1 to {max(CHAPTERS)}, "
+        if not sep or not number.strip().isdigit() or int(number) not in registry.CHAPTERS or "=" not in override:
+            raise ConfigError(f"--set '{item}' is not N:KEY=VALUE with N a chapter number 1 to {max(registry.CHAPTERS)}, "
                               f"e.g. --set 1:gates.num_seeds=4.")
         found.setdefault(int(number), []).append(override.strip())
     return found
@@ -70,12 +70,26 @@ def command_line(args: argparse.Namespace) -> str:
     return shlex.join(words)
 
 
+def main(argv: list[str]) -> int:
+    """``p2t reproduce ARGV`` without the rest of ``p2t``: parses, runs, and turns bad input into one
+    sentence and exit status 2 (``p2t`` itself goes through :func:`run`)."""
+    parser = argparse.ArgumentParser(prog="p2t reproduce", description=HELP, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs the reproduction the parsed ``args`` describe; returns the exit status."""
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}.")
     try:
-        chapters = parse_chapters(args.chapters)
+        chapters = registry.parse_chapters(args.chapters)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     overrides = parse_overrides(args.chapter_overrides)

@@ -157,7 +157,7 @@ def markdown(header: Header, sections: Sequence[Section],
              + (f"; stopped by signal {header.stopped_by} before the end" if header.stopped_by else ""),
              f"- wall time: **{header.wall_seconds:.0f} s** ({header.wall_seconds / 60:.1f} min), {header.jobs} "
              f"chapter{'s' if header.jobs > 1 else ''} at a time (chapters reused from an earlier run count their "
-             f"own time below, not here)",
+             f"own time below, not here){_cpu_total(sections)}",
              f"- machine: {header.machine}; JAX platform: {_platforms(sections)}; load average at the end "
              f"(1 / 5 / 15 min): {header.load}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in header.versions.items())}",
@@ -169,12 +169,12 @@ def markdown(header: Header, sections: Sequence[Section],
     for s in sections:
         o = s.outcome
         lines.append(f"| [{o.chapter.number}. {o.chapter.title}](#{_anchor(o.chapter)}) | {o.status}"
-                     f"{' (reused)' if o.reused else ''} | {s.passed} / {s.claimed} PASS | {o.seconds:.1f} s |")
+                     f"{' (reused)' if o.reused else ''} | {s.passed} / {s.claimed} PASS | {_time(o)} |")
     for s in sections:
         o = s.outcome
         lines += ["", f"## {o.chapter.number}. {o.chapter.title}", "",
                   f"`python {o.chapter.script}` — {o.status}{' (reused from an earlier run)' if o.reused else ''}, "
-                  f"{o.seconds:.1f} s; folder `{o.chapter.name}/`, log `{o.chapter.name}/log.txt`", ""]
+                  f"{_time(o)}; folder `{o.chapter.name}/`, log `{o.chapter.name}/log.txt`", ""]
         if s.rows:
             lines += ["| | claim | measured | reference (paper or series) |", "|---|---|---|---|"]
             lines += [f"| **{r.verdict}** | {_md(r.statement)} <sub>`{r.name}`</sub> | {_md(r.measured)} | "
@@ -184,6 +184,16 @@ def markdown(header: Header, sections: Sequence[Section],
                          f"its log.")
         lines += [""] + [f"![{f}]({figure_link(s, f)})" for f in s.figures]
     return "\n".join(lines) + "\n"
+
+
+def _time(o: Outcome) -> str:
+    """``41.9 s (20.3 s CPU)``: wall time, and CPU time (user + system, all threads) where known."""
+    return f"{o.seconds:.1f} s" + (f" ({o.cpu_seconds:.1f} s CPU)" if o.cpu_seconds is not None else "")
+
+
+def _cpu_total(sections: Sequence[Section]) -> str:
+    known = [s.outcome.cpu_seconds for s in sections if s.outcome.cpu_seconds is not None]
+    return f"; {sum(known):.0f} s of CPU time in the chapters" if known else ""
 
 
 def _anchor(chapter) -> str:
@@ -217,7 +227,7 @@ def html_page(header: Header, sections: Sequence[Section]) -> str:
     facts = [("claims", f"{passed} of {claimed} PASS over {len(sections)} chapters"
               + (f"; stopped by signal {header.stopped_by}" if header.stopped_by else "")),
              ("budget", header.budget), ("wall time", f"{header.wall_seconds:.0f} s ({header.wall_seconds / 60:.1f} "
-                                                       f"min), {header.jobs} at a time"),
+                                                       f"min), {header.jobs} at a time{_cpu_total(sections)}"),
              ("machine", f"{header.machine}; JAX platform: {_platforms(sections)}"),
              ("load average at the end", header.load),
              ("versions", ", ".join(f"{k} {v}" for k, v in header.versions.items())),
@@ -228,13 +238,13 @@ def html_page(header: Header, sections: Sequence[Section]) -> str:
         o = s.outcome
         parts.append(f"<tr><td><a href='#{_anchor(o.chapter)}'>{o.chapter.number}. {e(o.chapter.title)}</a></td>"
                      f"<td>{e(o.status)}{' (reused)' if o.reused else ''}</td><td>{s.passed} / {s.claimed} PASS</td>"
-                     f"<td>{o.seconds:.1f} s</td></tr>")
+                     f"<td>{_time(o)}</td></tr>")
     parts.append("</table>")
     for s in sections:
         o = s.outcome
         parts.append(f"<h2 id='{_anchor(o.chapter)}'>{o.chapter.number}. {e(o.chapter.title)}</h2>"
                      f"<p><code>python {e(o.chapter.script)}</code> — {e(o.status)}"
-                     f"{' (reused from an earlier run)' if o.reused else ''}, {o.seconds:.1f} s</p>")
+                     f"{' (reused from an earlier run)' if o.reused else ''}, {_time(o)}</p>")
         if s.rows:
             parts.append("<table><tr><th></th><th>claim</th><th>measured</th><th>reference (paper or series)</th></tr>")
             parts += [f"<tr><td class='{r.verdict}'>{r.verdict}</td><td>{e(r.statement)} <code>{e(r.name)}</code></td>"

@@ -73,6 +73,7 @@ class Outcome:
     seconds: float
     reused: bool = False
     exit_code: int | None = None
+    cpu_seconds: float | None = None
 
 
 def fingerprint(chapter: Chapter, budget: str, extra: Sequence[str] = ()) -> dict[str, Any]:
@@ -253,8 +254,9 @@ def _run_locked(chapters, budget, out, jobs, extra, progress, stream) -> tuple[l
         wanted = fingerprint(chapter, budget, extra.get(chapter.number, ()))
         if is_reusable(folder, wanted):
             record = read_record(folder)
-            outcomes[chapter.number] = Outcome(chapter, folder, record["status"], float(record.get("seconds", 0.0)),
-                                               reused=True, exit_code=record.get("exit code"))
+            outcomes[chapter.number] = Outcome(chapter, folder, record["status"], float(record.get("seconds") or 0.0),
+                                               reused=True, exit_code=record.get("exit code"),
+                                               cpu_seconds=record.get("cpu seconds"))
             bar.line(f"{chapter.name}: done before with the same code and settings ({record['status']}); reused")
             done_claims += len(chapter.claims)
             continue
@@ -352,8 +354,21 @@ def _consume(job: _Job, data: bytes, bar: Progress) -> None:
                 bar.advance(1)
 
 
+def _wait(proc: subprocess.Popen) -> tuple[int, float | None]:
+    """Waits for ``proc``; returns its exit status as Popen gives it (minus the signal's number when killed by
+    one) and the CPU seconds (user + system) it used, where the platform reports them."""
+    if not hasattr(os, "wait4"):
+        return proc.wait(), None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # already reaped
+        return proc.wait(), None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
 def _finish(job: _Job, stopped_by: int | None) -> Outcome:
-    code = job.proc.wait()
+    code, cpu = _wait(job.proc)
     seconds = time.perf_counter() - job.start
     job.log.write(f"===== exit status {code} after {seconds:.1f} s\n".encode())
     job.log.close()
@@ -367,7 +382,7 @@ def _finish(job: _Job, stopped_by: int | None) -> Outcome:
         status = "interrupted"
     else:
         status = "error"
-    job.record.update(status=status, seconds=seconds, **{"exit code": code}, pid=None,
+    job.record.update(status=status, seconds=seconds, **{"cpu seconds": cpu, "exit code": code}, pid=None,
                       finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), claims=job.claims_seen)
     write_record(job.folder, job.record)
-    return Outcome(job.chapter, job.folder, status, seconds, exit_code=code)
+    return Outcome(job.chapter, job.folder, status, seconds, exit_code=code, cpu_seconds=cpu)
