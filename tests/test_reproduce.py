@@ -113,6 +113,14 @@ def test_report_structure_and_exit_status(fakes, tmp_path, capsys):
     # The same failed claim is an error under --strict (the chapters are reused: nothing runs again).
     assert reproduce("--budget", "quick", "--out", str(out), "--set", "2:fail=1", "--strict") == 1
     assert (out / "02_second" / "attempts.txt").read_text().count("\n") == 1
+    # --publish: REPORT.md where it is committed, its figures under docs/report/.
+    root = tmp_path / "repo"
+    root.mkdir()
+    assert reproduce("--budget", "quick", "--out", str(out), "--set", "2:fail=1", "--publish", str(root)) == 0
+    published = (root / "REPORT.md").read_text()
+    assert "![curve.png](docs/report/01_first/curve.png)" in published and "02_second/curve.png)" in published
+    assert (root / "docs" / "report" / "02_second" / "curve.png").read_bytes().startswith(b"\x89PNG")
+    assert f"folder `{out}/01_first/`" in published
 
 
 def test_second_run_skips_and_changes_rerun(fakes, tmp_path, capsys):

@@ -12,6 +12,7 @@ from p2t_jax.configuration import ConfigError
 from p2t_jax.reproduce import chapters as registry
 from p2t_jax.reproduce import provenance, report, runner
 
+DEFAULT_OUT = {"full": "runs/reproduce", "quick": "runs/reproduce_quick"}
 HELP = "run every chapter's experiment (or some) and write REPORT.md and report.html with every claim and figure"
 EPILOG = """Exit status: 0 when every chapter ran and (full budget, or --strict) every claim held; 1 when a chapter
 crashed, or (full budget, or --strict) a claim failed; 2 for bad arguments; 130 / 143 when stopped by
@@ -27,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", default="full", choices=registry.BUDGETS,
                         help="full: each experiment's default config (the README's numbers); quick: small runs in "
                              "a few minutes on 2 cores, labelled quick (default full)")
-    parser.add_argument("--out", default="runs/reproduce", help="folder of the chapter folders and the report "
-                                                                 "(default runs/reproduce)")
+    parser.add_argument("--out", default=None, help="folder of the chapter folders and the report (default "
+                                                     "runs/reproduce, or runs/reproduce_quick with --budget quick: "
+                                                     "a folder's chapters run with another budget start afresh)")
     parser.add_argument("--jobs", type=int, default=default_jobs(),
                         help=f"chapters run side by side (default {default_jobs()}: on this machine's "
                              f"{provenance.cores()} cores two chapters at a time use the cores better than one)")
@@ -96,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     unused = sorted(set(overrides) - {c.number for c in chapters})
     if unused:
         raise ConfigError(f"--set names chapter {unused[0]}, which --chapters does not run.")
+    if args.out is None:
+        args.out = DEFAULT_OUT[args.budget]
     out = pathlib.Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out '{out}' exists and is not a folder.")

@@ -146,8 +146,10 @@ def _budget_line(budget: str) -> str:
 
 
 def markdown(header: Header, sections: Sequence[Section],
-             figure_link: Callable[[Section, str], str] = lambda s, f: f"{s.outcome.chapter.name}/{f}") -> str:
-    """The report as Markdown; ``figure_link(section, file)`` is where a figure is linked from."""
+             figure_link: Callable[[Section, str], str] = lambda s, f: f"{s.outcome.chapter.name}/{f}",
+             folders: str = "") -> str:
+    """The report as Markdown; ``figure_link(section, file)`` is where a figure is linked from, ``folders``
+    what the chapters' folder names are prefixed with where the report names them."""
     passed = sum(s.passed for s in sections)
     claimed = sum(s.claimed for s in sections)
     lines = [f"# From perceptrons to transformers: the arc reproduced{' (quick budget)' if header.budget == 'quick' else ''}",
@@ -174,7 +176,7 @@ def markdown(header: Header, sections: Sequence[Section],
         o = s.outcome
         lines += ["", f"## {o.chapter.number}. {o.chapter.title}", "",
                   f"`python {o.chapter.script}` — {o.status}{' (reused from an earlier run)' if o.reused else ''}, "
-                  f"{_time(o)}; folder `{o.chapter.name}/`, log `{o.chapter.name}/log.txt`", ""]
+                  f"{_time(o)}; folder `{folders}{o.chapter.name}/`, log `{folders}{o.chapter.name}/log.txt`", ""]
         if s.rows:
             lines += ["| | claim | measured | reference (paper or series) |", "|---|---|---|---|"]
             lines += [f"| **{r.verdict}** | {_md(r.statement)} <sub>`{r.name}`</sub> | {_md(r.measured)} | "
@@ -287,5 +289,7 @@ def publish(root: pathlib.Path, header: Header, sections: Sequence[Section]) -> 
         for f in s.figures:
             shutil.copy2(s.outcome.folder / f, folder / f)
     path = root / REPORT_MD
-    _write(path, markdown(header, sections, lambda s, f: f"{PUBLISHED_FIGURES}/{s.outcome.chapter.name}/{f}"))
+    folders = f"{sections[0].outcome.folder.parent}/" if sections else ""
+    _write(path, markdown(header, sections, lambda s, f: f"{PUBLISHED_FIGURES}/{s.outcome.chapter.name}/{f}",
+                          folders=folders))
     return path
