@@ -162,36 +162,47 @@ def forward(proc: subprocess.Popen, signum: int) -> None:
 
 
 class Progress:
-    """One bar over the claims of every chapter to run (tqdm on a terminal; plain lines otherwise)."""
+    """One bar over the claims of every chapter to run, redrawn in place on a terminal, with the chapters done
+    and those running; lines printed above it. Without a terminal (or ``enabled=False``): the lines only."""
 
     def __init__(self, total: int, *, enabled: bool, stream: TextIO):
-        self.stream = stream
-        self.bar = None
-        if enabled:
-            from tqdm.auto import tqdm
+        self.stream, self.enabled, self.total = stream, enabled, max(total, 1)
+        self.n, self.start = 0, time.monotonic()
+        self.chapters, self.running = "", ""
 
-            self.bar = tqdm(total=total, unit="claim", file=stream, dynamic_ncols=True,
-                            bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} claims "
-                                       "[{elapsed}]{postfix}")
+    def _draw(self) -> None:
+        width = max(min(shutil.get_terminal_size((100, 20)).columns, 160) - 1, 40)
+        elapsed = int(time.monotonic() - self.start)
+        left = f"chapters {self.chapters} {100 * self.n // self.total:3d}% |"
+        right = f"| {self.n}/{self.total} claims [{elapsed // 60:02d}:{elapsed % 60:02d}] {self.running}"
+        cells = max(width - len(left) - len(right), 10)
+        filled = cells * self.n // self.total
+        text = (left + "#" * filled + " " * (cells - filled) + right)[:width]
+        self.stream.write("\r" + text + "\x1b[K")
+        self.stream.flush()
 
     def line(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=self.stream)
-        else:
-            print(text, file=self.stream, flush=True)
+        if self.enabled:
+            self.stream.write("\r\x1b[K")
+        print(text, file=self.stream, flush=True)
+        if self.enabled:
+            self._draw()
 
     def advance(self, n: int) -> None:
-        if self.bar is not None and n > 0:
-            self.bar.update(n)
+        self.n = min(self.n + max(n, 0), self.total)
+        if self.enabled:
+            self._draw()
 
     def status(self, chapters_done: int, chapters_total: int, running: list[str]) -> None:
-        if self.bar is not None:
-            self.bar.set_description_str(f"chapters {chapters_done}/{chapters_total} ")
-            self.bar.set_postfix_str(", ".join(running) or "", refresh=True)
+        self.chapters, self.running = f"{chapters_done}/{chapters_total}", ", ".join(running)
+        if self.enabled:
+            self._draw()
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if self.enabled:
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 @dataclasses.dataclass
@@ -269,6 +280,7 @@ def _run_locked(chapters, budget, out, jobs, extra, progress, stream) -> tuple[l
             bar.line(f"{chapter.name}: its last run ended {record.get('status')!r}; running it again (the experiment "
                      f"resumes what it saved)")
         queue.append(_Job(chapter, plan(chapter, budget), folder, dict(wanted)))
+    bar.status(len(outcomes), len(chapters), [])
     bar.advance(done_claims)
     estimate = ESTIMATE_S.get(budget, {})
     if jobs > 1:  # the longest first, so that the last to finish is short
@@ -306,6 +318,7 @@ def _run_locked(chapters, budget, out, jobs, extra, progress, stream) -> tuple[l
                     bar.advance(len(job.chapter.claims) - job.counted)
                     bar.line(f"{job.chapter.name}: {outcome.status} ({outcome.seconds:.1f} s"
                              f"{'' if outcome.exit_code in (0, 1) else f', exit status {outcome.exit_code}'})")
+                    bar.status(len(outcomes), len(chapters), [j.chapter.name for j in running])
         finally:
             for job in running:  # an exception here: no child outlives the runner
                 forward(job.proc, signal.SIGKILL)
