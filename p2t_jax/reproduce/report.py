@@ -158,8 +158,7 @@ def markdown(header: Header, sections: Sequence[Section],
              f"- claims: **{passed} of {claimed} PASS** over {len(sections)} chapters"
              + (f"; stopped by signal {header.stopped_by} before the end" if header.stopped_by else ""),
              f"- wall time: **{header.wall_seconds:.0f} s** ({header.wall_seconds / 60:.1f} min), {header.jobs} "
-             f"chapter{'s' if header.jobs > 1 else ''} at a time (chapters reused from an earlier run count their "
-             f"own time below, not here){_cpu_total(sections)}",
+             f"chapter{'s' if header.jobs > 1 else ''} at a time{_reused_note(sections)}{_cpu_total(sections)}",
              f"- machine: {header.machine}; JAX platform: {_platforms(sections)}; load average at the end "
              f"(1 / 5 / 15 min): {header.load}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in header.versions.items())}",
@@ -191,6 +190,14 @@ def markdown(header: Header, sections: Sequence[Section],
 def _time(o: Outcome) -> str:
     """``41.9 s (20.3 s CPU)``: wall time, and CPU time (user + system, all threads) where known."""
     return f"{o.seconds:.1f} s" + (f" ({o.cpu_seconds:.1f} s CPU)" if o.cpu_seconds is not None else "")
+
+
+def _reused_note(sections: Sequence[Section]) -> str:
+    reused = [s.outcome for s in sections if s.outcome.reused]
+    if not reused:
+        return ""
+    return (f" ({len(reused)} chapter{'s' if len(reused) > 1 else ''} reused from an earlier run, not counted here: "
+            f"their own run times below add up to {sum(o.seconds for o in reused):.0f} s)")
 
 
 def _cpu_total(sections: Sequence[Section]) -> str:
@@ -228,8 +235,9 @@ def html_page(header: Header, sections: Sequence[Section]) -> str:
                      "those of <code>p2t reproduce --budget full</code>.</p>")
     facts = [("claims", f"{passed} of {claimed} PASS over {len(sections)} chapters"
               + (f"; stopped by signal {header.stopped_by}" if header.stopped_by else "")),
-             ("budget", header.budget), ("wall time", f"{header.wall_seconds:.0f} s ({header.wall_seconds / 60:.1f} "
-                                                       f"min), {header.jobs} at a time{_cpu_total(sections)}"),
+             ("budget", header.budget),
+             ("wall time", f"{header.wall_seconds:.0f} s ({header.wall_seconds / 60:.1f} min), {header.jobs} at a time"
+                           f"{_reused_note(sections)}{_cpu_total(sections)}"),
              ("machine", f"{header.machine}; JAX platform: {_platforms(sections)}"),
              ("load average at the end", header.load),
              ("versions", ", ".join(f"{k} {v}" for k, v in header.versions.items())),
