@@ -41,7 +41,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from p2t_jax.configuration import REPO_ROOT, ConfigError
@@ -129,13 +129,13 @@ def clear(folder: pathlib.Path) -> None:
 
 
 class _Stop:
-    """The signal that stopped the reproduction (None while none has), and the forwarding of it."""
+    """The signals that stopped the reproduction: the first (None while none came), the last, how many."""
 
-    def __init__(self, running: Callable[[], list[subprocess.Popen]]):
-        self.signum: int | None = None
+    def __init__(self):
+        self.signum: int | None = None  # the first
+        self.last: int | None = None
         self.count = 0
         self.at = 0.0
-        self._running = running
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Stop:
@@ -147,12 +147,11 @@ class _Stop:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum, frame) -> None:  # only notes it: the runner's loop forwards it within a second
         if self.signum is None:
             self.signum, self.at = signum, time.monotonic()
+        self.last = signum
         self.count += 1
-        for proc in self._running():
-            forward(proc, signum)
 
 
 def forward(proc: subprocess.Popen, signum: int) -> None:
@@ -217,6 +216,7 @@ class _Job:
     pending: bytes = b""
     claims_seen: int = 0
     counted: int = 0
+    signals_sent: int = 0
 
 
 def command(chapter: Chapter, p: Plan, folder: pathlib.Path, extra: Sequence[str] = ()) -> list[str]:
@@ -287,7 +287,7 @@ def _run_locked(chapters, budget, out, jobs, extra, progress, stream) -> tuple[l
         queue.sort(key=lambda j: -estimate.get(j.chapter.number, 0))
     running: list[_Job] = []
     selector = selectors.DefaultSelector()
-    with _Stop(lambda: [j.proc for j in running if j.proc is not None]) as stop:
+    with _Stop() as stop:
         try:
             while queue or running:
                 while queue and len(running) < jobs and stop.signum is None:
@@ -298,6 +298,10 @@ def _run_locked(chapters, budget, out, jobs, extra, progress, stream) -> tuple[l
                     bar.line(f"{job.chapter.name}: started ({shlex_join(job.record['command'])})")
                 if stop.signum is not None and queue:
                     queue.clear()
+                for job in running:  # each signal reaches every running chapter once (a second makes it abort)
+                    while job.signals_sent < stop.count:
+                        forward(job.proc, stop.last)
+                        job.signals_sent += 1
                 if stop.signum is not None and time.monotonic() - stop.at > KILL_AFTER_S:
                     for job in running:
                         forward(job.proc, signal.SIGKILL)
@@ -311,7 +315,7 @@ def _run_locked(chapters, budget, out, jobs, extra, progress, stream) -> tuple[l
                         _consume(job, data, bar)
                         continue
                     selector.unregister(key.fileobj)
-                    _consume(job, b"\n", bar)
+                    _claim_line(job, job.pending, bar)
                     outcome = _finish(job, stop.signum)
                     outcomes[job.chapter.number] = outcome
                     running.remove(job)
@@ -358,13 +362,18 @@ def _consume(job: _Job, data: bytes, bar: Progress) -> None:
     text = job.pending + data
     *lines, job.pending = re.split(rb"[\r\n]", text)
     for raw in lines:
-        m = CLAIM_LINE.match(raw.decode(errors="replace"))
-        if m:
-            job.claims_seen += 1
-            bar.line(f"{job.chapter.name}: {m.group(1)}  {m.group(2)}")
-            if job.counted < len(job.chapter.claims):
-                job.counted += 1
-                bar.advance(1)
+        _claim_line(job, raw, bar)
+
+
+def _claim_line(job: _Job, raw: bytes, bar: Progress) -> None:
+    """A PASS/FAIL line of the chapter: shown above the bar, which it advances."""
+    m = CLAIM_LINE.match(raw.decode(errors="replace"))
+    if m:
+        job.claims_seen += 1
+        bar.line(f"{job.chapter.name}: {m.group(1)}  {m.group(2)}")
+        if job.counted < len(job.chapter.claims):
+            job.counted += 1
+            bar.advance(1)
 
 
 def _wait(proc: subprocess.Popen) -> tuple[int, float | None]:
