@@ -57,10 +57,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 KILL_AFTER_S = 120.0  # a chapter still running this long after a forwarded signal is killed
 CLAIM_LINE = re.compile(r"^\s*(PASS|FAIL)\s+(.*)$")
 
-# Seconds each chapter took under each budget, one after another on 2 idle cores (the runs ending the README's
-# "Reproduce the whole arc"); only used to start the longest chapters first when several run side by side.
+# What each chapter costs, only to start the longest first when several run side by side: full, the seconds
+# each experiment took one after another on an idle 2-core Intel Xeon (issue 26); quick, the CPU seconds each
+# took in `p2t reproduce --budget quick` on a 2-core AMD EPYC (reproduce.json's "cpu seconds").
 ESTIMATE_S = {"full": {1: 7, 2: 8, 3: 30, 4: 20, 5: 152, 6: 104, 7: 223, 8: 89, 9: 180, 10: 300, 11: 287},
-              "quick": {1: 8, 2: 9, 3: 15, 4: 10, 5: 15, 6: 15, 7: 20, 8: 20, 9: 20, 10: 25, 11: 60}}
+              "quick": {1: 11, 2: 13, 3: 22, 4: 22, 5: 14, 6: 48, 7: 65, 8: 23, 9: 46, 10: 55, 11: 76}}
 
 
 @dataclasses.dataclass
