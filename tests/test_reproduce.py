@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -317,3 +318,20 @@ def test_sigint_mid_chapter_then_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((out / "08_rnn" / "reproduce.json").read_text())["status"] in runner.DONE
     assert log.read_text().count("===== exit status") == 2  # both attempts, one after the other, in one log
+
+
+@pytest.mark.parametrize("number", sorted(registry.QUICK))
+def test_quick_plans_are_valid_configs(number):
+    """Every quick plan parses and passes its experiment's own validation (a renamed config key fails here,
+    not minutes into `p2t reproduce --budget quick`)."""
+    from conftest import load_experiment
+
+    from p2t_jax.experiment import parse_command_line
+
+    chapter = registry.CHAPTERS[number]
+    plan = registry.plan(chapter, "quick")
+    module = load_experiment(pathlib.Path(chapter.script).name)
+    _, config = parse_command_line(["--config", plan.config] + [f"--config.{o}" for o in plan.overrides],
+                                   description="", default_workdir="unused", default_config=chapter.config)
+    module.validate(config)
+    assert registry.plan(chapter, "full").config == chapter.config and (REPO / chapter.script).is_file()
