@@ -65,14 +65,16 @@ def git_revision() -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (or what ``platform`` knows)."""
+    """The CPU's model name, family and model from ``/proc/cpuinfo`` (or what ``platform`` knows)."""
     try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        first = pathlib.Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+        first = ""
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines())}
+    if "model name" not in fields:
+        return platform.processor() or platform.machine() or "unknown CPU"
+    family = f" family {fields['cpu family']} model {fields['model']}" if "cpu family" in fields else ""
+    return fields["model name"] + family
 
 
 def cores() -> int:
