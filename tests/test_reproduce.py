@@ -271,11 +271,17 @@ def test_quick_budget_end_to_end(tmp_path):
     md = (out / report.REPORT_MD).read_text()
     assert md.count("\n## ") == 11 and "(quick budget)" in md
     assert (out / report.REPORT_HTML).read_text().count("data:image/png;base64,") >= 11
-    from p2t_jax.playground.views import transformer
-
-    assert transformer.language_model_runs(out)  # the Transformer page finds a trained run
     for name in PLAYGROUND_FOLDERS:
         assert (out / name).is_dir(), name
+    from p2t_jax.playground import ui
+    from p2t_jax.playground.views import attention, cnn, optimisers, pointer, rnn, transformer
+
+    # What each page of `p2t playground --runs OUT` finds there.
+    assert {p.name for p in transformer.language_model_runs(out)} == {"smoke", "small"}
+    assert len(optimisers.optimiser_runs(out / "04_optimisers")) >= 2
+    assert len(ui.read_results(out / "05_regularisation")) == 2 and cnn.cnn_runs(out / "06_cnn")
+    assert rnn.read_run(out / "08_rnn") and attention.read_run(out / "09_attention")
+    assert set(pointer.pointer_runs(out / "11_pointer")) == {"sort", "hull", "tsp"}
 
 
 @pytest.mark.slow
