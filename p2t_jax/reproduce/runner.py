@@ -247,6 +247,10 @@ def run_chapters(chapters: Sequence[Chapter], *, budget: str, out: pathlib.Path,
     """
     stream = stream or sys.stderr
     extra = extra or {}
+    for chapter in chapters:
+        if not (REPO_ROOT / chapter.script).is_file():
+            raise ConfigError(f"the experiment script '{REPO_ROOT / chapter.script}' is missing: `p2t reproduce` runs "
+                              f"the scripts of a clone of the repository (installed with pip install -e .).")
     out.mkdir(parents=True, exist_ok=True)
     with workdir_lock.hold(out):
         check_folders(out, chapters)
