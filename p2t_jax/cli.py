@@ -91,7 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
     playground.add_argument("--runs", default="runs", help="folder of run folders the pages read")
     playground.add_argument("--make-runs", action="store_true",
                             help="first write every run folder the pages read into --runs: the quick budget of "
-                                 "`p2t reproduce` (about 5 minutes on 2 cores), then serve")
+                                 "`p2t reproduce` (small runs), then serve")
     return parser
 
 

@@ -476,6 +476,54 @@ def test_the_app_opens_on_the_overview(runs):
     assert str(runs / "smoke") in " ".join(m.value for m in at.markdown)
 
 
+def test_run_budgets_come_from_reproduce_json_else_the_config(tmp_path):
+    from p2t_jax.playground.budgets import run_budget
+
+    def folder(name: str, files: dict) -> pathlib.Path:
+        for path, data in files.items():
+            (tmp_path / name / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / path).write_text(data if isinstance(data, str) else json.dumps(data))
+        return tmp_path / name
+
+    smoke = {"config": {"variant": "smoke"}}
+    cases = {
+        folder("quick", {"reproduce.json": {"budget": "quick", "seconds": 3.0}, "results.json": {"config": {}}}):
+            ("quick", "p2t reproduce --budget quick"),
+        folder("full", {"reproduce.json": {"budget": "full"}, "run/result.json": smoke}):  # reproduce.json decides
+            ("full", "p2t reproduce --budget full"),
+        folder("lm/10_transformer", {"reproduce.json": {"budget": "quick"}, "small/config.json": {"variant": "small"}})
+        / "small": ("quick", "p2t reproduce --budget quick"),  # a run folder inside a reproduced chapter
+        folder("script", {"results.json": {"config": {"variant": "embedded"}}}): ("full", "made directly"),
+        folder("smoke", {"results.json": {"config": {"variant": "embedded"}}, "adam/result.json": smoke}):
+            ("quick", "its config is the smoke variant"),
+        folder("trained", {"config.json": {"variant": "smoke"}}): ("quick", "its config is the smoke variant"),
+        folder("garbled", {"reproduce.json": "{not json", "results.json": smoke}): ("quick", "smoke variant"),
+        folder("odd", {"reproduce.json": {"budget": "medium"}, "x/result.json": "\xff"}): ("full", "made directly"),
+        tmp_path / "missing": ("full", "made directly"),
+    }
+    for path, (name, source) in cases.items():
+        budget = run_budget(path)
+        assert budget.name == name and source in budget.source, (path, budget)
+
+
+def test_the_overview_says_which_runs_are_quick_and_which_full(runs, tmp_path):
+    mine = tmp_path / "mine"
+    for name in ("04_optimisers", "06_cnn", "07_batchnorm_residual"):
+        shutil.copytree(runs / name, mine / name)
+    (mine / "04_optimisers" / "reproduce.json").write_text(json.dumps({"budget": "full", "seconds": 1.0}))
+    (mine / "07_batchnorm_residual" / "reproduce.json").write_text(json.dumps({"budget": "quick", "seconds": 1.0}))
+    at = page("home", mine)
+    lines = {m.value.split("**")[1]: m.value for m in at.markdown if m.value.startswith("- **")}
+    assert lines["Optimiser runs"].endswith(f"1 run — `{mine / '04_optimisers'}`: full run (p2t reproduce --budget "
+                                            f"full)")
+    assert lines["CNN runs"].endswith(f"`{mine / '06_cnn'}`: quick run (its config is the smoke variant)")
+    assert lines["Batch-norm and residual runs"].endswith(f"4 runs — `{mine / '07_batchnorm_residual'}`: quick run "
+                                                          f"(p2t reproduce --budget quick)")
+    assert lines["Attention results"] == (f"- **Attention results**: none — make them with `python experiments/"
+                                          f"09_attention.py --workdir {mine / '09_attention'}`")
+    assert len(lines) == 8 and any(f"`p2t playground --make-runs --runs {mine}`" in m.value for m in at.markdown)
+
+
 def test_errors_become_one_message_on_the_page(capfd):
     script = """
 import pathlib
@@ -596,11 +644,12 @@ def _press(browser: Browser, label: str, key) -> None:
                     reason="headless Chromium and its driver are not installed (Debian: apt-get install chromium "
                            "chromium-driver)")
 def test_every_page_in_a_real_browser(request, tmp_path):
-    """Starts `p2t playground`'s server on a free port, opens each page, moves one widget, saves a screenshot."""
+    """Starts `p2t playground`'s server on a free port, opens each of the 11 pages, moves one widget, saves a
+    screenshot of each (``playground_<page>.png``)."""
     pytest.importorskip("selenium", reason="the browser test needs selenium (the app extra)")
     from selenium.webdriver.common.keys import Keys
 
-    from p2t_jax.playground import launch
+    from p2t_jax.playground import launch, views
 
     runs_dir = REAL_RUNS or request.getfixturevalue("runs")  # the server runs in the repository's folder
     shots = pathlib.Path(SCREENSHOTS) if SCREENSHOTS else tmp_path / "screenshots"
@@ -623,10 +672,13 @@ def test_every_page_in_a_real_browser(request, tmp_path):
                 time.sleep(0.5)
         browser = Browser(base, tmp_path / "chromium-profile")
 
+        taken = []
+
         def check(name: str, must_show: str) -> None:
             assert not browser.errors(), (name, browser.errors())
             assert must_show in browser.text(), (name, must_show)
             browser.screenshot(shots / f"playground_{name}.png")
+            taken.append(name)
 
         browser.open("")
         check("overview", "Runs in")
@@ -650,6 +702,11 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         assert browser.errors() == ["Test digit (index) must be in [0, 999], got 1000000."], browser.errors()
         _type(browser, "Test digit (index)", "3")
         check("cnn", "Predicted digit")
+        browser.open("batchnorm")
+        before = browser.text()
+        _type(browser, "First seed", "3")  # other seeds: other numbers, from the same compiled call
+        assert browser.text() != before and "Seeds 3..10 on training batch 0" in browser.text()
+        check("batchnorm", "Layer-1 gradient")
         browser.open("rnn")
         _type(browser, "Your sentence", "erin very old quite young saw frank")
         check("rnn", "Fillers in your sentence")
@@ -678,6 +735,7 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         assert not browser.find('[data-testid="stException"]')
         browser.open("perceptron")
         assert not browser.errors() and "Seeds at zero errors" in browser.text()
+        assert len(taken) == len(set(taken)) == len(views.PAGES) == 11  # every page, once
     finally:
         if browser is not None:
             browser.driver.quit()

@@ -135,3 +135,50 @@ def test_sigterm_stops_the_server_and_a_restart_on_the_same_port_starts_at_once(
     finally:
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def reproduced(started, monkeypatch):
+    """`p2t reproduce` recorded instead of run: ``reproduced.status`` is the exit status it gives,
+    ``reproduced.stopped`` whether the launcher was asked to stop meanwhile."""
+
+    class Runner:
+        def __init__(self):
+            self.status, self.stopped, self.calls = 0, False, []
+
+        def __call__(self, argv):
+            self.calls.append(argv)
+            return self.status, self.stopped
+
+    runner = Runner()
+    monkeypatch.setattr(launch, "run_until_stopped", runner)
+    return runner
+
+
+def test_make_runs_runs_the_quick_budget_into_the_runs_folder_then_serves(reproduced, started, capsys, tmp_path):
+    runs = str(tmp_path / "mine")
+    assert main(["playground", "--make-runs", "--runs", runs, "--port", str(_free_port())]) == 0
+    assert reproduced.calls == [[sys.executable, "-m", "p2t_jax.cli", "reproduce", "--budget", "quick", "--out", runs]]
+    (server,) = started
+    assert server[server.index("--") + 1:] == ["--runs", runs]
+    assert f"p2t reproduce --budget quick --out {runs}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("status, stopped, code, served, message", [
+    (1, False, 0, True, "note: some claims did not hold on the quick budget's small runs"),
+    (2, False, 2, False, "failed (exit status 2); the playground was not started"),
+    (-15, True, 0, False, ""),  # Ctrl-C or SIGTERM while the runs are made: no server after it
+])
+def test_make_runs_serves_only_when_the_runs_were_written(reproduced, started, capsys, status, stopped, code, served,
+                                                          message):
+    reproduced.status, reproduced.stopped = status, stopped
+    assert main(["playground", "--make-runs", "--port", str(_free_port())]) == code
+    assert bool(started) == served
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == (1 if message else 0), err
+
+
+def test_make_runs_refuses_bad_arguments_before_making_anything(reproduced, started, capsys, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    code, err = _error(capsys, ["playground", "--make-runs", "--runs", str(tmp_path / "file")])
+    assert code == 2 and "is a file" in err and reproduced.calls == [] and started == []

@@ -152,7 +152,8 @@ def render(settings: ui.Settings) -> None:
                        "layer-1 ReLU input std": float(np.mean(shown[net][STD][:, 0])),
                        f"layer-{depth} ReLU input std": float(np.mean(shown[net][STD][:, -1]))}
                       for net in deep_nets.NETS], hide_index=True)
-        st.caption(f"Width {c.model.width}, batch {c.train.batch_size}, {live['source']} {c.data.name} digits; the "
+        st.caption(f"Seeds {first}..{first + SEEDS - 1} on training batch {index}; width {c.model.width}, batch "
+                   f"{c.train.batch_size}, {c.data.name} from {live['source']}, as in the "
                    f"{'runs' if runs else 'chapter'}' config{'' if runs else f' ({CONFIG})'}.")
 
     st.subheader(f"During training: the chapter's runs in `{folder}`")

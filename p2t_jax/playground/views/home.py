@@ -54,7 +54,7 @@ def render(settings: ui.Settings) -> None:
 
     st.subheader(f"Runs in `{settings.runs_dir}`")
     st.markdown(f"Make every run folder below at once with `{make_runs_command(settings.runs_dir)}`: the quick "
-                f"budget of `p2t reproduce` (about 5 minutes on 2 cores; small runs, marked quick here). The full "
+                f"budget of `p2t reproduce` (small runs, marked quick here). The full "
                 f"runs, the chapters' own budgets: `p2t reproduce --budget full --out {settings.runs_dir}`.")
     for what, folders, status, command in run_rows(settings.runs_dir):
         if not folders:
