@@ -266,7 +266,9 @@ def test_one_compiled_call_measures_what_the_first_step_of_each_run_measures():
     measure = deep_nets.first_step_of_nets({net: task for net, (task, _, _) in built.items()})
     batch = built["plain"][0].train_batch(1)  # not the batch a run's first step takes: any batch may be given
     measured = jax.device_get(measure(np.array([7, 2, 9]), batch))
-    for net, (task, _, resolved) in built.items():
+    assert set(measured) == set(deep_nets.NETS)
+    for net in ("plain", "residual+BN"):  # without and with batch norm (each comparison compiles a train step)
+        task, _, resolved = built[net]
         direct = deep_nets.first_step_metrics(task, resolved, batch)  # a run with seed 2: the second entry
         assert {k for k in direct if "/" in k} <= set(measured[net])
         for key in [k for k in direct if "/" in k] + ["loss", "accuracy"]:
