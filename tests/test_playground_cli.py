@@ -1,6 +1,7 @@
 """`p2t playground`: the command it starts, the local default, and its answers to bad input."""
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -165,7 +166,7 @@ def test_make_runs_runs_the_quick_budget_into_the_runs_folder_then_serves(reprod
 
 
 @pytest.mark.parametrize("status, stopped, code, served, message", [
-    (1, False, 0, True, "note: some claims did not hold on the quick budget's small runs"),
+    (1, False, 0, True, "warning: some chapters did not finish (their log.txt in runs/<chapter>/ says why)"),
     (2, False, 2, False, "failed (exit status 2); the playground was not started"),
     (-15, True, 0, False, ""),  # Ctrl-C or SIGTERM while the runs are made: no server after it
 ])
@@ -182,3 +183,24 @@ def test_make_runs_refuses_bad_arguments_before_making_anything(reproduced, star
     (tmp_path / "file").write_text("not a folder")
     code, err = _error(capsys, ["playground", "--make-runs", "--runs", str(tmp_path / "file")])
     assert code == 2 and "is a file" in err and reproduced.calls == [] and started == []
+
+
+@pytest.mark.parametrize("record, message", [
+    (None, "which `p2t reproduce` did not write; --make-runs writes only into folders it made"),
+    ({"budget": "full", "status": "passed"}, "holds full runs of `p2t reproduce`"),
+])
+def test_make_runs_never_replaces_other_runs(reproduced, started, capsys, tmp_path, record, message):
+    """Runs made by hand or by the full budget stay as they are: refused in one sentence, nothing run."""
+    folder = tmp_path / "runs" / "07_batchnorm_residual"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text("{}")
+    if record:
+        (folder / "reproduce.json").write_text(json.dumps(record))
+    before = sorted(p.name for p in folder.iterdir())
+    code, err = _error(capsys, ["playground", "--make-runs", "--runs", str(tmp_path / "runs"),
+                                "--port", str(_free_port())])
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert reproduced.calls == [] and started == [] and sorted(p.name for p in folder.iterdir()) == before
+    (folder / "reproduce.json").write_text(json.dumps({"budget": "quick", "status": "passed"}))  # its own: resumed
+    assert main(["playground", "--make-runs", "--runs", str(tmp_path / "runs"), "--port", str(_free_port())]) == 0
+    assert len(reproduced.calls) == 1 and len(started) == 1

@@ -77,6 +77,26 @@ def command(host: str, port: int, runs: str) -> list[str]:
             "--client.showErrorDetails", "none", "--", "--runs", runs]
 
 
+def check_make_runs(runs: str) -> None:
+    """Raises ConfigError when ``--make-runs`` would touch runs it must not: a chapter folder in ``runs``
+    that ``p2t reproduce`` did not write (the reader's own runs), or one of its full budget (the quick
+    budget would start it afresh, clearing it)."""
+    from p2t_jax.playground.budgets import REPRODUCE_FILE, run_budget
+    from p2t_jax.reproduce.chapters import CHAPTERS
+
+    for chapter in CHAPTERS.values():
+        folder = pathlib.Path(runs) / chapter.name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            continue
+        if not (folder / REPRODUCE_FILE).is_file():
+            raise ConfigError(f"--runs '{runs}' holds '{folder}', which `p2t reproduce` did not write; --make-runs "
+                              f"writes only into folders it made: give another --runs (e.g. runs/quick) or move "
+                              f"that folder away.")
+        if run_budget(folder).name == "full":
+            raise ConfigError(f"--runs '{runs}' holds full runs of `p2t reproduce` ('{folder}'), which --make-runs "
+                              f"would replace with quick ones; give another --runs (e.g. runs/quick).")
+
+
 def reproduce_command(runs: str) -> list[str]:
     """The ``p2t reproduce`` command line that writes the quick budget's run folders into ``runs``."""
     return [sys.executable, "-m", "p2t_jax.cli", "reproduce", "--budget", "quick", "--out", runs]
@@ -93,21 +113,24 @@ def make_runs(runs: str) -> tuple[int, bool]:
 def serve(host: str = "127.0.0.1", port: int = 8501, runs: str = "runs", *, make: bool = False) -> int:
     """Runs the playground until it is stopped (Ctrl-C, SIGTERM, SIGHUP); returns the server's exit status.
 
-    With ``make``, first writes the quick budget's run folders into ``runs`` (:func:`make_runs`).
-    Its claims may fail on runs that small (exit status 1): the folders are written all the
-    same and the server starts. Any other failure, or a stop while it runs, ends here with its
-    status (0 for a stop) and no server.
+    With ``make``, first writes the quick budget's run folders into ``runs`` (:func:`make_runs`;
+    never over runs it did not write or full ones: :func:`check_make_runs`). When a chapter did
+    not finish (exit status 1) the server starts all the same, for the pages whose runs were
+    written. Any other failure, or a stop while it runs, ends here with its status (0 for a
+    stop) and no server.
     """
     require_streamlit()
     check_runs(runs)
     check_address(host, port)
     if make:
+        check_make_runs(runs)
         status, stopped = make_runs(runs)
         if stopped:
             return 0
         if status == 1:
-            print("note: some claims did not hold on the quick budget's small runs (the full budget's runs show "
-                  "them); the run folders are written.", file=sys.stderr, flush=True)
+            print(f"warning: some chapters did not finish (their log.txt in {runs}/<chapter>/ says why); the pages "
+                  f"whose runs were written work, the others say which command makes theirs.", file=sys.stderr,
+                  flush=True)
         elif status != 0:
             print(f"error: `p2t reproduce --budget quick --out {runs}` failed (exit status {status}); the playground "
                   f"was not started.", file=sys.stderr, flush=True)
