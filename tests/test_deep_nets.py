@@ -214,7 +214,7 @@ def test_experiment_smoke(tmp_path, capsys):
     assert len(pre["plain"]["std"][0]) == 8  # one column per layer
 
 
-@pytest.mark.parametrize("save_on_eval, patience, saved", [(True, 0, [2, 4, 6]), (False, 0, [6]), (False, 9, [2, 4, 6])])
+@pytest.mark.parametrize("save_on_eval, patience, saved", [(False, 0, [6]), (False, 9, [2, 4, 6])])
 def test_saves_at_evaluations_only_when_asked_or_when_early_stopping_needs_the_best(tmp_path, save_on_eval, patience,
                                                                                      saved):
     from p2t_jax.training.checkpoint import Checkpoints
