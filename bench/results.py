@@ -52,6 +52,7 @@ def versions() -> dict:
 def record(bench: str, figures: dict, *, machine_line: str, load_start: list[float], command: str | None = None,
            source: str = "measured") -> dict:
     """A store record for one run of ``bench`` (see the module docstring); the load at its end is read now."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import harness
 
     return {"bench": bench, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
