@@ -76,8 +76,9 @@ ATTENTION_IMPLS = ("auto", "xla", "cudnn", "blocked")
 HALF_PRECISION = (jnp.bfloat16, jnp.float16)  # the dtypes cuDNN's fused attention takes
 ATTENTION_BLOCK = 128  # positions per block of the blocked attention (model.attention_block)
 # ``auto`` runs the blocked attention in the code lowered for a CPU from this many queries on
-# (measured in bench/NOTES.md: from context 128 it is faster than XLA's there, and its memory is linear).
-BLOCKED_FROM = 128
+# (measured in bench/NOTES.md, change 13: from context 64 on the train step is faster with it than
+# with XLA's there, and its memory is linear in the context; shorter contexts were not measured).
+BLOCKED_FROM = 64
 
 
 def dot_product_attention(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: jax.Array | None = None,

@@ -66,7 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
     # for), xla, or cudnn (cuDNN's or refuse: needs a GPU). Attention with dropout on its
     # probabilities (model.dropout_rate > 0, training) is written out and uses neither.
     # blocked: the online-softmax attention (p2t_jax/models/blocked_attention.py), memory linear
-    # in the context; auto picks it in the code lowered for a CPU from context 128 on.
+    # in the context; auto picks it in the code lowered for a CPU from context 64 on.
     c.model.attention_impl = "auto"
     c.model.attention_block = 128  # positions per block of the blocked attention
 
