@@ -78,3 +78,16 @@ def test_write_between_markers_and_refusals(repo_root, tmp_path, capsys):
     with pytest.raises(ValueError, match="not a results record"):
         (tmp_path / "step.jsonl").write_text("[1, 2]\n")
         _load(repo_root, "results").read("step", tmp_path)
+
+
+def test_scaling_table_has_both_kernels_and_pytorch(repo_root):
+    scaling = _load(repo_root, "scaling")
+    row = {"width": 128, "context": 512, "layers": 4, "batch": 2, "steps": 6, "gflop": 4.0,
+           "ms": {"xla": 90.0, "blocked": 40.0, "torch": 50.0}, "mib": {"xla": 60.0, "blocked": 20.0, "torch": 16.0},
+           "ratio": {"xla": 1.8, "blocked": 0.8}}
+    lines = scaling.table([row]).splitlines()
+    assert lines[0] == ("| width | context | layers | batch | GFLOP/step | JAX xla ms | JAX blocked ms | PyTorch ms | "
+                        "xla / PyTorch | blocked / PyTorch | JAX xla MiB | JAX blocked MiB | PyTorch MiB | steps timed |")
+    assert lines[2] == "| 128 | 512 | 4 | 2 | 4.0 | 90.0 | 40.0 | 50.0 | **1.80** | **0.80** | 60 | 20 | 16 | 6 |"
+    jax_only = dict(row, ms={"blocked": 40.0}, mib={"blocked": 20.0})
+    assert scaling.table([jax_only]).splitlines()[2] == "| 128 | 512 | 4 | 2 | 4.0 | 40.0 | 20 | 6 |"
