@@ -47,16 +47,23 @@ def _load(rec: dict) -> float | None:
     return max(values) if values else None
 
 
+def _busy(rec: dict) -> bool | None:
+    """True if the load average exceeded the CPUs at the run's start or end, None if not recorded."""
+    load, cpus = _load(rec), (rec.get("load") or {}).get("cpus")
+    return None if load is None or not cpus else load > cpus
+
+
 def step_rows(records: list[dict], config: str = CONFIG) -> list[dict]:
-    """Per machine class (in order of first appearance): runs, median ratio, range, median ms, load, dates, sources."""
-    groups: dict[str, list[dict]] = {}
+    """Per machine class and load condition (idle, under load, not recorded; in order of first appearance): runs,
+    median ratio, range, median ms, load, dates, sources. Runs under load are never pooled with idle ones."""
+    groups: dict[tuple, list[dict]] = {}
     for rec in records:
         f = rec["figures"]
         if f.get("config", config).strip() != config or "torch" not in f or "ratio" not in f["torch"]:
             continue
-        groups.setdefault(machine_class(rec), []).append(rec)
+        groups.setdefault((machine_class(rec), _busy(rec)), []).append(rec)
     rows = []
-    for machine, recs in groups.items():
+    for (machine, _), recs in groups.items():
         ratios = [r["figures"]["torch"]["ratio"] for r in recs]
         loads = [x for x in map(_load, recs) if x is not None]
         rows.append({"machine": machine, "runs": len(recs), "ratio": statistics.median(ratios),
