@@ -327,17 +327,18 @@ def test_sigint_mid_chapter_then_resume(tmp_path):
 
 
 @pytest.mark.parametrize("number", sorted(registry.QUICK))
-def test_quick_plans_are_valid_configs(number):
-    """Every quick plan parses and passes its experiment's own validation (a renamed config key fails here,
-    not minutes into `p2t reproduce --budget quick`)."""
+def test_both_budgets_are_valid_configs(number):
+    """Every chapter's quick and full plans parse and pass its experiment's own validation (a renamed config
+    key fails here, not minutes into `p2t reproduce`)."""
     from conftest import load_experiment
 
     from p2t_jax.experiment import parse_command_line
 
     chapter = registry.CHAPTERS[number]
-    plan = registry.plan(chapter, "quick")
     module = load_experiment(pathlib.Path(chapter.script).name)
-    _, config = parse_command_line(["--config", plan.config] + [f"--config.{o}" for o in plan.overrides],
-                                   description="", default_workdir="unused", default_config=chapter.config)
-    module.validate(config)
-    assert registry.plan(chapter, "full").config == chapter.config and (REPO / chapter.script).is_file()
+    for budget in registry.BUDGETS:
+        plan = registry.plan(chapter, budget)
+        _, config = parse_command_line(["--config", plan.config] + [f"--config.{o}" for o in plan.overrides],
+                                       description="", default_workdir="unused", default_config=chapter.config)
+        module.validate(config)
+    assert registry.plan(chapter, "full") == registry.Plan(chapter.config) and (REPO / chapter.script).is_file()

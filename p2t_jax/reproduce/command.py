@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "runs/reproduce, or runs/reproduce_quick with --budget quick: "
                                                      "a folder's chapters run with another budget start afresh)")
     parser.add_argument("--jobs", type=int, default=default_jobs(),
-                        help=f"chapters run side by side (default {default_jobs()}: on this machine's "
-                             f"{provenance.cores()} cores two chapters at a time use the cores better than one)")
+                        help=f"chapters run side by side, the longest first (default {default_jobs()} on this "
+                             f"machine's {provenance.cores()} cores)")
     parser.add_argument("--strict", action="store_true", help="with --budget quick: exit 1 when a claim fails too")
     parser.add_argument("--set", action="append", default=[], metavar="N:KEY=VALUE", dest="chapter_overrides",
                         help="a config override for chapter N on top of the budget's (repeatable), e.g. "
@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def default_jobs() -> int:
-    """Two chapters at a time where there are at least two cores: most of a chapter's time is spent in
-    one thread (compiling, small steps), so a second chapter uses the other core."""
+    """Two chapters at a time where there are at least two cores: while one compiles or runs small steps in
+    one thread, the other core is used."""
     return 2 if provenance.cores() >= 2 else 1
 
 
