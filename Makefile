@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= small
 WORKDIR ?= runs/shakespeare_$(CONFIG)
 
-.PHONY: demo test test-slow sample clean-venv
+.PHONY: demo test test-slow sample reproduce reproduce-quick clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: $(BIN)/.installed
 ## The slow tests: many real signals at random moments (tests/test_faults.py), longer training checks.
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow
+
+## Every chapter's experiment at its full budget into runs/reproduce/REPORT.md and report.html (resumable).
+reproduce: $(BIN)/.installed
+	$(BIN)/p2t reproduce --budget full --out runs/reproduce
+
+## The same at the quick budget (small runs, labelled quick): runs/reproduce_quick, what the playground can read.
+reproduce-quick: $(BIN)/.installed
+	$(BIN)/p2t reproduce --budget quick --out runs/reproduce_quick
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""The ``p2t`` command: ``p2t train | sweep | sample | eval | playground``.
+"""The ``p2t`` command: ``p2t train | sweep | sample | eval | playground | reproduce``.
 
 Examples::
 
@@ -8,6 +8,7 @@ Examples::
     p2t sample --workdir runs/small --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40 --seed 0
     p2t eval   --workdir runs/small
     p2t playground [--port 8501] [--runs runs] [--host 127.0.0.1]
+    p2t reproduce  [--chapters 1,4,10] [--budget full|quick] [--out runs/reproduce] [--jobs 2]
 
 Bad input (a config value, an argument, a prompt, a path, a checkpoint) is reported in one
 sentence on stderr with exit code 2; nothing on disk is changed by a failed command. A
@@ -89,6 +90,12 @@ def _build_parser() -> argparse.ArgumentParser:
     playground.add_argument("--port", type=int, default=8501)
     playground.add_argument("--host", default="127.0.0.1", help="address to serve on; anything but this machine warns")
     playground.add_argument("--runs", default="runs", help="folder of run folders the pages read")
+
+    from p2t_jax.reproduce import command as reproduce_command
+
+    reproduce = sub.add_parser("reproduce", help=reproduce_command.HELP, epilog=reproduce_command.EPILOG,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    reproduce_command.add_arguments(reproduce)
     return parser
 
 
@@ -337,6 +344,14 @@ def cmd_playground(args, overrides) -> int:
     return launch.serve(host=args.host, port=args.port, runs=args.runs)
 
 
+def cmd_reproduce(args, overrides) -> int:
+    if overrides:
+        raise UsageError("`p2t reproduce` takes no --config overrides; give a chapter's with --set N:KEY=VALUE.")
+    from p2t_jax.reproduce import command
+
+    return command.run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the command; returns its exit status (0, or see p2t_jax.training.stopping)."""
     try:
@@ -363,7 +378,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         args = _build_parser().parse_args(rest)
         handler = {"train": cmd_train, "sweep": cmd_sweep, "sample": cmd_sample, "eval": cmd_eval,
-                   "playground": cmd_playground}[args.command]
+                   "playground": cmd_playground, "reproduce": cmd_reproduce}[args.command]
         return handler(args, overrides)
     except (UsageError, ConfigError, CheckpointError, DataUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)

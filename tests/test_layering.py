@@ -25,7 +25,7 @@ LAYERS = [
     ["tasks"],
     ["sampling", "runs"],
     ["chapters", "viz", "experiment"],
-    ["playground"],
+    ["playground", "reproduce"],
     ["cli"],
 ]
 LEVEL = {part: i for i, row in enumerate(LAYERS) for part in row}
