@@ -7,7 +7,7 @@ Examples::
                --sweep optim.learning_rate=1e-3,3e-3 --sweep seed=0,1
     p2t sample --workdir runs/small --prompt "ROMEO:" --max-new-tokens 300 --temperature 0.8 --top-k 40 --seed 0
     p2t eval   --workdir runs/small
-    p2t playground [--port 8501] [--runs runs] [--host 127.0.0.1]
+    p2t playground [--port 8501] [--runs runs] [--host 127.0.0.1] [--make-runs]
     p2t reproduce  [--chapters 1,4,10] [--budget full|quick] [--out runs/reproduce] [--jobs 2]
 
 Bad input (a config value, an argument, a prompt, a path, a checkpoint) is reported in one
@@ -90,6 +90,9 @@ def _build_parser() -> argparse.ArgumentParser:
     playground.add_argument("--port", type=int, default=8501)
     playground.add_argument("--host", default="127.0.0.1", help="address to serve on; anything but this machine warns")
     playground.add_argument("--runs", default="runs", help="folder of run folders the pages read")
+    playground.add_argument("--make-runs", action="store_true",
+                            help="first write every run folder the pages read into --runs: the quick budget of "
+                                 "`p2t reproduce` (small runs), then serve")
 
     from p2t_jax.reproduce import command as reproduce_command
 
@@ -341,7 +344,7 @@ def cmd_playground(args, overrides) -> int:
         raise UsageError("`p2t playground` takes no --config overrides.")
     from p2t_jax.playground import launch
 
-    return launch.serve(host=args.host, port=args.port, runs=args.runs)
+    return launch.serve(host=args.host, port=args.port, runs=args.runs, make=args.make_runs)
 
 
 def cmd_reproduce(args, overrides) -> int:

@@ -6,6 +6,7 @@ folders the pages read are trained here, tiny, with the same code the CLI and th
 experiments use.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -14,6 +15,7 @@ import subprocess
 import time
 import urllib.request
 
+import jax
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -41,7 +43,8 @@ ui.show_page(page.render, ui.Settings(runs_dir=pathlib.Path({runs!r})))
 def runs(tmp_path_factory, smoke_run):
     """A runs folder as the commands leave it: a Transformer run (`p2t train`, smoke config on a
     tiny corpus: a copy of the shared conftest.smoke_run), an optimiser run, two regularisation
-    runs and a CNN (the experiments' own configs and folder layout, smoke variants)."""
+    runs, a CNN and chapter 7's four nets (the experiments' own configs and folder layout, smoke
+    variants)."""
     from p2t_jax.configuration import load_config
     from p2t_jax.data import mnist
     from p2t_jax.tasks import image_classification as ic
@@ -65,6 +68,16 @@ def runs(tmp_path_factory, smoke_run):
     config.train.num_epochs = 1
     ic.train_or_reuse(cnn.cnn_config(config, config.model.conv_features, config.seed),
                       root / "06_cnn" / "cnn_smoke_seed0", splits, source, log=lambda *_: None)
+    # Chapter 7: its four nets at one depth, 4 steps each, in the experiment's folders (<net>_depth<D>_seed<S>).
+    deep = load_experiment("07_batchnorm_residual.py")
+    config = load_config(f"{REPO}/configs/deep_nets.py:smoke")
+    config.data.train_size, config.model.width, config.train.batch_size, config.train.num_epochs = 64, 8, 32, 2
+    config.train.log_every, config.train.eval_batch_size = 1, 500
+    config.train.eval_every = config.train.checkpoint_every = 4
+    for net in deep.NETS:
+        ic.train_or_reuse(deep.net_config(config, net, DEEP_DEPTH, 0),
+                          root / "07_batchnorm_residual" / f"{net.replace('+', '_')}_depth{DEEP_DEPTH}_seed0", splits,
+                          source, log=lambda *_: None)
     # Chapters 8, 9 and 11: the experiments' own command lines, smoke configs cut further (a few steps, one
     # seed, hulls only). Too short to learn, so claims may fail (exit 1); the folders are written the same.
     for script, config, overrides in CHAPTER_RUNS:
@@ -73,6 +86,8 @@ def runs(tmp_path_factory, smoke_run):
         assert status in (0, 1), script
     return root
 
+
+DEEP_DEPTH = 2  # the depth of the chapter 7 runs above
 
 CHAPTER_RUNS = (
     ("08_rnn.py", "rnn_memory.py:smoke", ["--config.train.num_steps=20", "--config.experiment.seeds=1",
@@ -225,6 +240,107 @@ def test_cnn_page(runs):
     assert any(c.value.startswith("python experiments/06_cnn.py --workdir") for c in at.code)
 
 
+def _deep_tasks(config, depth: int, seed: int = 0) -> dict:
+    """``{net: (task, batches, resolved config)}`` of chapter 7's nets, as the experiment builds them."""
+    from p2t_jax.chapters import deep_nets
+    from p2t_jax.data import mnist
+    from p2t_jax.tasks import image_classification as ic
+
+    splits, source = mnist.load_splits("embedded", "mnist")
+    config = config.copy_and_resolve_references()
+    config.seed = seed
+    return {net: ic.build_with_batches(deep_nets.net_config(config, net, depth), splits=splits, source=source)
+            for net in deep_nets.NETS}
+
+
+def test_one_compiled_call_measures_what_the_first_step_of_each_run_measures():
+    """first_step_of_nets (the chapter 7 page's live measurement: four nets, many seeds, one compiled call)
+    equals the loop's own first step of a run with each net and seed, on any batch; new seeds and batches
+    compile nothing."""
+    from p2t_jax.chapters import deep_nets
+    from p2t_jax.configuration import load_config
+
+    config = load_config(f"{REPO}/configs/deep_nets.py:smoke")
+    config.data.train_size, config.model.width, config.train.batch_size = 64, 8, 16
+    built = _deep_tasks(config, depth=3, seed=2)
+    measure = deep_nets.first_step_of_nets({net: task for net, (task, _, _) in built.items()})
+    batch = built["plain"][0].train_batch(1)  # not the batch a run's first step takes: any batch may be given
+    measured = jax.device_get(measure(np.array([7, 2, 9]), batch))
+    assert set(measured) == set(deep_nets.NETS)
+    for net in ("plain", "residual+BN"):  # without and with batch norm (each comparison compiles a train step)
+        task, _, resolved = built[net]
+        direct = deep_nets.first_step_metrics(task, resolved, batch)  # a run with seed 2: the second entry
+        assert {k for k in direct if "/" in k} <= set(measured[net])
+        for key in [k for k in direct if "/" in k] + ["loss", "accuracy"]:
+            np.testing.assert_allclose(measured[net][key][1], direct[key], rtol=2e-5, atol=1e-6, err_msg=f"{net} {key}")
+        assert len(deep_nets.layer_names(direct, "grad_norm")) == 4 and measured[net]["loss"].shape == (3,)
+    assert not np.allclose(measured["plain"]["grad_norm/dense_01"][0], measured["plain"]["grad_norm/dense_01"][1])
+    with CompileCounter() as compiled:
+        jax.block_until_ready(measure(np.array([0, 1, 2]), built["plain"][0].train_batch(5)))
+    assert compiled.count == 0
+
+
+def test_the_chapter_7_nets_are_the_experiments():
+    from p2t_jax.chapters import deep_nets
+
+    assert deep_nets.NETS == load_experiment("07_batchnorm_residual.py").NETS
+
+
+def test_batchnorm_page(runs, monkeypatch):
+    import ml_collections
+
+    from p2t_jax.chapters import deep_nets
+    from p2t_jax.playground.views import batchnorm
+
+    monkeypatch.setattr(batchnorm, "SEEDS", 2)  # the page measures seeds first, first + 1
+    at = page("batchnorm", runs)
+    live, trained = images(at)
+    assert not errors(at) and at.select_slider(key="bn_depth").value == DEEP_DEPTH  # the runs' depth
+    table = at.dataframe[0].value.set_index("net")
+    assert list(table.index) == list(deep_nets.NETS)
+    with CompileCounter() as compiled:  # other seeds and another batch: the same compiled call
+        at.number_input(key="bn_seed").set_value(5)
+        at.number_input(key="bn_batch").set_value(1)
+        rerun(at)
+    assert compiled.count == 0 and not errors(at) and images(at)[0] != live and images(at)[1] == trained
+    # The page's numbers are the loop's first step of runs with seeds 5 and 6 on training batch 1.
+    config = ml_collections.ConfigDict(  # the runs' config, which the page measures with
+        batchnorm.chapter_runs(runs / "07_batchnorm_residual")[("plain", DEEP_DEPTH, 0)]["config"])
+    batch = _deep_tasks(config, DEEP_DEPTH)["plain"][0].train_batch(1)  # the runs' seed orders the batches
+    table = at.dataframe[0].value.set_index("net")
+    ratio = []
+    for net in ("plain", "residual"):
+        direct = []
+        for seed in (5, 6):
+            task, _, resolved = _deep_tasks(config, DEEP_DEPTH, seed)[net]
+            direct.append(deep_nets.first_step_metrics(task, resolved, batch))
+        layer_1 = np.array([d["grad_norm/dense_01"] for d in direct])
+        np.testing.assert_allclose(table.loc[net, "layer-1 gradient norm"], layer_1.mean(), rtol=1e-5)
+        np.testing.assert_allclose(table.loc[net, "loss"], np.mean([d["loss"] for d in direct]), rtol=1e-5)
+        ratio.append(layer_1)
+    shown = {m.label: m.value for m in at.metric}["Layer-1 gradient, residual ÷ plain (no BN)"]
+    assert shown == f"{np.mean(ratio[1] / ratio[0]):.3g}x"
+    # The runs: the logged step picks the records drawn; the final losses by depth.
+    steps = at.select_slider(key=f"bn_run_step_{DEEP_DEPTH}_0")
+    assert steps.value == 4 and list(steps.options) == ["1", "2", "3", "4"]
+    steps.set_value(1)
+    rerun(at)
+    assert images(at)[1] != trained and not errors(at)
+    losses = at.dataframe[1].value
+    assert list(losses["net"]) == list(deep_nets.NETS) and list(losses.columns) == ["net", f"depth {DEEP_DEPTH}"]
+    result = json.loads((runs / "07_batchnorm_residual" / f"plain_depth{DEEP_DEPTH}_seed0" / "result.json").read_text())
+    assert losses[f"depth {DEEP_DEPTH}"][0].startswith(f"{result['splits']['train']['loss']:.4f} (")
+    at.number_input(key="bn_batch").set_value(10**6)
+    rerun(at)
+    assert errors(at) == ["Training batch must be in [0, 10000], got 1000000."]
+    at.number_input(key="bn_batch").set_value(0)
+    at.text_input(key="bn_folder").set_value(str(runs / "06_cnn"))  # runs, but not chapter 7's
+    at.select_slider(key="bn_depth").set_value(2)  # the chapter's own config at depth 2: a small compile
+    rerun(at)
+    assert not errors(at) and len(images(at)) == 1
+    assert [c.value for c in at.code] == [f"python experiments/07_batchnorm_residual.py --workdir {runs / '06_cnn'}"]
+
+
 def test_rnn_page(runs, tmp_path):
     from p2t_jax.data import memory
 
@@ -362,6 +478,54 @@ def test_the_app_opens_on_the_overview(runs):
     assert str(runs / "smoke") in " ".join(m.value for m in at.markdown)
 
 
+def test_run_budgets_come_from_reproduce_json_else_the_config(tmp_path):
+    from p2t_jax.playground.budgets import run_budget
+
+    def folder(name: str, files: dict) -> pathlib.Path:
+        for path, data in files.items():
+            (tmp_path / name / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / path).write_text(data if isinstance(data, str) else json.dumps(data))
+        return tmp_path / name
+
+    smoke = {"config": {"variant": "smoke"}}
+    cases = {
+        folder("quick", {"reproduce.json": {"budget": "quick", "seconds": 3.0}, "results.json": {"config": {}}}):
+            ("quick", "p2t reproduce --budget quick"),
+        folder("full", {"reproduce.json": {"budget": "full"}, "run/result.json": smoke}):  # reproduce.json decides
+            ("full", "p2t reproduce --budget full"),
+        folder("lm/10_transformer", {"reproduce.json": {"budget": "quick"}, "small/config.json": {"variant": "small"}})
+        / "small": ("quick", "p2t reproduce --budget quick"),  # a run folder inside a reproduced chapter
+        folder("script", {"results.json": {"config": {"variant": "embedded"}}}): ("full", "made directly"),
+        folder("smoke", {"results.json": {"config": {"variant": "embedded"}}, "adam/result.json": smoke}):
+            ("quick", "its config is the smoke variant"),
+        folder("trained", {"config.json": {"variant": "smoke"}}): ("quick", "its config is the smoke variant"),
+        folder("garbled", {"reproduce.json": "{not json", "results.json": smoke}): ("quick", "smoke variant"),
+        folder("odd", {"reproduce.json": {"budget": "medium"}, "x/result.json": "\xff"}): ("full", "made directly"),
+        tmp_path / "missing": ("full", "made directly"),
+    }
+    for path, (name, source) in cases.items():
+        budget = run_budget(path)
+        assert budget.name == name and source in budget.source, (path, budget)
+
+
+def test_the_overview_says_which_runs_are_quick_and_which_full(runs, tmp_path):
+    mine = tmp_path / "mine"
+    for name in ("04_optimisers", "06_cnn", "07_batchnorm_residual"):
+        shutil.copytree(runs / name, mine / name)
+    (mine / "04_optimisers" / "reproduce.json").write_text(json.dumps({"budget": "full", "seconds": 1.0}))
+    (mine / "07_batchnorm_residual" / "reproduce.json").write_text(json.dumps({"budget": "quick", "seconds": 1.0}))
+    at = page("home", mine)
+    lines = {m.value.split("**")[1]: m.value for m in at.markdown if m.value.startswith("- **")}
+    assert lines["Optimiser runs"].endswith(f"1 run — `{mine / '04_optimisers'}`: full run (p2t reproduce --budget "
+                                            f"full)")
+    assert lines["CNN runs"].endswith(f"`{mine / '06_cnn'}`: quick run (its config is the smoke variant)")
+    assert lines["Batch-norm and residual runs"].endswith(f"4 runs — `{mine / '07_batchnorm_residual'}`: quick run "
+                                                          f"(p2t reproduce --budget quick)")
+    assert lines["Attention results"] == (f"- **Attention results**: none — make them with `python experiments/"
+                                          f"09_attention.py --workdir {mine / '09_attention'}`")
+    assert len(lines) == 8 and any(f"`p2t playground --make-runs --runs {mine}`" in m.value for m in at.markdown)
+
+
 def test_errors_become_one_message_on_the_page(capfd):
     script = """
 import pathlib
@@ -482,11 +646,12 @@ def _press(browser: Browser, label: str, key) -> None:
                     reason="headless Chromium and its driver are not installed (Debian: apt-get install chromium "
                            "chromium-driver)")
 def test_every_page_in_a_real_browser(request, tmp_path):
-    """Starts `p2t playground`'s server on a free port, opens each page, moves one widget, saves a screenshot."""
+    """Starts `p2t playground`'s server on a free port, opens each of the 11 pages, moves one widget, saves a
+    screenshot of each (``playground_<page>.png``)."""
     pytest.importorskip("selenium", reason="the browser test needs selenium (the app extra)")
     from selenium.webdriver.common.keys import Keys
 
-    from p2t_jax.playground import launch
+    from p2t_jax.playground import launch, views
 
     runs_dir = REAL_RUNS or request.getfixturevalue("runs")  # the server runs in the repository's folder
     shots = pathlib.Path(SCREENSHOTS) if SCREENSHOTS else tmp_path / "screenshots"
@@ -509,10 +674,13 @@ def test_every_page_in_a_real_browser(request, tmp_path):
                 time.sleep(0.5)
         browser = Browser(base, tmp_path / "chromium-profile")
 
+        taken = []
+
         def check(name: str, must_show: str) -> None:
             assert not browser.errors(), (name, browser.errors())
             assert must_show in browser.text(), (name, must_show)
             browser.screenshot(shots / f"playground_{name}.png")
+            taken.append(name)
 
         browser.open("")
         check("overview", "Runs in")
@@ -536,6 +704,11 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         assert browser.errors() == ["Test digit (index) must be in [0, 999], got 1000000."], browser.errors()
         _type(browser, "Test digit (index)", "3")
         check("cnn", "Predicted digit")
+        browser.open("batchnorm")
+        before = browser.text()
+        _type(browser, "First seed", "3")  # other seeds: other numbers, from the same compiled call
+        assert browser.text() != before and "Seeds 3..10 on training batch 0" in browser.text()
+        check("batchnorm", "Layer-1 gradient")
         browser.open("rnn")
         _type(browser, "Your sentence", "erin very old quite young saw frank")
         check("rnn", "Fillers in your sentence")
@@ -564,6 +737,7 @@ def test_every_page_in_a_real_browser(request, tmp_path):
         assert not browser.find('[data-testid="stException"]')
         browser.open("perceptron")
         assert not browser.errors() and "Seeds at zero errors" in browser.text()
+        assert len(taken) == len(set(taken)) == len(views.PAGES) == 11  # every page, once
     finally:
         if browser is not None:
             browser.driver.quit()

@@ -1,6 +1,7 @@
 """`p2t playground`: the command it starts, the local default, and its answers to bad input."""
 
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -135,3 +136,71 @@ def test_sigterm_stops_the_server_and_a_restart_on_the_same_port_starts_at_once(
     finally:
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def reproduced(started, monkeypatch):
+    """`p2t reproduce` recorded instead of run: ``reproduced.status`` is the exit status it gives,
+    ``reproduced.stopped`` whether the launcher was asked to stop meanwhile."""
+
+    class Runner:
+        def __init__(self):
+            self.status, self.stopped, self.calls = 0, False, []
+
+        def __call__(self, argv):
+            self.calls.append(argv)
+            return self.status, self.stopped
+
+    runner = Runner()
+    monkeypatch.setattr(launch, "run_until_stopped", runner)
+    return runner
+
+
+def test_make_runs_runs_the_quick_budget_into_the_runs_folder_then_serves(reproduced, started, capsys, tmp_path):
+    runs = str(tmp_path / "mine")
+    assert main(["playground", "--make-runs", "--runs", runs, "--port", str(_free_port())]) == 0
+    assert reproduced.calls == [[sys.executable, "-m", "p2t_jax.cli", "reproduce", "--budget", "quick", "--out", runs]]
+    (server,) = started
+    assert server[server.index("--") + 1:] == ["--runs", runs]
+    assert f"p2t reproduce --budget quick --out {runs}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("status, stopped, code, served, message", [
+    (1, False, 0, True, "warning: some chapters did not finish (their log.txt in runs/<chapter>/ says why)"),
+    (2, False, 2, False, "failed (exit status 2); the playground was not started"),
+    (-15, True, 0, False, ""),  # Ctrl-C or SIGTERM while the runs are made: no server after it
+])
+def test_make_runs_serves_only_when_the_runs_were_written(reproduced, started, capsys, status, stopped, code, served,
+                                                          message):
+    reproduced.status, reproduced.stopped = status, stopped
+    assert main(["playground", "--make-runs", "--port", str(_free_port())]) == code
+    assert bool(started) == served
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == (1 if message else 0), err
+
+
+def test_make_runs_refuses_bad_arguments_before_making_anything(reproduced, started, capsys, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    code, err = _error(capsys, ["playground", "--make-runs", "--runs", str(tmp_path / "file")])
+    assert code == 2 and "is a file" in err and reproduced.calls == [] and started == []
+
+
+@pytest.mark.parametrize("record, message", [
+    (None, "which `p2t reproduce` did not write; --make-runs writes only into folders it made"),
+    ({"budget": "full", "status": "passed"}, "holds full runs of `p2t reproduce`"),
+])
+def test_make_runs_never_replaces_other_runs(reproduced, started, capsys, tmp_path, record, message):
+    """Runs made by hand or by the full budget stay as they are: refused in one sentence, nothing run."""
+    folder = tmp_path / "runs" / "07_batchnorm_residual"
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text("{}")
+    if record:
+        (folder / "reproduce.json").write_text(json.dumps(record))
+    before = sorted(p.name for p in folder.iterdir())
+    code, err = _error(capsys, ["playground", "--make-runs", "--runs", str(tmp_path / "runs"),
+                                "--port", str(_free_port())])
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert reproduced.calls == [] and started == [] and sorted(p.name for p in folder.iterdir()) == before
+    (folder / "reproduce.json").write_text(json.dumps({"budget": "quick", "status": "passed"}))  # its own: resumed
+    assert main(["playground", "--make-runs", "--runs", str(tmp_path / "runs"), "--port", str(_free_port())]) == 0
+    assert len(reproduced.calls) == 1 and len(started) == 1

@@ -1,7 +1,9 @@
 """Starting the playground's server: what ``p2t playground`` runs.
 
 The server is Streamlit's own (``python -m streamlit run app.py``), started as a child
-process bound to ``host:port``. Bad input (no Streamlit, a port that is taken or out of
+process bound to ``host:port``. With ``make_runs`` (``p2t playground --make-runs``) the
+quick budget of ``p2t reproduce`` first writes every run folder the pages read into the runs
+folder (a child process too), then the server starts. Bad input (no Streamlit, a port that is taken or out of
 range, a host that cannot be bound, ``--runs`` that is a file) is a :class:`~p2t_jax.configuration.ConfigError` with
 one sentence, before anything starts. SIGTERM, SIGINT and SIGHUP to the launcher stop the
 server too: the launcher passes them on and waits for it, so no server is left behind.
@@ -75,11 +77,65 @@ def command(host: str, port: int, runs: str) -> list[str]:
             "--client.showErrorDetails", "none", "--", "--runs", runs]
 
 
-def serve(host: str = "127.0.0.1", port: int = 8501, runs: str = "runs") -> int:
-    """Runs the playground until it is stopped (Ctrl-C, SIGTERM, SIGHUP); returns the server's exit status."""
+def check_make_runs(runs: str) -> None:
+    """Raises ConfigError when ``--make-runs`` would touch runs it must not: a chapter folder in ``runs``
+    that ``p2t reproduce`` did not write (the reader's own runs), or one of its full budget (the quick
+    budget would start it afresh, clearing it)."""
+    from p2t_jax.playground.budgets import REPRODUCE_FILE, run_budget
+    from p2t_jax.reproduce.chapters import CHAPTERS
+
+    for chapter in CHAPTERS.values():
+        folder = pathlib.Path(runs) / chapter.name
+        if not folder.is_dir() or not any(folder.iterdir()):
+            continue
+        if not (folder / REPRODUCE_FILE).is_file():
+            raise ConfigError(f"--runs '{runs}' holds '{folder}', which `p2t reproduce` did not write; --make-runs "
+                              f"writes only into folders it made: give another --runs (e.g. runs/quick) or move "
+                              f"that folder away.")
+        if run_budget(folder).name == "full":
+            raise ConfigError(f"--runs '{runs}' holds full runs of `p2t reproduce` ('{folder}'), which --make-runs "
+                              f"would replace with quick ones; give another --runs (e.g. runs/quick).")
+
+
+def reproduce_command(runs: str) -> list[str]:
+    """The ``p2t reproduce`` command line that writes the quick budget's run folders into ``runs``."""
+    return [sys.executable, "-m", "p2t_jax.cli", "reproduce", "--budget", "quick", "--out", runs]
+
+
+def make_runs(runs: str) -> tuple[int, bool]:
+    """Runs the quick budget of ``p2t reproduce`` into ``runs`` (SIGTERM, SIGINT and SIGHUP passed on);
+    returns ``(its exit status, whether this process was asked to stop)``."""
+    print(f"making the playground's runs in {runs} with the quick budget of p2t reproduce "
+          f"(`p2t reproduce --budget quick --out {runs}`)", flush=True)
+    return run_until_stopped(reproduce_command(runs))
+
+
+def serve(host: str = "127.0.0.1", port: int = 8501, runs: str = "runs", *, make: bool = False) -> int:
+    """Runs the playground until it is stopped (Ctrl-C, SIGTERM, SIGHUP); returns the server's exit status.
+
+    With ``make``, first writes the quick budget's run folders into ``runs`` (:func:`make_runs`;
+    never over runs it did not write or full ones: :func:`check_make_runs`). When a chapter did
+    not finish (exit status 1) the server starts all the same, for the pages whose runs were
+    written. Any other failure, or a stop while it runs, ends here with its status (0 for a
+    stop) and no server.
+    """
     require_streamlit()
     check_runs(runs)
     check_address(host, port)
+    if make:
+        check_make_runs(runs)
+        status, stopped = make_runs(runs)
+        if stopped:
+            return 0
+        if status == 1:
+            print(f"warning: some chapters did not finish (their log.txt in {runs}/<chapter>/ says why); the pages "
+                  f"whose runs were written work, the others say which command makes theirs.", file=sys.stderr,
+                  flush=True)
+        elif status != 0:
+            print(f"error: `p2t reproduce --budget quick --out {runs}` failed (exit status {status}); the playground "
+                  f"was not started.", file=sys.stderr, flush=True)
+            return status
+        check_address(host, port)  # still free after the runs were made
     if host not in LOCAL_HOSTS:
         print(f"warning: --host {host} lets other machines reach the playground; it has no login, and its pages "
               f"read the run folders under {runs} and any folder typed into them.", file=sys.stderr)
@@ -89,9 +145,16 @@ def serve(host: str = "127.0.0.1", port: int = 8501, runs: str = "runs") -> int:
 
 
 def run_child(argv: list[str]) -> int:
+    """Runs ``argv`` until it exits (:func:`run_until_stopped`); returns its exit status, 0 when it
+    stopped because this process was asked to stop."""
+    status, stopped = run_until_stopped(argv)
+    return 0 if stopped and status in (0, -signal.SIGTERM, -signal.SIGKILL) else status
+
+
+def run_until_stopped(argv: list[str]) -> tuple[int, bool]:
     """Runs ``argv`` until it exits; SIGTERM, SIGINT or SIGHUP to this process is passed on to it as
-    SIGTERM (the server's clean stop), then it is waited for (killed after ``STOP_WAIT_S``). Returns its
-    exit status, 0 when it stopped because this process was asked to stop."""
+    SIGTERM (the server's clean stop), then it is waited for (killed after ``STOP_WAIT_S``). Returns
+    ``(its exit status, whether this process was asked to stop)``."""
     received: list[int] = []
     children: list[subprocess.Popen] = []
 
@@ -126,4 +189,4 @@ def run_child(argv: list[str]) -> int:
             if child.poll() is None:  # an error in this process: the server does not outlive it
                 child.kill()
                 child.wait()
-    return 0 if received and status in (0, -signal.SIGTERM, -signal.SIGKILL) else status
+    return status, bool(received)

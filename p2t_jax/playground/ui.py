@@ -140,6 +140,8 @@ def missing(what: str, command: str) -> None:
     """Says that ``what`` is not there and which command makes it."""
     st.info(f"{what} Make it with:", icon=":material/info:")
     st.code(command, language="bash")
+    st.caption("Or make every run folder the pages read at once, small: `p2t playground --make-runs` (the quick "
+               "budget of `p2t reproduce`).")
 
 
 def read_results(folder: pathlib.Path, names: tuple[str, ...] | None = None) -> dict[str, dict]:

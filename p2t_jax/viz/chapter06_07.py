@@ -193,3 +193,38 @@ def loss_by_depth(panels: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]) 
         if nrows > 1:
             axes[ncols].set_ylabel("training loss (interval mean)")
     return fig
+
+
+def layer_profiles(panels: Mapping[str, Mapping[str, np.ndarray]], *, log: Sequence[str] = (),
+                   bands: Mapping[str, tuple[float, float]] | None = None, title: str | None = None) -> Figure:
+    """Values by layer, one panel per quantity, one line per net (the playground's chapter 7 page).
+
+    Args:
+      panels: panel title -> net -> ``[L]`` (one value per layer, layer 1 first) or ``[S, L]``
+        (one row per seed: the mean is drawn, the range over the seeds shaded).
+      log: titles of the panels drawn on a log scale.
+      bands: panel title -> a ``(low, high)`` range drawn as a grey band.
+      title: the figure's title.
+    """
+    bands = bands or {}
+    with figure_style():
+        fig, axes = new_figure(1, len(panels), width=3.9, height=3.0)
+        axes = np.atleast_1d(axes)
+        for ax, (name, series) in zip(axes, panels.items()):
+            for i, (net, values) in enumerate(series.items()):
+                values = np.atleast_2d(np.asarray(values, np.float64))
+                layers = np.arange(1, values.shape[1] + 1)
+                colour = PALETTE[i % len(PALETTE)]
+                ax.plot(layers, values.mean(0), color=colour, marker=".", ms=3, label=net)
+                if values.shape[0] > 1:
+                    ax.fill_between(layers, values.min(0), values.max(0), color=colour, alpha=0.15, lw=0)
+            if name in bands:
+                ax.axhspan(*bands[name], color="0.88", zorder=0)
+            if name in log:
+                ax.set_yscale("log")
+            ax.set_xlabel("layer")
+            ax.set_title(name, fontsize=9)
+        axes[0].legend(fontsize=7, loc="best")
+        if title:
+            fig.suptitle(title, fontsize=10)
+    return fig

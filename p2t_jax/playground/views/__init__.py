@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-PAGES = ("home", "perceptron", "xor_mlp", "optimisers", "regularisation", "cnn", "rnn", "attention", "transformer",
-         "pointer")
+PAGES = ("home", "perceptron", "xor_mlp", "optimisers", "regularisation", "cnn", "batchnorm", "rnn", "attention",
+         "transformer", "pointer")
 
 
 def load(name: str) -> ModuleType:

@@ -1,11 +1,14 @@
-"""The first page: what each page shows, and which runs the pages that need one have found."""
+"""The first page: what each page shows, which runs the pages that need one have found, and
+whether each is a quick run or a full one."""
 
 from __future__ import annotations
 
+import pathlib
+
 import streamlit as st
 
-from p2t_jax.playground import ui
-from p2t_jax.playground.views import attention, cnn, optimisers, pointer, regularisation, rnn, transformer
+from p2t_jax.playground import budgets, ui
+from p2t_jax.playground.views import attention, batchnorm, cnn, optimisers, pointer, regularisation, rnn, transformer
 
 TITLE = "Overview"
 ICON = ":material/home:"
@@ -20,6 +23,9 @@ CHAPTERS = (
                    "chapter's runs."),
     ("regularisation", "Dropout and weight decay against the train/test gap, from the chapter's runs."),
     ("cnn", "A trained CNN's first-layer filters and its feature maps, layer by layer, for a test digit you choose."),
+    ("batchnorm", "Plain, residual and batch-normalised deep nets: each layer's gradient norm and ReLU-input "
+                  "statistics, measured live at initialisation for the depth you choose (every net and seed in "
+                  "one vmapped call) and as the chapter's runs logged them while training."),
     ("rnn", "Who was the subject? A vanilla RNN, an LSTM and a GRU by the number of filler words, and a sentence "
             "you type, classified by every trained seed of each."),
     ("attention", "Type a verb-final sentence: the trained encoder-decoder translates it to verb-second order and "
@@ -47,22 +53,41 @@ def render(settings: ui.Settings) -> None:
         st.caption(blurb)
 
     st.subheader(f"Runs in `{settings.runs_dir}`")
-    found = transformer.language_model_runs(settings.runs_dir)
-    rows = [("Transformer (language model) runs", ", ".join(f"`{p}`" for p in found) or "none",
-             transformer.TRAIN.format(folder=settings.runs_dir / "small")),
-            ("Optimiser runs", f"{len(optimisers.optimiser_runs(settings.runs_dir / '04_optimisers'))} runs",
-             optimisers.EXPERIMENT.format(folder=settings.runs_dir / "04_optimisers")),
-            ("Regularisation runs", f"{len(ui.read_results(settings.runs_dir / '05_regularisation'))} runs",
-             regularisation.EXPERIMENT.format(folder=settings.runs_dir / "05_regularisation")),
-            ("CNN runs", f"{len(cnn.cnn_runs(settings.runs_dir / '06_cnn'))} runs",
-             cnn.EXPERIMENT.format(folder=settings.runs_dir / "06_cnn")),
-            ("Recurrent-memory results", "found" if rnn.read_run(settings.runs_dir / "08_rnn") else "none",
-             rnn.EXPERIMENT.format(folder=settings.runs_dir / "08_rnn")),
-            ("Attention results", "found" if attention.read_run(settings.runs_dir / "09_attention") else "none",
-             attention.EXPERIMENT.format(folder=settings.runs_dir / "09_attention")),
-            ("Pointer-network runs", ", ".join(pointer.pointer_runs(settings.runs_dir / "11_pointer")) or "none",
-             pointer.EXPERIMENT.format(folder=settings.runs_dir / "11_pointer"))]
-    for what, status, command in rows:
-        st.markdown(f"- **{what}**: {status}" + ("" if status not in ("none", "0 runs") else
-                                                 f" — make them with `{command}`"))
+    st.markdown(f"Make every run folder below at once with `{make_runs_command(settings.runs_dir)}`: the quick "
+                f"budget of `p2t reproduce` (small runs, marked quick here). The full "
+                f"runs, the chapters' own budgets: `p2t reproduce --budget full --out {settings.runs_dir}`.")
+    for what, folders, status, command in run_rows(settings.runs_dir):
+        if not folders:
+            st.markdown(f"- **{what}**: none — make them with `{command}`")
+            continue
+        kinds = "; ".join(f"`{folder}`: {budgets.run_budget(folder).label()}" for folder in folders)
+        st.markdown(f"- **{what}**: {status} — {kinds}")
 
+
+def make_runs_command(runs_dir: pathlib.Path) -> str:
+    """The command that makes every run folder the pages read into ``runs_dir``."""
+    return "p2t playground --make-runs" + ("" if runs_dir == pathlib.Path("runs") else f" --runs {runs_dir}")
+
+
+def _count(n: int) -> str | None:
+    return f"{n} run{'s' if n != 1 else ''}" if n else None
+
+
+def run_rows(runs_dir: pathlib.Path) -> list[tuple[str, list[pathlib.Path], str, str]]:
+    """``(what, folders found, what was found, the command that makes them)`` for every kind of run a page reads."""
+    found = transformer.language_model_runs(runs_dir)
+    rows = [("Transformer (language model) runs", found, f"{len(found)} found",
+             transformer.TRAIN.format(folder=runs_dir / "small"))]
+    chapters = (("Optimiser runs", "04_optimisers", lambda f: _count(len(optimisers.optimiser_runs(f))), optimisers),
+                ("Regularisation runs", "05_regularisation", lambda f: _count(len(ui.read_results(f))), regularisation),
+                ("CNN runs", "06_cnn", lambda f: _count(len(cnn.cnn_runs(f))), cnn),
+                ("Batch-norm and residual runs", "07_batchnorm_residual",
+                 lambda f: _count(len(batchnorm.chapter_runs(f))), batchnorm),
+                ("Recurrent-memory results", "08_rnn", lambda f: "found" if rnn.read_run(f) else None, rnn),
+                ("Attention results", "09_attention", lambda f: "found" if attention.read_run(f) else None, attention),
+                ("Pointer-network runs", "11_pointer", lambda f: ", ".join(pointer.pointer_runs(f)) or None, pointer))
+    for what, name, status_of, page in chapters:
+        folder = runs_dir / name
+        status = status_of(folder)
+        rows.append((what, [folder] if status else [], status or "none", page.EXPERIMENT.format(folder=folder)))
+    return rows
