@@ -3,8 +3,11 @@
 Variants (``--config configs/reorder.py:VARIANT``):
 
 * ``default`` bidirectional GRU encoder and GRU decoder of width 64 (embeddings 32,
-  attention 64), 1,500 steps of 64 sentences of 3-16 words, Adam 3e-3 (warm-up +
-  cosine), gradients clipped at norm 1; 10% of all sentences held out.
+  attention 64), 600 steps of 64 sentences of 3-16 words, Adam 3e-3 (warm-up +
+  cosine), gradients clipped at norm 1; 10% of all sentences held out. 600 steps because
+  the chapter's measure has settled by then: the attention model's training loss is below
+  0.004 on both seeds, its held-out exact match 100% at every length and its attention on
+  the verb 0.95-0.98, as after the former 1,500 steps (docs/chapters_08_09.md).
   ``experiments/09_attention.py`` trains it with and without attention, ``experiment.seeds``
   seeds each (one vmapped compile per model).
 * ``smoke``   tiny, for tests.
@@ -22,7 +25,7 @@ def get_config(arg=None):
     variant = arg or "default"
     c = default_config()
     c.variant = variant
-    c.train.num_steps = 1500
+    c.train.num_steps = 600  # the measure has settled (see above); the task's own default is 3,000
 
     c.experiment = ml_collections.ConfigDict()
     c.experiment.models = ("with attention", "without attention")  # the models trained ("with attention" needed)

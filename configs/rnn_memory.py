@@ -2,10 +2,13 @@
 
 Variants (``--config configs/rnn_memory.py:VARIANT``):
 
-* ``default`` an LSTM of width 64 (embeddings 32) trained 2,000 steps of 64 sentences with
+* ``default`` an LSTM of width 64 (embeddings 32) trained 500 steps of 64 sentences with
   2-5 fillers, Adam 3e-3 (warm-up + cosine), gradients clipped at norm 1; evaluated on
-  0-30 fillers. ``experiments/08_rnn.py`` trains each of ``experiment.cells`` with
-  ``experiment.seeds`` seeds (one vmapped compile per cell).
+  0-30 fillers. 500 steps because the chapter's measure has settled by then: in 2,000-step
+  runs every seed of every cell is below 0.004 training loss (100% on the trained range)
+  by step 300, and the claims are the same at 500 steps as at 2,000 (docs/chapters_08_09.md).
+  ``experiments/08_rnn.py`` trains each of ``experiment.cells`` with ``experiment.seeds``
+  seeds (one vmapped compile per cell).
 * ``smoke``   tiny, for tests.
 
 Train one run through the loop with ``p2t train --config configs/rnn_memory.py --workdir
@@ -36,7 +39,7 @@ def get_config(arg=None):
     )
 
     if variant == "default":
-        pass
+        c.train.num_steps = 500  # settled by step 300 (see above); the task's own default is 2,000
     elif variant == "smoke":
         c.data.test_fillers = (0, 12)
         c.model.embed_dim, c.model.features, c.model.max_len = 8, 16, 16

@@ -14,6 +14,7 @@ def get_config(arg=None):
     c.variants = ("small", "large")  # smaller model first; the claim is that the last beats the first
     c.data_source = "auto"  # data.source for every variant: auto, embedded or tfds
     c.num_steps = 0  # 0: each variant's own train.num_steps; > 0 overrides all (smoke runs)
+    c.seed = 0  # the seed of every variant (initialisation, data order)
 
     c.sample = ml_collections.ConfigDict()
     c.sample.prompt = "ROMEO:"

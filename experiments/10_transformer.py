@@ -40,7 +40,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def variant_config(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
     c = load_config(f"{config.shakespeare_config}:{variant}")
-    overrides = [f"data.source={config.data_source}"]
+    overrides = [f"data.source={config.data_source}", f"seed={config.get('seed', 0)}"]
     if config.num_steps:
         overrides.append(f"train.num_steps={config.num_steps}")
     return apply_overrides(c, overrides)

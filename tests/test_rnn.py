@@ -369,6 +369,20 @@ def test_first_input_gradient_is_jax_grad_of_the_loss():
     assert float(np.min(norms)) > 0
 
 
+def test_rows_cut_to_the_longest_sentence_are_the_same_sentences():
+    """The measurements cut every evaluation row to the longest sentence measured: the same sentences, only
+    padding dropped (which changes no output, final state or gradient: the padding tests above)."""
+    batches = memory_task.make_batches(_memory_config())
+    cut, full = rm.eval_rows(batches, 3, 8, 7), batches.eval_set(3, 8)
+    assert cut["tokens"].shape == (8, 7) and full["tokens"].shape[1] == 16
+    np.testing.assert_array_equal(cut["tokens"], full["tokens"][:, :7])
+    assert np.all(full["tokens"][:, 7:] == 0) and np.all(cut["tokens"][:, :6] != 0)
+    chex.assert_trees_all_equal({k: v for k, v in cut.items() if k != "tokens"},
+                                {k: v for k, v in full.items() if k != "tokens"})
+    with pytest.raises(ValueError, match="sentences with 6 fillers have 9 words, more than the 8 kept"):
+        rm.eval_rows(batches, 6, 4, 8)
+
+
 @pytest.mark.parametrize("override, match", [
     ("data.test_fillers=(0, 14)", "sentences of 17 words, longer than model.max_len = 16"),
     ("data.train_fillers=(5, 2)", "must be \\(lo, hi\\) with 0 <= lo <= hi"),

@@ -4,7 +4,8 @@ Shapes: S seeds (parameters stacked along a leading axis, as :func:`p2t_jax.trai
 returns them), N sentences, L words per padded row, E embedding width, K classes.
 
 * :func:`accuracy_by_fillers`: every seed's accuracy on the evaluation set of each filler
-  count (all rows padded to the same length, so one compilation serves every count).
+  count (all rows cut to the same length, the longest sentence measured, so one compilation
+  serves every count and no step runs past the longest sentence).
 * :func:`first_input_gradients`: ``||dLoss / dx_0||``, the gradient of the cross-entropy
   with respect to the first word's embedding (the subject), per sentence: how much the
   loss at the end still feels the first input, ``n + 2`` steps back.
@@ -84,10 +85,27 @@ def lstm_gates_on_fillers(model: RecurrentClassifier, params_S, batch: dict) -> 
             "forget_above_095": (pick(f_SNLH) > 0.95).mean((1, 2))}
 
 
+def eval_rows(batches: memory.MemoryBatches, fillers: int, size: int, length: int) -> dict[str, np.ndarray]:
+    """``batches.eval_set(fillers, size)`` with its rows cut to ``length`` words (>= the sentences' own length).
+
+    The sentences are the same ones (they are drawn at the batches' full width), and only
+    padding is cut off, which never changes an output, a final state or a gradient (tested),
+    so every count of a measurement shares one compiled shape without running the scan over
+    steps that are padding in every row.
+    """
+    if memory.sentence_length(fillers) > length:
+        raise ValueError(f"sentences with {fillers} fillers have {memory.sentence_length(fillers)} words, more than "
+                         f"the {length} kept.")
+    rows = batches.eval_set(fillers, size)
+    return dict(rows, tokens=rows["tokens"][:, :length])
+
+
 def accuracy_by_fillers(model: RecurrentClassifier, params_S, batches: memory.MemoryBatches,
                         fillers: Sequence[int], size: int) -> np.ndarray:
     """``[len(fillers), S]``: each seed's accuracy on ``size`` sentences with each filler count."""
-    return np.stack([np.asarray(_accuracy_S(model, params_S, batches.eval_set(n, size))) for n in fillers])
+    length = memory.sentence_length(max(fillers))
+    return np.stack([np.asarray(_accuracy_S(model, params_S, eval_rows(batches, n, size, length)))
+                     for n in fillers])
 
 
 def predictions(model: RecurrentClassifier, params_S, tokens_NL: np.ndarray) -> np.ndarray:
@@ -104,9 +122,9 @@ def gradient_by_distance(model: RecurrentClassifier, params_S, batches: memory.M
                          fillers: Sequence[int], size: int) -> np.ndarray:
     """``[len(fillers), S]``: per seed, the geometric mean over ``size`` sentences of ``||dLoss/dx_0||``
     for each filler count (the distance from the first word to the last is ``fillers + 2``)."""
-    out = []
+    out, length = [], memory.sentence_length(max(fillers))
     for n in fillers:
-        g_SN = first_input_gradients(model, params_S, batches.eval_set(n, size))
+        g_SN = first_input_gradients(model, params_S, eval_rows(batches, n, size, length))
         out.append(np.exp(np.mean(np.log(np.maximum(g_SN, np.finfo(np.float32).tiny)), axis=1)))
     return np.stack(out)
 
