@@ -20,10 +20,11 @@ demo: $(BIN)/.installed
 		--temperature 0.8 --top-k 40 --seed 0
 
 ## Install the test and app extras, lint, and run the suite (tests marked slow are left to `make test-slow`).
-## Two workers, each test file whole on one of them (a module's fixtures are built once), then the ten slowest tests.
+## Two workers, each test file whole on one of them (a module's fixtures are built once), the longest files first
+## (tests/conftest.py: SLOWEST_FILES), then the ten slowest tests.
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=10
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=10
 
 ## The slow tests: many real signals at random moments (tests/test_faults.py), longer training checks.
 test-slow: $(BIN)/.installed

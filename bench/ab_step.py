@@ -1,12 +1,16 @@
-"""A/B of the Transformer's training step: today's model code against the model code of a git revision.
+"""A/B of the Transformer's training step: today's model code against the model code of a git revision,
+or against today's code under other config values.
 
     python bench/ab_step.py --against REV [--rounds 8] [--steps 30] [--config ...] [--config.model.x=y ...]
+    python bench/ab_step.py --against-config model.attention_impl=xla [--against-config KEY=VALUE ...] [...]
 
 Loads ``p2t_jax/models/transformer.py`` as it was at ``REV`` (``git show``) beside today's,
 builds both models from the same config, checks that their first losses agree, then times
 their jitted train steps (the library's ``make_train_step``, same optimiser) in alternating
 rounds in one process, so both see the same machine. Prints each median ms/step and the
 ratio new / old. Only the model file is swapped: the rest of the library is today's.
+With ``--against-config KEY=VALUE`` (repeatable) instead, the baseline is today's code with
+those config values on top of the command line's (e.g. one attention kernel against another).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -45,11 +50,15 @@ def load_model_module(rev: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--against", required=True, help="git revision whose model file is the baseline")
+    parser.add_argument("--against", help="git revision whose model file is the baseline")
+    parser.add_argument("--against-config", action="append", default=[], metavar="KEY=VALUE",
+                        help="instead of --against: the baseline is today's code with this config value (repeatable)")
     parser.add_argument("--config", default="configs/shakespeare.py:nanogpt_cpu")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=30)
     args, rest = parser.parse_known_args()
+    if bool(args.against) == bool(args.against_config):
+        sys.exit("error: give either --against REV or --against-config KEY=VALUE (one or more), not both or neither.")
 
     from p2t_jax.host_memory import keep_freed_host_memory
 
@@ -61,16 +70,23 @@ def main() -> None:
     from p2t_jax.tasks import language_model
 
     print(harness.machine_line())
+    load_start = os.getloadavg()
     config = harness.load(args.config, harness.config_overrides(rest))
     new_model = language_model.make_model(config)
-    old = load_model_module(args.against)
-    known = {f.name for f in dataclasses.fields(old.TransformerConfig)}  # fields added since REV are left out
-    old_model = old.Transformer(old.TransformerConfig(**{k: v for k, v in dataclasses.asdict(new_model.cfg).items()
-                                                         if k in known}))
+    if args.against:
+        old = load_model_module(args.against)
+        known = {f.name for f in dataclasses.fields(old.TransformerConfig)}  # fields added since REV are left out
+        old_model = old.Transformer(old.TransformerConfig(**{k: v for k, v in dataclasses.asdict(new_model.cfg).items()
+                                                             if k in known}))
+        old_name = f"at {args.against}"
+    else:
+        old_model = language_model.make_model(harness.load(args.config, [*harness.config_overrides(rest),
+                                                                         *args.against_config]))
+        old_name = "with " + " ".join(args.against_config)
     batch = harness.random_lm_batch(config, np.random.default_rng(0))
 
     contenders = {}
-    for name, model in ((f"at {args.against}", old_model), ("today", new_model)):
+    for name, model in ((old_name, old_model), ("today", new_model)):
         step, state = harness.lm_train_step(config, model)
         compiled = step.lower(state, batch).compile()
         losses = []
@@ -90,6 +106,8 @@ def main() -> None:
     (old_name, old_c), (new_name, new_c) = contenders.items()
     old_ms, new_ms = statistics.median(old_c["ms"]), statistics.median(new_c["ms"])
     print(f"{old_name}: {old_ms:.2f} ms/step; {new_name}: {new_ms:.2f} ms/step; ratio today / old: {new_ms / old_ms:.3f}")
+    print(f"load average (1 min) {load_start[0]:.2f} at the start, {os.getloadavg()[0]:.2f} at the end, "
+          f"on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

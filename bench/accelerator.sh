@@ -34,7 +34,7 @@ mkdir -p "$OUT"
 
 if [[ ${P2T_ACCEL_SMOKE:-0} == 1 ]]; then
   SIZE=(--config.train.batch_size=2)
-  STEP=(--rounds 1 --steps 3 --warmup 2)
+  STEP=(--rounds 1 --steps 3 --warmup 2 --no-record)
   TRAIN=(--config.train.num_steps=6 --config.train.log_every=3 --config.train.eval_every=6
          --config.train.eval_batches=2 --config.train.checkpoint_every=6)
   echo "P2T_ACCEL_SMOKE=1: a check of the script with a batch of 2 and a few steps, not a measurement"

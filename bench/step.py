@@ -26,6 +26,10 @@ third contender: the JAX step with glibc's malloc left at its defaults (see
 ``p2t_jax/host_memory.py``); ``--variant NAME=VALUE`` (repeatable) adds a JAX contender
 with that environment variable set (an A/B of XLA flags: ``--variant
 XLA_FLAGS=--xla_cpu_enable_fast_math=true``). ``--json FILE`` also writes the figures as JSON.
+Every timed run appends a record (machine, versions, figures, date, load average at its
+start and end) to the results store ``bench/results/step.jsonl`` (``bench/results.py``;
+``--results DIR`` for another folder, ``--no-record`` for none), from which
+``bench/render_table.py`` renders the README's per-machine table.
 
 Each contender runs in its own worker process (two thread pools in one process steal each
 other's cores: in one process the JAX step measured 28.3 ms against 22.0 ms alone), and
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -44,6 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Dense bfloat16 peak TFLOP/s by a part of ``device_kind`` as JAX reports it (first match wins),
 # from the vendors' spec sheets (the dense figure: NVIDIA's sheets also quote twice as much
@@ -304,6 +310,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=0.0,
                         help="the device's peak TFLOP/s for the MFU (default: the table, for known accelerators)")
     parser.add_argument("--json", default="", help="also write the figures to this file")
+    parser.add_argument("--results", default="", metavar="DIR",
+                        help="the results store to append this run's record to (default bench/results)")
+    parser.add_argument("--no-record", action="store_true", help="append nothing to the results store")
     parser.add_argument("--predict", default="", metavar="DEVICES",
                         help=f"time nothing; print the step's FLOPs and the predicted step time on these devices "
                              f"(comma-separated: {', '.join(PREDICT_DEVICES)})")
@@ -338,6 +347,9 @@ def main() -> None:
     if bad:
         sys.exit(f"error: --variant takes NAME=VALUE (an environment variable), got {bad[0]!r}.")
 
+    import results as store
+
+    load_start = store.load_average()
     workers = start_workers(args.config, rest, torch_too=not args.no_torch, malloc_defaults=args.malloc_defaults,
                             variants=tuple(args.variant), warmup=args.warmup)
     f = workers["jax"].facts
@@ -379,8 +391,21 @@ def main() -> None:
             print(f"{name} [{workers[name].facts['version']}]: median {other:.1f} ms/step, "
                   f"{1000 * tokens / other:,.0f} tokens/s; ratio jax / {name}: {ms / other:.2f}")
             results[name] = {"version": workers[name].facts["version"], "ms_per_step": other, "ratio": ms / other}
+    for name in workers:
+        results.setdefault(name, {})["cpu_ms_per_step"] = [statistics.median(c) for c in zip(*cpu[name])]
+        if "step_bytes" in workers[name].facts:
+            results[name]["step_mib"] = workers[name].facts["step_bytes"] / 2**20
+    load_end = store.load_average()
+    busy = load_start and max(load_start[0], load_end[0]) > (os.cpu_count() or 1)
+    print(f"load average (1 min) {load_start[0] if load_start else float('nan'):.2f} at the start, "
+          f"{load_end[0] if load_end else float('nan'):.2f} at the end, on {os.cpu_count()} CPUs"
+          + (": taken under load (other work shared the cores)" if busy else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    if not args.no_record:
+        path = store.append(store.record("step", results, machine_line=f["machine"], load_start=load_start),
+                            Path(args.results) if args.results else store.RESULTS)
+        print(f"recorded in {path}")
 
 
 if __name__ == "__main__":

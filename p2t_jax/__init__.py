@@ -21,8 +21,9 @@ rows below its own (``tests/test_layering.py`` checks it):
 * At the top, importing from anything below: ``chapters/`` what a chapter's experiment
   computes (hand-written backprop, perceptron rule, seed sweeps, measurements), ``viz/``
   the figures, ``experiment`` the harness every ``experiments/NN_*.py`` script runs under;
-  above them ``playground/`` the Streamlit app and ``reproduce/`` (every chapter's experiment
-  run into one report); ``cli`` the ``p2t`` command at the very top.
+  above them ``reproduce/`` (every chapter's experiment run into one report), then
+  ``playground/`` the Streamlit app (its ``--make-runs`` uses reproduce's quick budget);
+  ``cli`` the ``p2t`` command at the very top.
 
 Outside the package: ``configs/`` (``get_config(arg)`` files), ``experiments/`` (one script
 per chapter), ``bench/``, ``tests/``, ``docs/`` (``docs/extending.md``: your own task).

@@ -15,12 +15,40 @@ QUICK_COMPILE = "--xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {QUICK_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TQDM_DISABLE", "1")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get("P2T_TEST_COMPILE_CACHE") != "0":
+    # One persistent compilation cache for the whole run, shared by both xdist workers (they start from this
+    # process's environment) and by every process a test starts (``p2t`` commands, the playground's server): a
+    # program compiled once (the smoke Transformer's steps, a chapter's model) is loaded, not compiled again, by the
+    # next test or process that builds it. A fresh folder each run, removed at its end, so nothing carries over
+    # from one run to the next. ``P2T_TEST_COMPILE_CACHE=0`` turns it off (to measure what it saves).
+    import atexit
+    import shutil
+    import tempfile
+
+    _CACHE_DIR = tempfile.mkdtemp(prefix="p2t-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every program, however quick to compile
+    atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+# The files that take longest, longest first (by `--durations=0` summed per file). `make test` hands whole files to its two workers
+# (`--dist loadfile`) in collection order (`--no-loadscope-reorder`; pytest-xdist's own order is by
+# number of tests, which would leave a long file of one test, such as the extending guide, to the
+# end while the other worker idles). Files not named here follow, in their usual order.
+SLOWEST_FILES = ("test_playground.py", "test_faults.py", "test_extending.py", "test_sampling.py", "test_accumulation.py",
+                 "test_sweep.py", "test_training.py", "test_export.py", "test_parallel.py", "test_backprop.py",
+                 "test_transformer.py", "test_batchnorm.py", "test_own_lm.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
 
 
 @pytest.fixture
@@ -125,24 +153,35 @@ def smoke_config():
 
 
 class CompileCounter:
-    """XLA compilations counted while in a ``with`` block: ``with CompileCounter() as c: ...; c.count``."""
+    """Programs built while in a ``with`` block: ``with CompileCounter() as c: ...; c.count``.
 
-    EVENT = "/jax/core/compile/backend_compile_duration"
+    Counts XLA compilations and loads from the persistent compilation cache (the suite shares
+    one, see above): a program another test compiled first is loaded, not compiled, and still
+    counts as built here."""
+
+    COMPILED = "/jax/core/compile/backend_compile_duration"
+    LOADED = "/jax/compilation_cache/cache_hits"
 
     def __init__(self):
         self.count = 0
 
-    def _listen(self, event, duration, **kwargs):
-        if event == self.EVENT:
+    def _compiled(self, event, duration, **kwargs):
+        if event == self.COMPILED:
+            self.count += 1
+
+    def _loaded(self, event, **kwargs):
+        if event == self.LOADED:
             self.count += 1
 
     def __enter__(self):
         import jax.monitoring
 
-        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        jax.monitoring.register_event_duration_secs_listener(self._compiled)
+        jax.monitoring.register_event_listener(self._loaded)
         return self
 
     def __exit__(self, *exc):
         import jax.monitoring
 
-        jax.monitoring.unregister_event_duration_listener(self._listen)
+        jax.monitoring.unregister_event_duration_listener(self._compiled)
+        jax.monitoring.unregister_event_listener(self._loaded)

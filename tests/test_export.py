@@ -293,7 +293,7 @@ def test_attention_impl_xla_and_float32_never_ask_for_cudnn(no_data, cudnn_prese
 def test_attention_impl_is_checked(no_data):
     from p2t_jax.configuration import ConfigError
 
-    with pytest.raises(ConfigError, match="'model.attention_impl' must be one of auto, xla, cudnn, got 'flash'"):
+    with pytest.raises(ConfigError, match="'model.attention_impl' must be one of auto, xla, cudnn, blocked, got 'flash'"):
         tasks.build(_gpu_recipe(attention_impl="flash"))
     with pytest.raises(ConfigError, match="'model.attention_impl' is 'cudnn', which needs a GPU with cuDNN, and "
                                           "JAX runs on cpu here"):

@@ -25,7 +25,8 @@ LAYERS = [
     ["tasks"],
     ["sampling", "runs"],
     ["chapters", "viz", "experiment"],
-    ["playground", "reproduce"],
+    ["reproduce"],
+    ["playground"],
     ["cli"],
 ]
 LEVEL = {part: i for i, row in enumerate(LAYERS) for part in row}

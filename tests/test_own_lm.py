@@ -7,6 +7,7 @@ import json
 import re
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -142,9 +143,10 @@ def test_p2t_samples_an_own_language_model_through_its_decoder(own_task, tmp_pat
     state, _ = restore_state(dec.init_variables, config, run)
     tok = own_task.tokenizer()
     tokens = list(tok.encode("to be"))
+    logits_fn = jax.jit(dec.logits_fn)  # one compilation per window length, not one per operation and length
     for _ in range(12):
         window = jnp.asarray(tokens[-config.model.context:])[None]
-        tokens.append(int(jnp.argmax(dec.logits_fn(state.params, window)[0, -1])))
+        tokens.append(int(jnp.argmax(logits_fn(state.params, window)[0, -1])))
     assert text == tok.decode(np.asarray(tokens))
     # --stride belongs to the cache, which this model has not: it is not refused, the window is recomputed.
     assert _p2t("sample", "--workdir", run, "--prompt", "to", "--max-new-tokens", "3", "--stride", "40")[0] == 0

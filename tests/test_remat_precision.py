@@ -53,9 +53,9 @@ def test_remat_lowers_the_compiled_memory_of_scanned_blocks():
     activations kept for the backward pass (attention scores [B, H, T, T], MLP [B, T, F]) are what
     remat drops, so the temporary memory falls with ``full``, and ``dots_saveable`` sits between.
     (Unrolled blocks show no fall on XLA-CPU, whose scheduler runs the recomputation as early as
-    it can; README, "Large runs".)"""
+    it can; README, "Large runs".) XLA's attention, which keeps the scores (the blocked one keeps none)."""
     cfg = dict(vocab_size=17, max_len=128, emb_dim=32, num_heads=4, num_layers=4, mlp_dim=128,
-               scan_layers=True, dense_impl="general")
+               scan_layers=True, dense_impl="general", attention_impl="xla")
     tokens = jnp.zeros((8, 129), jnp.int32)
     temp = {}
     for r in POLICIES:

@@ -11,9 +11,11 @@ attention width, V value width.
   ``softmax(q . k / sqrt(K))`` with masked positions at the float32 minimum, then the
   weighted sum of the values. :func:`dot_product_attention` is the same through
   ``jax.nn.dot_product_attention``, with the kernel named by ``implementation``
-  (:data:`ATTENTION_IMPLS`): ``xla``, ``cudnn`` (cuDNN's fused kernel), or ``auto``: cuDNN's
-  in the code lowered for a CUDA GPU when the inputs are half precision and cuDNN accepts the
-  call, XLA's in the code lowered for anything else. ``auto`` is decided per *target*
+  (:data:`ATTENTION_IMPLS`): ``xla``, ``cudnn`` (cuDNN's fused kernel), ``blocked`` (the
+  online-softmax attention of :mod:`p2t_jax.models.blocked_attention`, memory linear in the
+  context), or ``auto``: cuDNN's in the code lowered for a CUDA GPU when the inputs are half
+  precision and cuDNN accepts the call, the blocked one in the code lowered for a CPU from
+  :data:`BLOCKED_FROM` positions on, XLA's otherwise. ``auto`` is decided per *target*
   platform when the step is lowered (``jax.lax.platform_dependent``), not from the machine
   that traces it, so a step exported for ``cuda`` from a CPU-only machine holds the same
   choice as one jitted on the GPU; tested equal to the written-out form.
@@ -36,6 +38,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from p2t_jax.models import logical
+from p2t_jax.models.blocked_attention import blocked_attention
 from p2t_jax.models.dense import project
 from p2t_jax.models.dropout import Dropout, is_zero
 
@@ -69,30 +72,38 @@ def attend(weights_BHTS: jax.Array, v_BSHK: jax.Array) -> jax.Array:
     return jnp.einsum("bhts,bshk->bthk", weights_BHTS.astype(v_BSHK.dtype), v_BSHK)
 
 
-ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn", "blocked")
 HALF_PRECISION = (jnp.bfloat16, jnp.float16)  # the dtypes cuDNN's fused attention takes
+ATTENTION_BLOCK = 128  # positions per block of the blocked attention (model.attention_block)
+# ``auto`` runs the blocked attention in the code lowered for a CPU from this many queries on
+# (measured in bench/NOTES.md, change 13: from context 64 on the train step is faster with it than
+# with XLA's there, and its memory is linear in the context; shorter contexts were not measured).
+BLOCKED_FROM = 64
 
 
 def dot_product_attention(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Array, mask: jax.Array | None = None,
                           *, scale: float | None = None, is_causal: bool = False,
-                          implementation: str = "auto") -> jax.Array:
-    """``[B, T, H, K]``: ``attend(attention_weights(q, k, mask), v)`` through ``jax.nn.dot_product_attention``.
+                          implementation: str = "auto", block: int = ATTENTION_BLOCK) -> jax.Array:
+    """``[B, T, H, K]``: ``attend(attention_weights(q, k, mask), v)`` without the weights.
 
     The fused form gives no weights; use it when nothing reads them. ``is_causal``: a causal
     mask from position 0 (``mask`` may then be None).
 
     ``implementation`` (:data:`ATTENTION_IMPLS`):
 
-    * ``xla``: XLA's attention on every platform.
+    * ``xla``: XLA's attention (``jax.nn.dot_product_attention``) on every platform.
     * ``cudnn``: cuDNN's fused kernel and nothing else: JAX raises where cuDNN is missing
       (a jaxlib without CUDA) or refuses the call (e.g. float32 inputs, a head width that is
       not a multiple of 8), and the step cannot be lowered for a platform other than CUDA.
-    * ``auto``: for half-precision inputs, both kernels are traced and
-      ``jax.lax.platform_dependent`` keeps cuDNN's in the code lowered for ``cuda`` and
-      XLA's in the code lowered for any other platform (the choice is made when the step is
-      lowered, for the platform it is lowered for; the compiled code holds one of them, no
-      conditional). Where cuDNN cannot trace the call (no cuDNN in this jaxlib, a mask or
-      shape it refuses) or the inputs are float32, XLA's alone.
+    * ``blocked``: :func:`p2t_jax.models.blocked_attention.blocked_attention` on every platform
+      (``block`` positions per block; memory linear in the context), where ``mask`` is None;
+      with a mask (a decoding cache's, padding) XLA's.
+    * ``auto``: decided per *target* platform when the step is lowered
+      (``jax.lax.platform_dependent``; the compiled code holds one kernel, no conditional):
+      for a CPU, the blocked attention from :data:`BLOCKED_FROM` queries on (and no mask),
+      else XLA's; for ``cuda`` with half-precision inputs, cuDNN's where cuDNN can trace the
+      call (it is in this jaxlib and accepts the shapes and mask), else XLA's; XLA's for any
+      other platform.
     """
     def xla(q, k, v):
         return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal,
@@ -102,15 +113,26 @@ def dot_product_attention(q_BTHK: jax.Array, k_BSHK: jax.Array, v_BSHK: jax.Arra
         return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale, is_causal=is_causal,
                                             implementation="cudnn")
 
+    def blocked(q, k, v):
+        return blocked_attention(q, k, v, causal=is_causal, scale=scale, block=block)
+
     if implementation not in ATTENTION_IMPLS:
         raise ValueError(f"implementation must be one of {', '.join(ATTENTION_IMPLS)}, got {implementation!r}.")
     if implementation == "cudnn":
         return cudnn(q_BTHK, k_BSHK, v_BSHK)
-    if implementation == "auto" and q_BTHK.dtype in HALF_PRECISION:
+    can_block = mask is None and (not is_causal or q_BTHK.shape[1] == k_BSHK.shape[1])
+    if implementation == "blocked":
+        return (blocked if can_block else xla)(q_BTHK, k_BSHK, v_BSHK)
+    if implementation == "xla":
+        return xla(q_BTHK, k_BSHK, v_BSHK)
+    cpu = blocked if can_block and q_BTHK.shape[1] >= BLOCKED_FROM else xla
+    if q_BTHK.dtype in HALF_PRECISION:
         try:
-            return jax.lax.platform_dependent(q_BTHK, k_BSHK, v_BSHK, cuda=cudnn, default=xla)
+            return jax.lax.platform_dependent(q_BTHK, k_BSHK, v_BSHK, cuda=cudnn, cpu=cpu, default=xla)
         except (NotImplementedError, ValueError, RuntimeError):  # cuDNN absent, or refusing this call
             pass
+    if cpu is blocked:
+        return jax.lax.platform_dependent(q_BTHK, k_BSHK, v_BSHK, cpu=blocked, default=xla)
     return xla(q_BTHK, k_BSHK, v_BSHK)
 
 
@@ -190,8 +212,9 @@ class MultiHeadAttention(nn.Module):
       dense_impl: ``rows`` (projections on ``[B*T, D]`` rows through
         :class:`p2t_jax.models.dense.Dense`, the faster kernels on XLA-CPU) or ``general``
         (``nn.DenseGeneral`` on ``[B, T, D]``); the same parameters either way.
-      attention_impl: the fused attention's kernel, ``auto``, ``xla`` or ``cudnn``
+      attention_impl: the fused attention's kernel, ``auto``, ``xla``, ``cudnn`` or ``blocked``
         (:func:`dot_product_attention`).
+      attention_block: positions per block of the blocked attention.
     """
 
     num_heads: int
@@ -206,6 +229,7 @@ class MultiHeadAttention(nn.Module):
     out_kernel_init: Callable = nn.initializers.normal(0.02)
     dense_impl: str = "general"
     attention_impl: str = "auto"
+    attention_block: int = ATTENTION_BLOCK
 
     def _project(self, x, features, axes, name, contract_axes=1, bias_axes=None, kernel_init=None):
         return project(x, features, contract_axes=contract_axes, rows=self.dense_impl == "rows", name=name,
@@ -259,7 +283,7 @@ class MultiHeadAttention(nn.Module):
         collect = self.is_mutable_collection("intermediates")
         if not collect and (deterministic or is_zero(self.dropout_rate)):
             out_BTHK = dot_product_attention(q_BTHK, k_BSHK, v_BSHK, mask, is_causal=is_causal,
-                                             implementation=self.attention_impl)
+                                             implementation=self.attention_impl, block=self.attention_block)
         else:
             if is_causal:
                 causal = causal_mask(q_BTHK.shape[1])

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from p2t_jax.models import logical
-from p2t_jax.models.attention import MultiHeadAttention, causal_mask  # noqa: F401 (causal_mask: re-exported)
+from p2t_jax.models.attention import ATTENTION_BLOCK, MultiHeadAttention, causal_mask  # noqa: F401 (causal_mask: re-exported)
 from p2t_jax.models.dense import project
 from p2t_jax.models.dropout import Dropout
 
@@ -65,8 +65,12 @@ class TransformerConfig:
         backward pass; ``full`` and ``dots_saveable`` recompute them (``nn.remat`` on each
         block, scanned or not), trading compute for memory. The numbers are the same.
       attention_impl: the fused attention's kernel (:func:`p2t_jax.models.attention.dot_product_attention`):
-        ``auto`` (cuDNN's in the code lowered for a CUDA GPU in half precision, XLA's
-        elsewhere; decided for the platform the step is lowered for), ``xla`` or ``cudnn``.
+        ``auto`` (cuDNN's in the code lowered for a CUDA GPU in half precision, the blocked
+        attention in the code lowered for a CPU from context
+        :data:`p2t_jax.models.attention.BLOCKED_FROM` on, XLA's elsewhere; decided for the
+        platform the step is lowered for), ``xla``, ``cudnn`` or ``blocked``
+        (:mod:`p2t_jax.models.blocked_attention`: memory linear in the context).
+      attention_block: positions per block of the blocked attention.
     """
 
     vocab_size: int
@@ -85,6 +89,7 @@ class TransformerConfig:
     dense_impl: str = "auto"
     remat: str = "none"
     attention_impl: str = "auto"
+    attention_block: int = ATTENTION_BLOCK
 
     @property
     def head_dim(self) -> int:
@@ -142,7 +147,7 @@ def CausalSelfAttention(cfg: TransformerConfig, name: str | None = None) -> Mult
                               dtype=cfg.dtype, kernel_init=nn.initializers.normal(0.02),
                               out_kernel_init=nn.initializers.normal(0.02 / (2 * cfg.num_layers) ** 0.5),
                               dense_impl=cfg.resolved_dense_impl,
-                              attention_impl=cfg.attention_impl, name=name)
+                              attention_impl=cfg.attention_impl, attention_block=cfg.attention_block, name=name)
 
 
 class MLP(nn.Module):

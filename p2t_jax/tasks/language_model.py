@@ -19,7 +19,7 @@ from p2t_jax.configuration import ConfigError, require, require_choice, require_
 from p2t_jax.data import shakespeare
 from p2t_jax.data.lm import LMBatches
 from p2t_jax.data.tokenizer import CharTokenizer
-from p2t_jax.models.attention import ATTENTION_IMPLS
+from p2t_jax.models.attention import ATTENTION_BLOCK, ATTENTION_IMPLS
 from p2t_jax.models.decoder import Decoder
 from p2t_jax.models.transformer import DENSE_IMPLS, REMAT_POLICIES, Transformer, TransformerConfig
 from p2t_jax.resources import require_memory
@@ -65,7 +65,10 @@ def default_config() -> ml_collections.ConfigDict:
     # GPU with bfloat16 compute, XLA's elsewhere; decided for the platform the step is lowered
     # for), xla, or cudnn (cuDNN's or refuse: needs a GPU). Attention with dropout on its
     # probabilities (model.dropout_rate > 0, training) is written out and uses neither.
+    # blocked: the online-softmax attention (p2t_jax/models/blocked_attention.py), memory linear
+    # in the context; auto picks it in the code lowered for a CPU from context 64 on.
     c.model.attention_impl = "auto"
+    c.model.attention_block = 128  # positions per block of the blocked attention
 
     # The mixed-precision policy (README, "Large runs"). The attention softmax and the loss are
     # float32 whatever the policy; runs saved with model.dtype read it as precision.compute.
@@ -109,6 +112,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require_choice(config, "model.dense_impl", DENSE_IMPLS)
     require_choice(config, "model.remat", REMAT_POLICIES)
     require_choice(config, "model.attention_impl", ATTENTION_IMPLS)
+    require(int(m.get("attention_block", ATTENTION_BLOCK)) >= 1,
+            f"config key 'model.attention_block' must be a positive number of positions, got {m.get('attention_block')}.")
     require_choice(config, "data.source", ("auto", "embedded", "tfds"))
     require(o.warmup_steps >= 0, f"config key 'optim.warmup_steps' must be >= 0, got {o.warmup_steps}.")
     require(0 <= o.end_learning_rate <= o.learning_rate,
@@ -132,7 +137,8 @@ def model_config(config: ml_collections.ConfigDict) -> TransformerConfig:
                              gelu_approximate=m.gelu_approximate, dtype=DTYPES[config.precision.compute],
                              output_dtype=DTYPES[config.precision.output],
                              scan_layers=m.scan_layers, dense_impl=m.dense_impl, remat=m.remat,
-                             attention_impl=m.get("attention_impl", "auto"))
+                             attention_impl=m.get("attention_impl", "auto"),
+                             attention_block=int(m.get("attention_block", ATTENTION_BLOCK)))
 
 
 def make_model(config: ml_collections.ConfigDict) -> Transformer:
