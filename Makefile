@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONFIG ?= small
 WORKDIR ?= runs/shakespeare_$(CONFIG)
 
-.PHONY: demo test test-slow sample reproduce reproduce-quick clean-venv
+.PHONY: demo test test-e2e test-slow sample reproduce reproduce-quick clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,18 @@ demo: $(BIN)/.installed
 	$(BIN)/p2t sample --workdir $(WORKDIR) --prompt "ROMEO:" --max-new-tokens 300 \
 		--temperature 0.8 --top-k 40 --seed 0
 
-## Install the test and app extras, lint, and run the suite (tests marked slow are left to `make test-slow`).
+## Install the test and app extras, lint, and run the suite (tests marked slow are left to `make test-slow`, the
+## end-to-end checks marked e2e to `make test-e2e`, which CI runs after this).
 ## Two workers, each test file whole on one of them (a module's fixtures are built once), the longest files first
 ## (tests/conftest.py: SLOWEST_FILES), then the ten slowest tests.
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" --durations=10
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not e2e" --durations=10
+
+## The end-to-end checks: every playground page in a real browser, docs/extending.md run as written, the SIGHUP and
+## SIGKILL random-moment trials. CI (.ci/run) runs them after `make test`.
+test-e2e: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "e2e and not slow" --durations=5
 
 ## The slow tests: many real signals at random moments (tests/test_faults.py), longer training checks.
 test-slow: $(BIN)/.installed

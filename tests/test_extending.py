@@ -6,12 +6,15 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import QUICK_COMPILE
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"```(python|bash)\n(.*?)```", re.S)
 
 
+@pytest.mark.e2e
 def test_the_extending_guide_runs_as_written(tmp_path, monkeypatch):
     text = (REPO / "docs" / "extending.md").read_text()
     blocks = BLOCK.findall(text)

@@ -112,7 +112,8 @@ def _trial(reference, workdir: pathlib.Path, signum: int, rng: random.Random) ->
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow),
-                                    signal.SIGHUP, signal.SIGKILL],
+                                    pytest.param(signal.SIGHUP, marks=pytest.mark.e2e),
+                                    pytest.param(signal.SIGKILL, marks=pytest.mark.e2e)],
                          ids=["int", "term", "hup", "kill"])  # SIGTERM takes SIGHUP's path; the slow test sends all
 def test_a_signal_at_a_random_moment_then_resume_equals_the_uninterrupted_run(reference, tmp_path, signum):
     _trial(reference, tmp_path / "run", signum, random.Random(int(signum) * 7919 + int(time.time())))

@@ -645,6 +645,7 @@ def _press(browser: Browser, label: str, key) -> None:
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                     reason="headless Chromium and its driver are not installed (Debian: apt-get install chromium "
                            "chromium-driver)")
+@pytest.mark.e2e
 def test_every_page_in_a_real_browser(request, tmp_path):
     """Starts `p2t playground`'s server on a free port, opens each of the 11 pages, moves one widget, saves a
     screenshot of each (``playground_<page>.png``)."""
