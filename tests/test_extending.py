@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import QUICK_COMPILE
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
