@@ -114,6 +114,19 @@ def test_weight_decay_mask_leaves_biases_alone():
         np.testing.assert_allclose(updates["bias"], 0.0)
 
 
+def test_weight_decay_may_be_traced_as_a_sweep_traces_it():
+    """A traced weight decay (``p2t sweep optim.weight_decay=...``) gives the update of the same number given plainly."""
+    params = {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.ones((2,))}
+    grads = jax.tree.map(lambda p: 0.1 * p, params)
+
+    def step(wd):
+        tx = scratch.adamw(0.5, weight_decay=wd, mask=chains.decay_mask)
+        return tx.update(grads, tx.init(params), params)[0]
+
+    for wd in (0.0, 0.25):
+        chex.assert_trees_all_close(jax.jit(step)(jnp.float32(wd)), step(wd), rtol=1e-6)
+
+
 def _optim(**fields) -> ml_collections.ConfigDict:
     base = dict(learning_rate=1e-2, end_learning_rate=0.0, warmup_steps=0, decay_steps=0, b1=0.9, b2=0.999,
                 eps=1e-8, weight_decay=0.0, grad_clip_norm=0.0)

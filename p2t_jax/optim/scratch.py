@@ -84,8 +84,8 @@ def _decay_mask(mask: Any, params: Any) -> Any:
 
 
 def _add_decay(directions: Any, params: Any, weight_decay: float, mask: Any) -> Any:
-    """``d + wd * p`` where the mask is True, ``d`` elsewhere."""
-    if weight_decay == 0.0:
+    """``d + wd * p`` where the mask is True, ``d`` elsewhere (``wd`` a number or a traced scalar, as in a sweep)."""
+    if isinstance(weight_decay, (int, float)) and weight_decay == 0.0:
         return directions
     keep = _decay_mask(mask, params)
     return jax.tree.map(lambda d, p, k: d + weight_decay * p if k else d, directions, params, keep)
