@@ -67,6 +67,22 @@ def load_experiment(name: str):
     return module
 
 
+def load_bench(name: str):
+    """The module of ``bench/<name>.py``, loaded by path with ``bench/`` on sys.path while it loads (the scripts
+    import each other by name, as when run)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
 def run_experiment_smoke(name: str, config: str, workdir: pathlib.Path, capsys, *,
                          claims: bool | None = True) -> dict:
     """Runs ``experiments/<name>`` with ``--config config`` into ``workdir`` and returns its results.json.

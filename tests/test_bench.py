@@ -1,29 +1,18 @@
 """The benches' shared parts: where they ran (the machine line), the worker protocol, the MFU arithmetic,
 the scaling grid's points; and bench/accelerator.sh end to end in its smoke mode (slow)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
+from conftest import load_bench
 
 from p2t_jax.configuration import load_config
 
 
-def _load(repo_root, name):
-    sys.path.insert(0, str(repo_root / "bench"))  # the scripts import each other by name, as when run
-    try:
-        spec = importlib.util.spec_from_file_location(name, repo_root / "bench" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(repo_root / "bench"))
-
-
 def test_machine_line_says_where(repo_root):
-    harness = _load(repo_root, "harness")
+    harness = load_bench("harness")
     facts = harness.cpu_facts()
     assert facts["cores"] >= 1
     line = harness.machine_line()
@@ -34,7 +23,7 @@ def test_machine_line_says_where(repo_root):
 
 
 def test_worker_protocol(repo_root):
-    harness = _load(repo_root, "harness")
+    harness = load_bench("harness")
     code = ("import sys; sys.path.insert(0, 'bench'); import harness; "
             "harness.serve(lambda r: {'echo': r, 'n': len(r)}, {'hello': 1})")
     w = harness.Worker("echo", [sys.executable, "-c", code], cwd=repo_root)
@@ -48,7 +37,7 @@ def test_worker_protocol(repo_root):
 
 
 def test_mfu_arithmetic(repo_root):
-    step = _load(repo_root, "step")
+    step = load_bench("step")
     c = load_config(f"{repo_root}/configs/shakespeare.py:gpu")
     n = 6 * 12 * 384**2 + 65 * 384 + 13 * 384  # nanoGPT's get_num_params(): no position table
     assert step.model_flops_per_token(c, n) == 6 * n + 12 * 6 * 384 * 256
@@ -60,7 +49,7 @@ def test_mfu_arithmetic(repo_root):
 
 
 def test_scaling_points_keep_tokens_and_head_width(repo_root):
-    scaling = _load(repo_root, "scaling")
+    scaling = load_bench("scaling")
     from p2t_jax.configuration import apply_overrides
 
     for width, context in ((128, 64), (512, 512)):
@@ -94,7 +83,7 @@ def test_step_flops_match_the_analytic_count(repo_root):
     little more (layer norms, GELU, softmax, Adam), within 5% at width 128 and context 128."""
     from p2t_jax.configuration import apply_overrides
 
-    step = _load(repo_root, "step")
+    step = load_bench("step")
     c = apply_overrides(load_config(f"{repo_root}/configs/shakespeare.py:smoke"),
                         ["model.tie_embeddings=True", "model.use_bias=False", "model.emb_dim=128", "model.max_len=128",
                          "model.num_heads=4", "model.mlp_dim=512", "train.batch_size=4"])
@@ -107,7 +96,7 @@ def test_step_flops_match_the_analytic_count(repo_root):
 
 
 def test_prediction_arithmetic_and_refusals(repo_root):
-    step = _load(repo_root, "step")
+    step = load_bench("step")
     row = step.predict(1e12, 16384, step.PREDICT_DEVICES["A100"], 0.5)  # 1 TFLOP at half of 312 TFLOP/s
     assert row["peak_tflops"] == 312.0 and abs(row["ms_per_step"] - 1000 / 156) < 1e-9
     assert abs(row["tokens_per_s"] - 16384 * 156) < 1e-6

@@ -2,22 +2,10 @@
 the README's speed table is rendered from the store, one row per machine class, every row naming its machine;
 a corrupt store or a file without markers is refused with one sentence and nothing written."""
 
-import importlib.util
 import json
-import sys
 
 import pytest
-
-
-def _load(repo_root, name):
-    sys.path.insert(0, str(repo_root / "bench"))  # the scripts import each other by name, as when run
-    try:
-        spec = importlib.util.spec_from_file_location(name, repo_root / "bench" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(repo_root / "bench"))
+from conftest import load_bench
 
 
 def _step_figures(jax_ms, torch_ms, config="configs/shakespeare.py:nanogpt_cpu"):
@@ -26,7 +14,7 @@ def _step_figures(jax_ms, torch_ms, config="configs/shakespeare.py:nanogpt_cpu")
 
 
 def test_record_carries_machine_versions_load_and_figures(repo_root, tmp_path):
-    store = _load(repo_root, "results")
+    store = load_bench("results")
     rec = store.record("step", _step_figures(20.0, 25.0), machine_line="machine: here", load_start=[9.0, 8.0, 7.0])
     assert rec["machine"]["cores"] >= 1 and rec["versions"]["jax"].startswith("0.")
     assert rec["load"]["start"] == [9.0, 8.0, 7.0] and len(rec["load"]["end"]) == 3
@@ -38,7 +26,7 @@ def test_record_carries_machine_versions_load_and_figures(repo_root, tmp_path):
 
 
 def test_table_has_one_row_per_machine_with_its_median(repo_root, tmp_path):
-    store, render = _load(repo_root, "results"), _load(repo_root, "render_table")
+    store, render = load_bench("results"), load_bench("render_table")
     zen = {"model_name": "AMD EPYC", "family": "25", "model": "17", "isa": ["AVX2", "AVX-512F"], "cores": 2}
     for jax_ms, load in ((20.0, [1.0, 1, 1]), (24.0, [6.5, 5, 4]), (22.0, [1.5, 1, 1])):
         store.append({"bench": "step", "date": "2026-12-03T17:00:00Z", "machine": zen, "source": "measured",
@@ -60,7 +48,7 @@ def test_table_has_one_row_per_machine_with_its_median(repo_root, tmp_path):
 
 
 def test_write_between_markers_and_refusals(repo_root, tmp_path, capsys):
-    render = _load(repo_root, "render_table")
+    render = load_bench("render_table")
     (tmp_path / "step.jsonl").write_text(json.dumps({"bench": "step", "date": "d", "machine": {"label": "m"},
                                                      "figures": _step_figures(1.0, 2.0)}) + "\n")
     readme = tmp_path / "README.md"
@@ -79,11 +67,11 @@ def test_write_between_markers_and_refusals(repo_root, tmp_path, capsys):
     assert "step.jsonl:1 is not a JSON record" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a results record"):
         (tmp_path / "step.jsonl").write_text("[1, 2]\n")
-        _load(repo_root, "results").read("step", tmp_path)
+        load_bench("results").read("step", tmp_path)
 
 
 def test_scaling_table_has_both_kernels_and_pytorch(repo_root):
-    scaling = _load(repo_root, "scaling")
+    scaling = load_bench("scaling")
     row = {"width": 128, "context": 512, "layers": 4, "batch": 2, "steps": 6, "gflop": 4.0,
            "ms": {"xla": 90.0, "blocked": 40.0, "torch": 50.0}, "mib": {"xla": 60.0, "blocked": 20.0, "torch": 16.0},
            "ratio": {"xla": 1.8, "blocked": 0.8}}
