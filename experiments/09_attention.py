@@ -5,8 +5,9 @@
 
 The same encoder-decoder is trained with attention and without it (the decoder then sees
 only the encoder's final states; ``experiment.models`` may name the first alone, and the
-claim comparing the two is then not checked), ``experiment.seeds`` seeds each, all seeds of a model in
-one vmapped step (:mod:`p2t_jax.training.sweep`). Both then translate held-out sentences
+claim comparing the two is then not checked), ``experiment.seeds`` seeds each, through one compiled step
+(:mod:`p2t_jax.training.sweep`: one seed after another, or with ``experiment.vmap_seeds`` all at
+once). Both then translate held-out sentences
 (split by sentence: none was ever a training sentence) of every length by greedy decoding.
 
 Budget: ``train.num_steps`` is 600 (configs/reorder.py), where the chapter's measure has
@@ -92,10 +93,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
     for name in config.experiment.models:
         use_attention = MODELS[name]
         c = model_config(config, use_attention)
-        print(f"{name}: training {len(seeds)} seeds in one vmapped step", flush=True)
+        print(f"{name}: training {len(seeds)} seeds " + ("in one vmapped step" if e.get("vmap_seeds", True)
+                                                        else "one after another (one compiled step)"), flush=True)
         t0 = time.perf_counter()
         states, summary = sweep.train_seeds(lambda cfg: reorder_task.build(cfg)[0], c, seeds,
-                                            log=lambda line: print(line, flush=True))
+                                            log=lambda line: print(line, flush=True),
+                                            vmap=e.get("vmap_seeds", True))
         wall = time.perf_counter() - t0
         model, batches = reorder_task.make_model(c), reorder_task.make_batches(c)
         trained[name] = (model, states.params, batches)
@@ -133,9 +136,12 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
         sets = [batches.eval_set(n, 1) for n in e.heatmap_lengths]
         rows = np.concatenate([s["source"] for s in sets])
         row_lengths = np.concatenate([s["length"] for s in sets])
+    # padded with copies of the first row to the held-out sets' shape: the compiled decoder is reused
+    shown = len(rows)
+    rows = np.concatenate([rows, np.repeat(rows[:1], max(e.eval_size - shown, 0), axis=0)])
     tokens, weights = reordering.greedy(model, params, rows, out_len)
     panels = []
-    for i, n in enumerate(row_lengths):
+    for i, n in enumerate(row_lengths[:shown]):
         out_words = reorder.decode_target(tokens[0, i]).split() + ["<eos>"]
         panels.append({"source": reorder.SOURCE_VOCAB.decode(rows[i]).split(), "output": out_words,
                        "weights": weights[0, i, :len(out_words), :n],

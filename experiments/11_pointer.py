@@ -30,6 +30,7 @@ claim fails.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pathlib
 import sys
@@ -72,6 +73,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         lengths = tuple(e[problem].test_lengths)
         require(len(lengths) > 0, f"config key 'experiment.{problem}.test_lengths' must name at least one length.")
         problems.check_lengths(problem, lengths, c.data.max_length, f"config key 'experiment.{problem}.test_lengths'")
+        pad_to = tuple(e[problem].get("pad_to", ()))
+        require(all(isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= c.data.max_length for w in pad_to),
+                f"config key 'experiment.{problem}.pad_to' must hold widths from 1 to data.max_length "
+                f"({c.data.max_length}), got {pad_to!r}.")
     require_positive(config, "experiment.test_size", "experiment.claim_per_pointer", "experiment.claim_floor",
                      "experiment.claim_hull_area", "experiment.claim_tsp_excess")
     require(e.claim_per_pointer <= 1 and e.claim_floor <= 1 and e.claim_hull_area <= 1,
@@ -82,12 +87,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
         problems.instances("sort", [e.sort_example], e.sort.max_length)
 
 
+def teacher_forced_only(loss_fn):
+    """``loss_fn`` with its evaluation branch left out: the loop's evaluation measures the teacher-forced
+    loss and accuracy alone, and decodes nothing (:func:`test_by_length` decodes and measures the outputs,
+    with one compiled greedy decoder and one beam per padded width, instead of a third program of both)."""
+
+    def teacher_forced(params, model_state, batch, rng, train):
+        return loss_fn(params, model_state, batch, rng, True)
+
+    return teacher_forced
+
+
 def train(config: ml_collections.ConfigDict, folder: pathlib.Path) -> tuple[object, dict]:
     """Trains (or resumes, or reuses) one problem's run; returns its state and timing.
 
-    ``timing.json`` in the run folder adds up the training wall time over the calls that trained.
+    The loop evaluates the teacher-forced loss (:func:`teacher_forced_only`). ``timing.json`` in
+    the run folder adds up the training wall time over the calls that trained.
     """
     task, config = pointer_task.build(config)
+    task = dataclasses.replace(task, loss_fn=teacher_forced_only(task.loss_fn))
     t0 = time.perf_counter()
     state, summary = train_and_evaluate(task, config, folder, progress=False)
     wall = time.perf_counter() - t0
@@ -104,18 +122,21 @@ def train(config: ml_collections.ConfigDict, folder: pathlib.Path) -> tuple[obje
     return state, timing
 
 
-PAD_TO = 10  # test instances are padded to a multiple of this many elements: one compiled decoder per bucket
+PAD_TO = 10  # without experiment.<problem>.pad_to, test instances are padded to a multiple of this many elements
 
 
-def bucket(n: int) -> int:
-    return -(-n // PAD_TO) * PAD_TO
+def bucket(n: int, pad_to=()) -> int:
+    """The width instances of ``n`` elements are padded to: the smallest of ``pad_to`` (ascending) that
+    holds them, else the next multiple of :data:`PAD_TO`. Each width is one compiled greedy decoder and
+    one beam, so fewer widths compile less and decode longer rows."""
+    return next((w for w in sorted(pad_to) if w >= n), -(-n // PAD_TO) * PAD_TO)
 
 
-def test_by_length(config: ml_collections.ConfigDict, params, lengths, size: int) -> dict:
+def test_by_length(config: ml_collections.ConfigDict, params, lengths, size: int, pad_to=()) -> dict:
     """Greedy and beam outputs of ``size`` fresh instances of each length, measured.
 
     Instances are padded to :func:`bucket` of their length (masks keep the answers the same),
-    so lengths 5-10 share one compiled decoder.
+    so lengths 5-10 share one compiled decoder (and, with ``pad_to``, longer lengths share one).
 
     Returns:
       ``{"lengths": [...], "greedy": {metric: [per length]}, "beam": {...}, "beam_not_less_likely": [...],
@@ -127,7 +148,7 @@ def test_by_length(config: ml_collections.ConfigDict, params, lengths, size: int
     out: dict = {"lengths": list(lengths), "greedy": {}, "beam": {}, "beam_not_less_likely": [], "seconds": [],
                  "examples": {}}
     for n in lengths:
-        batch = problems.pad(problem, batches.eval_set(n, size), bucket(n))
+        batch = problems.pad(problem, batches.eval_set(n, size), bucket(n, pad_to))
         t0 = time.perf_counter()
         measured = pointer_task.measure(model, problem, params, batch, K)
         out["seconds"].append(time.perf_counter() - t0)
@@ -173,7 +194,8 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
         print(f"  trained in {timing['train_wall_s']:.0f} s ({timing.get('ms_per_step') or float('nan'):.1f} ms/step, "
               f"{timing.get('examples_per_s') or float('nan'):,.0f} examples/s, compile "
               f"{timing.get('compile_s') or float('nan'):.1f} s); {parameter_count(state.params):,} parameters", flush=True)
-        tested = test_by_length(c, state.params, tuple(e[problem].test_lengths), e.test_size)
+        tested = test_by_length(c, state.params, tuple(e[problem].test_lengths), e.test_size,
+                                tuple(e[problem].get("pad_to", ())))
         tested_all[problem] = (c, state, tested)
         keys = {"pointer_accuracy": "per-pointer %", "exact_match": "exact %"}
         if problem == "hull":
@@ -256,7 +278,8 @@ def draw(config: ml_collections.ConfigDict, tested_all: dict, workdir: pathlib.P
     if "sort" in tested_all:
         c, state, _ = tested_all["sort"]
         n = len(e.sort_example)
-        batch = problems.pad("sort", problems.instances("sort", [e.sort_example], c.data.max_length), bucket(n))
+        batch = problems.pad("sort", problems.instances("sort", [e.sort_example], c.data.max_length),
+                             bucket(n, tuple(e.sort.get("pad_to", ()))))
         batch = {k: np.repeat(v, e.test_size, axis=0) for k, v in batch.items()}  # the test batch's shape: no new compile
         measured = pointer_task.measure(pointer_task.make_model(c), "sort", state.params, batch, 1)
         fig = figures.pointer_attention(e.sort_example, measured["greedy_weights"][0, :n, :n + 1],

@@ -326,12 +326,16 @@ def test_the_seed_sweep_is_the_one_seed_step_vmapped():
         chex.assert_trees_all_equal(sweep.unstack(first, i).checkpoint_items(), singles[-1][1].checkpoint_items())
     states, summary = sweep.train_seeds(build, config, seeds, log=None, states=first)
     assert summary["steps"] == [1, 2, 3] and np.asarray(summary["loss"]).shape == (3, 2)
+    in_turn, summary_in_turn = sweep.train_seeds(build, config, seeds, log=None, vmap=False)  # seed after seed
+    assert summary_in_turn["steps"] == [1, 2, 3] and np.asarray(summary_in_turn["loss"]).shape == (3, 2)
+    np.testing.assert_allclose(summary_in_turn["loss"], summary["loss"], rtol=1e-5)
     step = jax.jit(make_train_step(build(config).loss_fn))  # the same model for every seed: one compile
     for i, (task, state) in enumerate(singles):
         for n in range(3):
             state, _ = step(state, task.train_batch(n))
         chex.assert_trees_all_close(sweep.unstack(states, i).params, state.params, atol=1e-5)
-        assert int(sweep.unstack(states, i).step) == 3
+        chex.assert_trees_all_close(sweep.unstack(in_turn, i).params, state.params, atol=1e-5)
+        assert int(sweep.unstack(states, i).step) == 3 and int(sweep.unstack(in_turn, i).step) == 3
 
 
 def test_geometric_slope_and_first_below():

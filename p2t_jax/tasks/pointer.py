@@ -189,6 +189,13 @@ def decoders(model: PointerNetwork, beam_width: int):
     return greedy, beam
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _output_metrics(problem: str, batch: dict, positions_BT: jax.Array) -> dict[str, jax.Array]:
+    """:func:`p2t_jax.tasks.pointer_metrics.output_metrics` compiled once per problem and shape (greedy and
+    beam outputs share it), not one small program per operation and shape."""
+    return metrics.output_metrics(problem, batch, positions_BT)
+
+
 def measure(model: PointerNetwork, problem: str, params, batch: dict, beam_width: int) -> dict[str, np.ndarray]:
     """Greedy (and, for ``beam_width > 1``, beam) outputs of one batch and their per-example metrics.
 
@@ -207,6 +214,6 @@ def measure(model: PointerNetwork, problem: str, params, batch: dict, beam_width
         out[f"{name}_log_likelihood"] = decoded.log_likelihood_B
         if decoded.weights_BTS is not None:
             out[f"{name}_weights"] = decoded.weights_BTS
-        for k, v in metrics.output_metrics(problem, batch, decoded.positions_BT).items():
+        for k, v in _output_metrics(problem, batch, decoded.positions_BT).items():
             out[f"{name}_{k}"] = v
     return jax.device_get(out)

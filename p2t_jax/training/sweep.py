@@ -84,7 +84,7 @@ def initial_states(task: Task, config: ml_collections.ConfigDict, seeds: Sequenc
 
 def train_seeds(build: Callable[[ml_collections.ConfigDict], Task], config: ml_collections.ConfigDict,
                 seeds: Sequence[int], *, log: Callable[[str], None] | None = print,
-                states: TrainState | None = None) -> tuple[TrainState, dict]:
+                states: TrainState | None = None, vmap: bool = True) -> tuple[TrainState, dict]:
     """Trains the task of ``config`` for every seed in ``seeds`` at once, ``config.train.num_steps`` steps.
 
     Args:
@@ -94,6 +94,9 @@ def train_seeds(build: Callable[[ml_collections.ConfigDict], Task], config: ml_c
       seeds: S seeds.
       log: a line every ``train.log_every`` steps (None: silent).
       states: stacked states to start from (donated); default :func:`initial_states`.
+      vmap: one compiled step of every seed at once (True), or one compiled step of one seed run for
+        each seed in turn (False; the log lines come after the last seed). On XLA:CPU the
+        vmapped step of a model whose matmuls are small can cost more than S steps of one seed.
 
     Returns:
       ``(states, summary)``: the final TrainState with every leaf stacked ``[S, ...]``, and
@@ -104,6 +107,8 @@ def train_seeds(build: Callable[[ml_collections.ConfigDict], Task], config: ml_c
     tasks = seed_tasks(build, config, seeds)
     states = initial_states(tasks[0], config, seeds) if states is None else states
     _, schedule = make_optimizer(config.optim, config.train.num_steps)
+    if not vmap:
+        return _train_seeds_in_turn(tasks, config, seeds, states, schedule, log)
     step_fn = jax.jit(jax.vmap(make_train_step(tasks[0].loss_fn, schedule)), donate_argnums=0)
 
     def batch(step: int) -> dict:
@@ -128,6 +133,40 @@ def train_seeds(build: Callable[[ml_collections.ConfigDict], Task], config: ml_c
             interval, t_start = [], time.perf_counter()
     summary["ms_per_step"] = statistics.median(intervals_ms) if intervals_ms else None
     return states, summary
+
+
+def _train_seeds_in_turn(tasks: Sequence[Task], config: ml_collections.ConfigDict, seeds: list[int],
+                         states: TrainState, schedule, log: Callable[[str], None] | None) -> tuple[TrainState, dict]:
+    """:func:`train_seeds` with ``vmap=False``: one seed after another through one compiled step."""
+    step_fn = jax.jit(make_train_step(tasks[0].loss_fn, schedule), donate_argnums=0)
+    num_steps, log_every = config.train.num_steps, config.train.log_every
+    t0 = time.perf_counter()
+    step_fn = step_fn.lower(unstack(states, 0), tasks[0].train_batch(0)).compile()
+    summary: dict = {"seeds": seeds, "steps": [], "compile_s": time.perf_counter() - t0}
+    finals, logged, intervals_ms = [], [], []  # logged[seed]: the mean metrics of each interval
+    for i, task in enumerate(tasks):
+        state, interval, rows, t_start = unstack(states, i), [], [], time.perf_counter()
+        for step in range(num_steps):
+            state, metrics = step_fn(state, task.train_batch(step))
+            interval.append(metrics)
+            if (step + 1) % log_every == 0 or step + 1 == num_steps:
+                rows.append(jax.tree.map(lambda *xs: np.mean(np.stack(xs), axis=0), *jax.device_get(interval)))
+                intervals_ms.append(1000 * (time.perf_counter() - t_start) / len(interval))
+                interval, t_start = [], time.perf_counter()
+        finals.append(state)
+        logged.append(rows)
+    for k, step in enumerate(s for s in range(1, num_steps + 1) if s % log_every == 0 or s == num_steps):
+        means = {name: [float(rows[k][name]) for rows in logged] for name in logged[0][k]}
+        summary["steps"].append(step)
+        for name, values in means.items():
+            summary.setdefault(name, []).append(values)
+        if log is not None:
+            log(f"  step {step:>6}  loss " + " ".join(f"{v:.4f}" for v in means["loss"]))
+    # per step of all seeds, as the vmapped step reports it
+    summary["ms_per_step"] = len(tasks) * statistics.median(intervals_ms) if intervals_ms else None
+    treedef = jax.tree.structure(finals[0])
+    stacked = jax.tree.unflatten(treedef, [jnp.stack(leaves) for leaves in zip(*map(jax.tree.leaves, finals))])
+    return stacked, summary
 
 
 PARAMS_FILE = "params.msgpack"  # an experiment's trained parameters, in each model's folder
