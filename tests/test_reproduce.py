@@ -30,6 +30,7 @@ config = dict(a[len("--config."):].split("=", 1) for a in args if a.startswith("
 workdir.mkdir(parents=True, exist_ok=True)
 with open(workdir / "attempts.txt", "a") as f:
     f.write(f"{os.getpid()}\\n")
+(workdir / "env.json").write_text(json.dumps({k: v for k, v in os.environ.items() if k.startswith("JAX_")}))
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(143))
 signal.signal(signal.SIGINT, lambda *a: stop.append(130))
@@ -144,6 +145,29 @@ def test_second_run_skips_and_changes_rerun(fakes, tmp_path, capsys):
         assert (out / name / "attempts.txt").read_text().count("\n") == 1
     # The full budget is another setting: both run again, and a failed claim is an error there.
     assert reproduce("--budget", "full", "--out", str(out), "--set", "2:fail=1") == 1
+
+
+def test_chapters_share_one_compile_cache_unless_turned_off(fakes, tmp_path, capsys, monkeypatch):
+    from p2t_jax import compile_cache
+
+    def seen(out):
+        return [json.loads((out / name / "env.json").read_text()) for name in ("01_first", "02_second")]
+
+    monkeypatch.delenv(compile_cache.DIR_VARIABLE, raising=False)
+    out = tmp_path / "out"
+    assert reproduce("--budget", "quick", "--out", str(out)) == 0
+    wanted = {"JAX_COMPILATION_CACHE_DIR": str(out / ".xla-cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+    assert all(env.items() >= wanted.items() for env in seen(out))
+    assert compile_cache.DIR_VARIABLE not in os.environ  # the children's environment, not this process's
+    out = tmp_path / "off"
+    assert reproduce("--budget", "quick", "--out", str(out), "--no-compile-cache") == 0
+    assert all(compile_cache.DIR_VARIABLE not in env for env in seen(out))
+    assert "--no-compile-cache" in (out / "REPORT.md").read_text()  # the command, as run
+    monkeypatch.setenv(compile_cache.DIR_VARIABLE, str(tmp_path / "mine"))  # a cache the caller names stands
+    out = tmp_path / "named"
+    assert reproduce("--budget", "quick", "--out", str(out)) == 0
+    assert all(env[compile_cache.DIR_VARIABLE] == str(tmp_path / "mine") for env in seen(out))
 
 
 def test_folders_it_did_not_write_are_left_alone(fakes, tmp_path, capsys):
