@@ -199,7 +199,7 @@ def test_chapters_share_one_compile_cache_unless_turned_off(fakes, tmp_path, cap
     monkeypatch.delenv(compile_cache.DIR_VARIABLE, raising=False)
     out = tmp_path / "out"
     assert reproduce("--budget", "quick", "--out", str(out)) == 0
-    wanted = {"JAX_COMPILATION_CACHE_DIR": str(out / ".xla-cache"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    wanted = {"JAX_COMPILATION_CACHE_DIR": str((out / ".xla-cache").resolve()), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
               "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
     assert all(env.items() >= wanted.items() for env in seen(out))
     assert compile_cache.DIR_VARIABLE not in os.environ  # the children's environment, not this process's

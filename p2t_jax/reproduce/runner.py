@@ -269,7 +269,8 @@ def run_chapters(chapters: Sequence[Chapter], *, budget: str, out: pathlib.Path,
         check_folders(out, chapters)
         for stale in out.glob(".*.stale"):
             shutil.rmtree(stale, ignore_errors=True)
-        return _run_locked(chapters, budget, out, jobs, extra, progress, stream, out / CACHE if compile_cache else None)
+        cache = (out / CACHE).resolve() if compile_cache else None  # absolute: the chapters run in the repository
+        return _run_locked(chapters, budget, out, jobs, extra, progress, stream, cache)
 
 
 def _run_locked(chapters, budget, out, jobs, extra, progress, stream, cache) -> tuple[list[Outcome], int | None]:
