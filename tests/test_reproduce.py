@@ -24,6 +24,8 @@ from p2t_jax.reproduce import report, runner
 
 FAKE_SCRIPT = '''
 import json, os, pathlib, signal, sys, time
+from p2t_jax.parent_watch import stop_with_parent
+stop_with_parent()  # as the experiment harness does first
 args = sys.argv[1:]
 workdir = pathlib.Path(args[args.index("--workdir") + 1])
 config = dict(a[len("--config."):].split("=", 1) for a in args if a.startswith("--config."))
@@ -310,6 +312,38 @@ def test_signal_stops_the_chapter_and_the_next_run_resumes(signum, tmp_path, cap
     resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     assert "its last run ended 'interrupted'; running it again" in resumed.stderr
+    assert attempts.read_text().count("\n") == 2  # the same folder, not cleared
+    assert json.loads((out / "01_first" / "reproduce.json").read_text())["status"] == "passed"
+
+
+def test_kill_9_of_reproduce_stops_the_chapter_and_the_next_run_resumes(tmp_path):
+    """kill -9 cannot be forwarded: the chapter, told by the kernel that its parent died, gets SIGTERM, stops
+    (saving) and exits; nothing is left running, and the next run on the folder runs the chapter again in it."""
+    script, hold, out = tmp_path / "01_first.py", tmp_path / "hold", tmp_path / "out"
+    script.write_text(FAKE_SCRIPT)
+    hold.write_text("")
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(script=str(script)))
+    argv = [sys.executable, str(driver), "--budget", "quick", "--out", str(out), "--no-progress",
+            "--set", f"1:hold={hold}"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    attempts = out / "01_first" / "attempts.txt"
+    deadline = time.monotonic() + 60
+    while not (attempts.exists() and attempts.read_text().endswith("\n")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(attempts.read_text().split()[0])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while alive(child):
+        assert time.monotonic() < deadline, "the chapter ran on after kill -9 of p2t reproduce"
+        time.sleep(0.05)
+    hold.unlink()
+    resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
     assert attempts.read_text().count("\n") == 2  # the same folder, not cleared
     assert json.loads((out / "01_first" / "reproduce.json").read_text())["status"] == "passed"
 

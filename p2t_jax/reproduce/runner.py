@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from p2t_jax import compile_cache as compile_cache_lib
+from p2t_jax import parent_watch
 from p2t_jax.configuration import REPO_ROOT, ConfigError
 from p2t_jax.reproduce import provenance
 from p2t_jax.reproduce.chapters import Chapter, Plan, plan
@@ -238,13 +239,15 @@ def command(chapter: Chapter, p: Plan, folder: pathlib.Path, extra: Sequence[str
 def child_env(cache: pathlib.Path | None = None) -> dict[str, str]:
     """The environment of a chapter: this one, with the repository first on PYTHONPATH (the code hashed is
     the code run), Python's output unbuffered (PASS/FAIL lines arrive as they are printed) and, given a
-    ``cache`` folder, JAX's persistent compilation cache there (unless the environment names one already)."""
+    ``cache`` folder, JAX's persistent compilation cache there (unless the environment names one already);
+    ``P2T_STOP_WITH_PARENT`` names this process (:mod:`p2t_jax.parent_watch`)."""
     env = dict(os.environ)
     if cache is not None:
         compile_cache_lib.share(cache, env)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                                             if p])
     env["PYTHONUNBUFFERED"] = "1"
+    env[parent_watch.ENV] = str(os.getpid())  # the chapter stops (saving) if this process dies, even by kill -9
     return env
 
 
