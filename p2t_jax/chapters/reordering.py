@@ -51,8 +51,8 @@ def verb_attention(weights_SNTL: np.ndarray, lengths_N: np.ndarray) -> np.ndarra
 def softmax_saturation(dims: Sequence[int], num_keys: int, num_queries: int, seed: int) -> dict[str, np.ndarray]:
     """Softmax over ``q . k`` for random unit-variance queries and keys, with and without the 1/sqrt(d) scaling.
 
-    For each width d: ``num_queries`` queries and ``num_keys`` keys with N(0, 1) entries,
-    weights by :func:`p2t_jax.models.attention.attention_weights` (``scale=1`` unscaled).
+    For each width d: ``num_queries`` queries and ``num_keys`` keys with N(0, 1) entries (the
+    first d columns of one draw at the widest d), weights by :func:`p2t_jax.models.attention.attention_weights` (``scale=1`` unscaled).
 
     Returns:
       ``{"dims", "entropy_scaled", "entropy_unscaled", "max_weight_scaled", "max_weight_unscaled"}``:
@@ -60,10 +60,14 @@ def softmax_saturation(dims: Sequence[int], num_keys: int, num_queries: int, see
     """
     out: dict[str, list] = {"entropy_scaled": [], "entropy_unscaled": [], "max_weight_scaled": [],
                             "max_weight_unscaled": []}
+    # one draw at the widest d, whose first d columns are each width's queries and keys: two compiled draws,
+    # not two per width
+    kq, kk = jax.random.split(jax.random.PRNGKey(seed))
+    q_all, k_all = (np.asarray(jax.random.normal(key, (n, max(dims)))) for key, n in ((kq, num_queries),
+                                                                                     (kk, num_keys)))
     for d in dims:
-        kq, kk = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), d))
-        q = jax.random.normal(kq, (num_queries, d)).reshape(1, num_queries, 1, d)  # [B=1, T, H=1, d]
-        k = jax.random.normal(kk, (num_keys, d)).reshape(1, num_keys, 1, d)
+        q = jnp.asarray(q_all[:, :d]).reshape(1, num_queries, 1, d)  # [B=1, T, H=1, d]
+        k = jnp.asarray(k_all[:, :d]).reshape(1, num_keys, 1, d)
         for name, scale in (("scaled", None), ("unscaled", 1.0)):
             w = attention_weights(q, k, scale=scale)[0, 0]  # [queries, keys]
             entropy = -jnp.sum(jnp.where(w > 0, w * jnp.log(jnp.where(w > 0, w, 1.0)), 0.0), axis=-1)
