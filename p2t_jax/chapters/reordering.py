@@ -52,7 +52,8 @@ def softmax_saturation(dims: Sequence[int], num_keys: int, num_queries: int, see
     """Softmax over ``q . k`` for random unit-variance queries and keys, with and without the 1/sqrt(d) scaling.
 
     For each width d: ``num_queries`` queries and ``num_keys`` keys with N(0, 1) entries (the
-    first d columns of one draw at the widest d), weights by :func:`p2t_jax.models.attention.attention_weights` (``scale=1`` unscaled).
+    first d columns of one draw at the widest d), weights by
+    :func:`p2t_jax.models.attention.attention_weights` (``scale=1`` unscaled).
 
     Returns:
       ``{"dims", "entropy_scaled", "entropy_unscaled", "max_weight_scaled", "max_weight_unscaled"}``:
