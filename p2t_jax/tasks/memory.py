@@ -93,12 +93,7 @@ def make_loss_fn(model: RecurrentClassifier):
     return loss_fn
 
 
-# The initialisation runs once per seed: compiled with LLVM's optimisations off it compiles in about
-# half the CPU time (its draws agree with the optimised program's to float32 rounding).
-INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1), compiler_options=INIT_COMPILER_OPTIONS)
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def init_variables(model: RecurrentClassifier, length: int, rng: jax.Array) -> dict:
     """``{"params": ...}`` for rows of ``length`` words (compiled once per model and length)."""
     return model.init(rng, jnp.zeros((1, length), jnp.int32))

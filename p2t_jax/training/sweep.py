@@ -77,9 +77,15 @@ def initial_states(task: Task, config: ml_collections.ConfigDict, seeds: Sequenc
     One state per seed, not a ``vmap`` over seeds: XLA-CPU compiles a vmapped PRNG several
     times slower, and a task whose ``init_variables`` is jitted compiles it once for all seeds.
     """
-    states = [create_state(task.init_variables, seed_config(config, int(s))) for s in seeds]
-    treedef = jax.tree.structure(states[0])
-    return jax.tree.unflatten(treedef, [jnp.stack(leaves) for leaves in zip(*map(jax.tree.leaves, states))])
+    return stack_trees([create_state(task.init_variables, seed_config(config, int(s))) for s in seeds])
+
+
+def stack_trees(trees: Sequence):
+    """Trees of one structure stacked leaf by leaf along a new leading axis ``[S, ...]``: stacked on the
+    host (``np.stack``), so no small program is compiled per leaf shape."""
+    treedef = jax.tree.structure(trees[0])
+    return jax.tree.unflatten(treedef, [jnp.asarray(np.stack([np.asarray(leaf) for leaf in leaves]))
+                                        for leaves in zip(*map(jax.tree.leaves, trees))])
 
 
 def train_seeds(build: Callable[[ml_collections.ConfigDict], Task], config: ml_collections.ConfigDict,
@@ -164,9 +170,7 @@ def _train_seeds_in_turn(tasks: Sequence[Task], config: ml_collections.ConfigDic
             log(f"  step {step:>6}  loss " + " ".join(f"{v:.4f}" for v in means["loss"]))
     # per step of all seeds, as the vmapped step reports it
     summary["ms_per_step"] = len(tasks) * statistics.median(intervals_ms) if intervals_ms else None
-    treedef = jax.tree.structure(finals[0])
-    stacked = jax.tree.unflatten(treedef, [jnp.stack(leaves) for leaves in zip(*map(jax.tree.leaves, finals))])
-    return stacked, summary
+    return stack_trees(finals), summary
 
 
 PARAMS_FILE = "params.msgpack"  # an experiment's trained parameters, in each model's folder
