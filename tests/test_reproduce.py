@@ -123,6 +123,49 @@ def test_report_structure_and_exit_status(fakes, tmp_path, capsys):
     assert f"folder `{out}/01_first/`" in published
 
 
+def test_publish_writes_the_readme_blocks_from_a_full_run(fakes, tmp_path, capsys):
+    root, out = tmp_path / "repo", tmp_path / "out"
+    root.mkdir()
+    start, end = "<!-- reproduce:01_first:start -->", "<!-- reproduce:01_first:end -->"
+    before = f"# Title\n\n### 1. First\n\nProse 0.5 stays.\n\n{start}\nold numbers\n{end}\n\nAfter.\n"
+    (root / "README.md").write_text(before)
+    # A quick run never writes the README's numbers.
+    assert reproduce("--budget", "quick", "--out", str(tmp_path / "q"), "--publish", str(root)) == 0
+    assert (root / "README.md").read_text() == before
+    assert "left as it was: its chapter numbers come from the full budget only" in capsys.readouterr().err
+    assert reproduce("--budget", "full", "--out", str(out), "--publish", str(root)) == 0
+    assert "updated the measured lines of 1 chapter in" in capsys.readouterr().err
+    text = (root / "README.md").read_text()
+    head, block = text.split(start)
+    block, tail = block.split(end)
+    assert head == "# Title\n\n### 1. First\n\nProse 0.5 stays.\n\n" and tail == "\n\nAfter.\n"
+    assert "old numbers" not in block and "`p2t reproduce --chapters 1` (the full budget: `python " in block
+    assert "[REPORT.md](REPORT.md#1-fake-1)" in block and " cores" in block
+    assert "- **PASS** the first claim: 1.5\n" in block and "- **PASS** the second claim: x 2\n" in block
+    assert "- **OBSERVATION** it falls toward chance (reproduced here: no): at 0.9\n" in block
+    # A start marker without its end: refused before anything runs (exit 2), the README untouched.
+    broken = text.replace(end, "")
+    (root / "README.md").write_text(broken)
+    assert reproduce("--budget", "full", "--out", str(tmp_path / "other"), "--publish", str(root)) == 2
+    assert "without '<!-- reproduce:01_first:end -->' after it" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists() and (root / "README.md").read_text() == broken
+
+
+def test_readme_has_a_measured_block_for_every_chapter():
+    from p2t_jax.reproduce import readme
+
+    text = (REPO / "README.md").read_text()
+    assert readme.names_with_markers(text) == [c.name for c in registry.CHAPTERS.values()]
+    readme.check(REPO / "README.md")
+
+
+def test_readable_values():
+    from p2t_jax.reproduce.readme import readable
+
+    assert readable({"small": 1.7402005, "large": 1.41269}) == "small 1.74, large 1.413"
+    assert readable([0.5, {"a": True}]) == "0.5 / (a yes)" and readable(None) == "—" and readable(3) == "3"
+
+
 def test_second_run_skips_and_changes_rerun(fakes, tmp_path, capsys):
     out = tmp_path / "out"
     assert reproduce("--budget", "quick", "--out", str(out), "--jobs", "1") == 0

@@ -10,7 +10,7 @@ import time
 
 from p2t_jax.configuration import ConfigError
 from p2t_jax.reproduce import chapters as registry
-from p2t_jax.reproduce import provenance, report, runner
+from p2t_jax.reproduce import provenance, readme, report, runner
 
 DEFAULT_OUT = {"full": "runs/reproduce", "quick": "runs/reproduce_quick"}
 HELP = "run every chapter's experiment (or some) and write REPORT.md and report.html with every claim and figure"
@@ -106,6 +106,11 @@ def run(args: argparse.Namespace) -> int:
     publish = pathlib.Path(args.publish) if args.publish else None
     if publish is not None and not publish.is_dir():
         raise ConfigError(f"--publish '{publish}' is not an existing folder.")
+    if publish is not None and (publish / readme.README).is_file():
+        try:
+            readme.check(publish / readme.README)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     command = command_line(args)
     start = time.perf_counter()
     outcomes, stopped_by = runner.run_chapters(chapters, budget=args.budget, out=out, jobs=args.jobs,
@@ -122,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     if publish is not None:
         path = report.publish(publish, header, sections)
         print(f"published {path} with its figures under {publish / report.PUBLISHED_FIGURES}", file=sys.stderr)
+        publish_readme(publish / readme.README, args.budget, header, sections)
     crashed = [o.chapter.name for o in outcomes if o.status not in runner.DONE]
     failed = [o.chapter.name for o in outcomes if o.status == "claims failed"]
     if crashed:
@@ -134,3 +140,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"quick budget: claims failed in {', '.join(failed)} (small runs; reported, not an error; --strict "
               f"makes it one)", file=sys.stderr)
     return 0
+
+
+def publish_readme(path: pathlib.Path, budget: str, header: report.Header, sections) -> None:
+    """Rewrites the chapters' measured blocks in the published folder's README (full budget only)."""
+    if not path.is_file():
+        return
+    if budget != "full":
+        print(f"{path} left as it was: its chapter numbers come from the full budget only.", file=sys.stderr)
+        return
+    done = readme.update(path, sections, header.machine)
+    if done:
+        print(f"updated the measured lines of {len(done)} chapter{'s' if len(done) > 1 else ''} in {path}",
+              file=sys.stderr)
