@@ -24,12 +24,15 @@ from p2t_jax.reproduce import report, runner
 
 FAKE_SCRIPT = '''
 import json, os, pathlib, signal, sys, time
+from p2t_jax.parent_watch import stop_with_parent
+stop_with_parent()  # as the experiment harness does first
 args = sys.argv[1:]
 workdir = pathlib.Path(args[args.index("--workdir") + 1])
 config = dict(a[len("--config."):].split("=", 1) for a in args if a.startswith("--config."))
 workdir.mkdir(parents=True, exist_ok=True)
 with open(workdir / "attempts.txt", "a") as f:
     f.write(f"{os.getpid()}\\n")
+(workdir / "env.json").write_text(json.dumps({k: v for k, v in os.environ.items() if k.startswith("JAX_")}))
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(143))
 signal.signal(signal.SIGINT, lambda *a: stop.append(130))
@@ -189,6 +192,29 @@ def test_second_run_skips_and_changes_rerun(fakes, tmp_path, capsys):
     assert reproduce("--budget", "full", "--out", str(out), "--set", "2:fail=1") == 1
 
 
+def test_chapters_share_one_compile_cache_unless_turned_off(fakes, tmp_path, capsys, monkeypatch):
+    from p2t_jax import compile_cache
+
+    def seen(out):
+        return [json.loads((out / name / "env.json").read_text()) for name in ("01_first", "02_second")]
+
+    monkeypatch.delenv(compile_cache.DIR_VARIABLE, raising=False)
+    out = tmp_path / "out"
+    assert reproduce("--budget", "quick", "--out", str(out)) == 0
+    wanted = {"JAX_COMPILATION_CACHE_DIR": str((out / ".xla-cache").resolve()), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+    assert all(env.items() >= wanted.items() for env in seen(out))
+    assert compile_cache.DIR_VARIABLE not in os.environ  # the children's environment, not this process's
+    out = tmp_path / "off"
+    assert reproduce("--budget", "quick", "--out", str(out), "--no-compile-cache") == 0
+    assert all(compile_cache.DIR_VARIABLE not in env for env in seen(out))
+    assert "--no-compile-cache" in (out / "REPORT.md").read_text()  # the command, as run
+    monkeypatch.setenv(compile_cache.DIR_VARIABLE, str(tmp_path / "mine"))  # a cache the caller names stands
+    out = tmp_path / "named"
+    assert reproduce("--budget", "quick", "--out", str(out)) == 0
+    assert all(env[compile_cache.DIR_VARIABLE] == str(tmp_path / "mine") for env in seen(out))
+
+
 def test_folders_it_did_not_write_are_left_alone(fakes, tmp_path, capsys):
     out = tmp_path / "out"
     (out / "01_first").mkdir(parents=True)
@@ -286,6 +312,38 @@ def test_signal_stops_the_chapter_and_the_next_run_resumes(signum, tmp_path, cap
     resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     assert "its last run ended 'interrupted'; running it again" in resumed.stderr
+    assert attempts.read_text().count("\n") == 2  # the same folder, not cleared
+    assert json.loads((out / "01_first" / "reproduce.json").read_text())["status"] == "passed"
+
+
+def test_kill_9_of_reproduce_stops_the_chapter_and_the_next_run_resumes(tmp_path):
+    """kill -9 cannot be forwarded: the chapter, told by the kernel that its parent died, gets SIGTERM, stops
+    (saving) and exits; nothing is left running, and the next run on the folder runs the chapter again in it."""
+    script, hold, out = tmp_path / "01_first.py", tmp_path / "hold", tmp_path / "out"
+    script.write_text(FAKE_SCRIPT)
+    hold.write_text("")
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(script=str(script)))
+    argv = [sys.executable, str(driver), "--budget", "quick", "--out", str(out), "--no-progress",
+            "--set", f"1:hold={hold}"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    attempts = out / "01_first" / "attempts.txt"
+    deadline = time.monotonic() + 60
+    while not (attempts.exists() and attempts.read_text().endswith("\n")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(attempts.read_text().split()[0])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while alive(child):
+        assert time.monotonic() < deadline, "the chapter ran on after kill -9 of p2t reproduce"
+        time.sleep(0.05)
+    hold.unlink()
+    resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
     assert attempts.read_text().count("\n") == 2  # the same folder, not cleared
     assert json.loads((out / "01_first" / "reproduce.json").read_text())["status"] == "passed"
 

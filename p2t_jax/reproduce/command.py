@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write DIR/REPORT.md with its figures under DIR/docs/report/ (e.g. --publish . "
                              "from the repository root, for the committed report)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (the PASS/FAIL lines stay)")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help=f"no shared persistent XLA compilation cache (by default OUT/{runner.CACHE}: what one "
+                             f"chapter or run compiled, the next that builds the same program loads)")
 
 
 def default_jobs() -> int:
@@ -69,6 +72,7 @@ def command_line(args: argparse.Namespace) -> str:
     words += [w for item in args.chapter_overrides for w in ("--set", item)]
     words += ["--strict"] if args.strict else []
     words += ["--publish", args.publish] if args.publish else []
+    words += ["--no-compile-cache"] if args.no_compile_cache else []
     return shlex.join(words)
 
 
@@ -114,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     command = command_line(args)
     start = time.perf_counter()
     outcomes, stopped_by = runner.run_chapters(chapters, budget=args.budget, out=out, jobs=args.jobs,
-                                               extra=overrides, progress=not args.no_progress)
+                                               extra=overrides, progress=not args.no_progress,
+                                               compile_cache=not args.no_compile_cache)
     header = report.Header(budget=args.budget, wall_seconds=time.perf_counter() - start, jobs=args.jobs,
                            command=command, stopped_by=stopped_by)
     sections = report.write(out, header, outcomes)
