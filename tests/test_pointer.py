@@ -394,6 +394,7 @@ def test_p2t_train_refuses_bad_input_and_writes_nothing(override, match, capsys,
     ("--config.experiment.sort.test_lengths=(5, 40)", "allowed are 2 to 16"),
     ("--config.experiment.tsp.test_lengths=(1,)", "allowed are 2 to 6"),
     ("--config.decode.beam_width=0", "decode.beam_width"),
+    ("--config.experiment.hull.pad_to=(10, 50)", "'experiment.hull.pad_to' must hold widths from 1 to"),
 ])
 def test_the_experiment_refuses_bad_input_with_exit_status_2(override, match, capsys, repo_root, tmp_path):
     workdir = tmp_path / "never"
@@ -428,3 +429,10 @@ def test_p2t_train_resumes_to_the_straight_run_and_evaluates(capsys, repo_root, 
     assert main(["eval", "--workdir", str(split)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == 30 and 0 <= result["pointer_accuracy"] <= 1 and "beam_exact_match" in result
+
+
+def test_test_widths_take_the_smallest_configured_width_that_holds_the_instances():
+    bucket = load_experiment("11_pointer.py").bucket
+    assert [bucket(n, (10, 40)) for n in (5, 10, 11, 15, 40)] == [10, 10, 40, 40, 40]
+    assert [bucket(n, (20,)) for n in (5, 20, 21)] == [20, 20, 30]  # past the widths: the next multiple of 10
+    assert [bucket(n) for n in (5, 10, 12, 40)] == [10, 10, 20, 40]
