@@ -256,3 +256,44 @@ def test_runs_side_by_side_in_worker_processes_equal_the_runs_one_after_another(
     for a, b in zip(alone, side):
         assert a["splits"] == b["splits"] and a["curves"]["train_loss"] == b["curves"]["train_loss"]
         assert a["first_step"] == b["first_step"] and a["config"] == b["config"]
+
+
+def test_state_shapes_from_the_partitioners_variables_equal_the_traced_state():
+    """The loop's one abstract initialisation: the state's shapes, dtypes and shardings built from
+    the variables ``make_partitioner`` traced equal ``jax.eval_shape`` of the whole creation."""
+    from p2t_jax.optim.chains import make_optimizer
+    from p2t_jax.parallel.partitioning import make_partitioner
+    from p2t_jax.training.loop import create_state, state_shapes
+
+    task, _, config = ic.build_with_batches(_config("model.batch_norm=true"), splits=_digits())
+    tx, _ = make_optimizer(config.optim, config.train.num_steps, config=config)
+    partitioner = make_partitioner(config, task.init_variables)
+    make = lambda: create_state(task.init_variables, config, tx)  # noqa: E731
+    shapes = state_shapes(partitioner.abstract_variables, config, tx)
+    traced, reused = partitioner.abstract_state(make), partitioner.abstract_state(make, shapes)
+    a, b = traced.checkpoint_items(), reused.checkpoint_items()
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert (x.shape, x.dtype, x.sharding) == (y.shape, y.dtype, y.sharding)
+    assert "batch_stats" in b["model_state"] and len(jax.tree.leaves(a)) == len(jax.tree.leaves(b)) > 10
+    # created from those shapes: the same values, to the bit, as without a mesh
+    made, plain = partitioner.init_state(make, shapes).checkpoint_items(), make().checkpoint_items()
+    for x, y in zip(jax.tree.leaves(made), jax.tree.leaves(plain)):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_final_evaluation_with_the_loops_evaluation_step_gives_the_same_numbers(tmp_path):
+    """The loop hands out its evaluation step (``steps``); the chapters' final evaluation reuses it
+    instead of compiling another, with exactly the numbers a fresh one gives."""
+    from p2t_jax.training.steps import make_eval_step
+
+    task, batches, config = ic.build_with_batches(_config("model.batch_norm=true", "train.num_steps=2"),
+                                                  splits=_digits())
+    steps = {}
+    state, _ = train_and_evaluate(task, config, tmp_path, progress=False, steps=steps)
+    fresh = jax.jit(make_eval_step(task.loss_fn))
+    for split in batches.splits:
+        assert (ic.evaluate_split(task, state, batches, split, steps["eval"])
+                == ic.evaluate_split(task, state, batches, split, fresh))

@@ -157,13 +157,16 @@ class Partitioner:
       variable_axes: logical ``PartitionSpec`` of every variable (``{"params": ..., ...}``, as
         ``nn.get_partition_spec`` gives for the boxed variables); None replicates them.
       batch_size: the global batch size (rows each process reads are derived from it).
+      abstract_variables: the abstract (``jax.eval_shape``) boxed variables ``variable_axes`` was
+        read from, kept so that the state's shapes need not be traced again (None: not known).
     """
 
     def __init__(self, mesh: Mesh, rules: tuple = DEFAULT_RULES, variable_axes: Any = None,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, abstract_variables: Any = None):
         self.mesh = mesh
         self.rules = check_rules(rules)
         self.variable_axes = variable_axes
+        self.abstract_variables = abstract_variables
         self.batch_size = batch_size
         self.batch_sharding = NamedSharding(mesh, self.mesh_spec((logical_names.BATCH,)))
         self.replicated = NamedSharding(mesh, PartitionSpec())
@@ -251,21 +254,26 @@ class Partitioner:
         logical = self.logical_items(items, tx)
         return jax.tree.map(lambda spec: NamedSharding(self.mesh, self.mesh_spec(spec)), logical, is_leaf=_is_spec)
 
-    def abstract_state(self, create: Callable[[], Any]) -> Any:
-        """``jax.eval_shape(create)`` with each leaf's target sharding attached (nothing allocated)."""
-        abstract = jax.eval_shape(create)
+    def abstract_state(self, create: Callable[[], Any], abstract: Any = None) -> Any:
+        """``jax.eval_shape(create)`` with each leaf's target sharding attached (nothing allocated).
+
+        ``abstract``: that ``jax.eval_shape(create)`` when the caller has it already (tracing a
+        deep model's initialisation takes seconds); None: traced here.
+        """
+        abstract = jax.eval_shape(create) if abstract is None else abstract
         items = abstract.checkpoint_items()
         shardings = self.item_shardings(items, abstract.tx)
         return abstract.replace_items(jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), items, shardings))
 
-    def init_state(self, create: Callable[[], Any]) -> Any:
+    def init_state(self, create: Callable[[], Any], abstract: Any = None) -> Any:
         """``create()`` (a TrainState) computed straight into its shardings: no full copy on one device.
 
         On a one-device mesh the state is created exactly as without a mesh (op by op), so a
-        single-device run gives the same numbers to the last bit.
+        single-device run gives the same numbers to the last bit. ``abstract``: see
+        :meth:`abstract_state`.
         """
-        abstract = self.abstract_state(create)
+        abstract = self.abstract_state(create, abstract)
         shardings = jax.tree.map(lambda x: x.sharding, abstract.checkpoint_items())
         if self.mesh.size == 1:
             items = jax.device_put(create().checkpoint_items(), shardings)
@@ -407,7 +415,7 @@ def make_partitioner(config: ml_collections.ConfigDict, init_variables: Callable
     rules = parallel.get("logical_axis_rules", DEFAULT_RULES)
     axes, abstract = variable_axes(init_variables) if init_variables is not None else (None, None)
     train = config.get("train") or {}
-    partitioner = Partitioner(mesh, rules, axes, batch_size=train.get("batch_size"))
+    partitioner = Partitioner(mesh, rules, axes, batch_size=train.get("batch_size"), abstract_variables=abstract)
     if partitioner.batch_size:
         partitioner.check_batch_size(partitioner.batch_size)
     if abstract is not None:

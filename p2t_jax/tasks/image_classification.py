@@ -373,7 +373,8 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
             log(f"  {run_dir.name}: finished earlier; read back from {done}")
             return saved
     start = time.perf_counter()
-    state, summary = train_and_evaluate(task, config, run_dir, progress=False)
+    steps: dict = {}
+    state, summary = train_and_evaluate(task, config, run_dir, progress=False, steps=steps)
     wall = time.perf_counter() - start if summary["final_step"] > summary["start_step"] else None
     kept = "last"
     if config.train.early_stop_patience:
@@ -381,7 +382,10 @@ def train_or_reuse(config: ml_collections.ConfigDict, run_dir: str | pathlib.Pat
         kept = "best"
     first = image_models.first_layer(config)
     np.save(run_dir / "first_layer_kernel.npy", np.asarray(state.params[first]["kernel"]))
-    eval_step = shared_eval_step(task, config, batches.splits["train"].images.shape[1:])
+    # the loop's own evaluation step (traced and compiled already) for its final state on one device
+    one_device = all(len(x.sharding.device_set) == 1 for x in jax.tree.leaves(state.params))
+    eval_step = (steps["eval"] if kept == "last" and one_device
+                 else shared_eval_step(task, config, batches.splits["train"].images.shape[1:]))
     measured = {name: evaluate_split(task, state, batches, name, eval_step) for name in batches.splits}
     spe = batches.steps_per_epoch
     result = {
