@@ -13,7 +13,9 @@ def get_config(arg=None):
     c.shakespeare_config = "configs/shakespeare.py"  # the config file whose variants are compared
     c.variants = ("small", "large")  # smaller model first; the claim is that the last beats the first
     c.data_source = "auto"  # data.source for every variant: auto, embedded or tfds
-    c.num_steps = 0  # 0: each variant's own train.num_steps; > 0 overrides all (smoke runs)
+    # "VARIANT:KEY=VALUE" overrides of each variant's own config: this chapter's budget (module docstring)
+    c.variant_overrides = ("small:train.num_steps=600", "large:train.num_steps=600")
+    c.num_steps = 0  # 0: each variant's train.num_steps (after variant_overrides); > 0 overrides all (smoke runs)
     c.seed = 0  # the seed of every variant (initialisation, data order)
 
     c.sample = ml_collections.ConfigDict()

@@ -38,9 +38,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
         language_model.validate(variant_config(config, variant))
 
 
+def variant_overrides(config: ml_collections.ConfigDict, variant: str) -> list[str]:
+    """The ``KEY=VALUE`` overrides that ``config.variant_overrides`` (``"VARIANT:KEY=VALUE"`` strings) sets
+    for ``variant``, in order; ConfigError (one sentence) for an item not of that form."""
+    out = []
+    for item in config.get("variant_overrides", ()):
+        name, sep, override = str(item).partition(":")
+        require(bool(sep and name and "=" in override),
+                f"config key 'variant_overrides' holds '{item}', which is not of the form VARIANT:KEY=VALUE "
+                f"(e.g. large:train.num_steps=1000).")
+        if name == variant:
+            out.append(override)
+    return out
+
+
 def variant_config(config: ml_collections.ConfigDict, variant: str) -> ml_collections.ConfigDict:
+    """``variant`` of ``config.shakespeare_config`` as this chapter trains it: its
+    ``variant_overrides``, then the data source, the seed and (when > 0) ``num_steps``."""
     c = load_config(f"{config.shakespeare_config}:{variant}")
-    overrides = [f"data.source={config.data_source}", f"seed={config.get('seed', 0)}"]
+    overrides = variant_overrides(config, variant) + [f"data.source={config.data_source}",
+                                                      f"seed={config.get('seed', 0)}"]
     if config.num_steps:
         overrides.append(f"train.num_steps={config.num_steps}")
     return apply_overrides(c, overrides)
@@ -65,7 +82,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
         samples[variant] = texts
         n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
         results[variant] = {
-            "parameters": n_params, "steps": summary["final_step"], "val_loss": summary["eval"]["loss"],
+            "parameters": n_params, "steps": summary["final_step"], "batch_size": c.train.batch_size,
+            "context": c.model.max_len, "tokens": summary["final_step"] * c.train.batch_size * c.model.max_len,
+            "val_loss": summary["eval"]["loss"],
             "train_loss": summary["train"].get("loss"),
             "word_validity": float(np.mean([sample_structure.word_validity(t[len(s.prompt):], words) for t in texts])),
             "speaker_format": float(np.mean([sample_structure.speaker_format(t) for t in texts])),
