@@ -6,6 +6,15 @@ Trains (or resumes) each variant with the library's one loop, samples from each 
 prompt, and checks the claim: the 826K model beats the 112K one on validation loss and on
 the structure of its samples (share of real words, share of paragraphs opening with a
 ``NAME:`` heading). Writes ``loss_curves.png``, ``samples.txt`` and ``results.json``.
+
+The budget (``configs/transformer_compare.py``): 600 steps of 32 windows for each model,
+each schedule ending there, so that the two are compared at equal steps and windows. The
+chapter's measure, the large model's lead at equal steps, settles there: its sign by step
+250, and it grows slowly after 500 (0.16 / 0.14 nats at 500, 0.17 / 0.15 at 600 for seeds
+0 / 1; 0.20 at 1,000 and 0.25 at 2,000 in the longer runs). Over seeds 0 and 1 the large
+model leads by 0.17 and 0.15 nats of validation loss (spread over seeds 0.01) and by 8.7 and
+13.0 points of real words (69.3% vs 60.6%, 69.8% vs 56.8%). The chapter took 375
+CPU-seconds (user + sys) per seed on a busy 2-core AMD EPYC.
 """
 
 from __future__ import annotations
