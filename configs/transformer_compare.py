@@ -20,7 +20,7 @@ at step 250, 0.16 / 0.14 at 500 and 0.17 / 0.15 at 600 (validation loss 1.880 vs
 1.884 vs 2.039, spread over seeds 0.01), and its samples hold 69.3% vs 60.6% and 69.8% vs
 56.8% real words. Equal tokens instead (1,000 steps each, the large model at 16 windows of
 128 = the small one's 32 of 64) left the two level at 1M tokens (eval 2.10 vs 2.08 at step
-500): too thin a margin for this budget. The whole chapter took 375 CPU-seconds (user + sys)
+500): too thin a margin for this budget. The whole chapter took 358 to 376 CPU-seconds (user + sys)
 per seed on a busy 2-core AMD EPYC, most of it the large model's 600 steps.
 """
 

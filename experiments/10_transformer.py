@@ -13,7 +13,7 @@ chapter's measure, the large model's lead at equal steps, settles there: its sig
 250, and it grows slowly after 500 (0.16 / 0.14 nats at 500, 0.17 / 0.15 at 600 for seeds
 0 / 1; 0.20 at 1,000 and 0.25 at 2,000 in the longer runs). Over seeds 0 and 1 the large
 model leads by 0.17 and 0.15 nats of validation loss (spread over seeds 0.01) and by 8.7 and
-13.0 points of real words (69.3% vs 60.6%, 69.8% vs 56.8%). The chapter took 375
+13.0 points of real words (69.3% vs 60.6%, 69.8% vs 56.8%). The chapter took 358 to 376
 CPU-seconds (user + sys) per seed on a busy 2-core AMD EPYC.
 """
 
