@@ -19,6 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from p2t_jax.host_memory import schedule_for_memory  # noqa: E402
+
+schedule_for_memory()  # before JAX starts, as the p2t command does (p2t_jax.host_memory)
+
 import harness  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -4,7 +4,8 @@ Variants (``--config configs/mnist_cnn.py:VARIANT``):
 
 * ``embedded`` (default) conv(32, 3x3) -> ReLU -> max-pool -> conv(64, 3x3) -> ReLU ->
                max-pool -> Dense(10) (50,186 parameters) on the 5,000 embedded digits (4,000
-               train, 1,000 test); Adam 1e-3, batch 32, 10 epochs: chapter 4's budget.
+               train, 1,000 test); Adam 1e-3 (constant), batch 32, 5 epochs (625 steps), the
+               same for the CNN and the MLP it is measured against.
 * ``full``     the same CNN on full MNIST from TFDS (prepare it with ``tfds build mnist``),
                batch 128, 10 epochs.
 * ``smoke``    tiny, for tests.
@@ -13,6 +14,13 @@ Variants (``--config configs/mnist_cnn.py:VARIANT``):
 ``experiment`` group is read by ``experiments/06_cnn.py`` only: the fully connected
 baseline (chapter 4's 784-128-10 MLP), the seeds, and the sizes of each family drawn on
 the accuracy-vs-parameters figure.
+
+Why 5 epochs: the chapter's measure, the CNN's worst seed against the MLP's best, has settled
+by then. With a constant learning rate a 5-epoch run is the first half of a 10-epoch one (the
+same steps on the same batches), and in the 10-epoch runs (`p2t reproduce`, 2026-12-03) the
+margin was 3.6 points after epoch 4 (95.5% against 91.9%), 3.6 after epoch 5 (96.1% against
+92.5%) and 3.5 after epoch 10 (97.1% against 93.6%): the longer runs raise both families
+alike. Half the steps halve the chapter's CPU time.
 """
 
 import ml_collections
@@ -28,7 +36,7 @@ def get_config(arg=None):
     c.model.conv_features = (32, 64)
     c.model.kernel_size = 3
     c.model.hidden = ()  # the flattened 7x7x64 maps feed the output layer directly
-    c.train.batch_size, c.train.num_epochs = 32, 10
+    c.train.batch_size, c.train.num_epochs = 32, 5  # 5 epochs: the comparison has settled (see above)
     # evaluated every epoch, saved every 5 epochs (125 steps each) and at the end
     c.train.save_on_eval, c.train.checkpoint_every = False, 625
 
@@ -44,7 +52,7 @@ def get_config(arg=None):
         pass
     elif variant == "full":
         c.data.source = "tfds"
-        c.train.batch_size = 128
+        c.train.batch_size, c.train.num_epochs = 128, 10
         c.train.checkpoint_every = 0  # one epoch
     elif variant == "smoke":
         c.data.source = "embedded"

@@ -19,8 +19,10 @@ config) is read back instead of trained again; an interrupted one resumes.
 
 Run time: ``experiment.workers`` (2) runs train side by side, each in a worker process
 (:func:`p2t_jax.tasks.image_classification.train_each_or_reuse`); the numbers do not depend
-on it. Every run keeps its full 10 epochs (nothing stops early) and saves every 5 epochs
-and at the end (``train.save_on_eval = False``).
+on it. Every run trains the config's epochs (5: the comparison has settled, see
+``configs/mnist_cnn.py``; nothing stops early) and saves every 5 epochs and at the end
+(``train.save_on_eval = False``). Runs of one shape (the seeds) share their compiled programs
+through the persistent compilation cache when one is set (``p2t reproduce`` sets it).
 """
 
 from __future__ import annotations

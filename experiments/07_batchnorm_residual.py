@@ -36,7 +36,8 @@ Run time: ``experiment.workers`` (2) nets train side by side, the deepest first,
 worker process (:func:`p2t_jax.tasks.image_classification.train_each_or_reuse`); the numbers
 do not depend on it. The metrics at initialisation are the loop's own first step, kept in
 each run's ``result.json`` (``first_step``), so no net's step is compiled twice. Every net
-keeps its full 992 steps: nothing stops early (the degradation claims compare final losses).
+trains the config's steps (496: the measures have settled, see ``configs/deep_nets.py``);
+nothing stops early (the degradation claims compare final losses).
 """
 
 from __future__ import annotations
@@ -230,7 +231,9 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path, claims: Claims
     notes = {}
     c = net_config(config, "residual", D, config.seed, model__scale_residual_init=False)
     task, _, resolved = ic.build_with_batches(c, splits=splits, source=source)
-    first = deep_nets.first_step_metrics(task, resolved)
+    # the first step's measurements only (no update), compiled quickly (a note, not a claim)
+    first = deep_nets.seed_rows(deep_nets.first_step_of_nets({"residual": task})(
+        np.asarray([config.seed]), task.train_batch(0))["residual"])[0]
     last_std = f"preact_std/{deep_nets.layer_names(first, 'preact_std')[-1]}"
     notes["residual_unscaled_init"] = {"loss": first["loss"], "layer1_grad_norm": first[g1],
                                        "last_preact_std": first[last_std]}

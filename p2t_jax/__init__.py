@@ -3,8 +3,10 @@
 Nothing runs on import. Where things live, bottom to top; a module imports only from the
 rows below its own (``tests/test_layering.py`` checks it):
 
-* ``configuration``, ``resources``, ``host_memory``: config files and ``--config.*``
-  overrides, the one-sentence ``ConfigError``; free device memory; the host allocator.
+* ``configuration``, ``resources``, ``host_memory``, ``parent_watch``, ``compile_cache``:
+  config files and ``--config.*`` overrides, the one-sentence ``ConfigError``; free device
+  memory; the host allocator; a child process that stops when its parent dies; the
+  environment of a shared persistent XLA compilation cache.
 * ``models/`` pure Flax linen modules, one file per family; ``regularisation`` (dropout,
   L2, smoothed cross-entropy). ``data/`` sources (TFDS and embedded offline corpora),
   tokenizers, synthetic problems, deterministic batches.

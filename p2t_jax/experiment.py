@@ -26,6 +26,7 @@ import numpy as np
 from p2t_jax.configuration import REPO_ROOT, ConfigError, apply_overrides, load_config, require, split_overrides
 from p2t_jax.data.cache import DataUnavailableError
 from p2t_jax.host_memory import keep_freed_host_memory
+from p2t_jax.parent_watch import stop_with_parent
 from p2t_jax.training import metrics, workdir_lock
 from p2t_jax.training.checkpoint import CheckpointError
 from p2t_jax.training.stopping import RunStopped, abort_on_further_signals
@@ -124,6 +125,7 @@ def main(run: Callable[[ml_collections.ConfigDict, pathlib.Path, Claims], dict],
     again to resume it.
     """
     keep_freed_host_memory()  # early, before JAX starts its threads (p2t_jax.host_memory)
+    stop_with_parent()  # a chapter of `p2t reproduce` stops (saving) if the runner dies, even by kill -9
     try:
         workdir, config = parse_command_line(argv, description=description, default_workdir=default_workdir,
                                              default_config=default_config)

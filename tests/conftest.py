@@ -25,9 +25,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get("P2T_TEST_CO
     import shutil
     import tempfile
 
+    from p2t_jax import compile_cache
+
     _CACHE_DIR = tempfile.mkdtemp(prefix="p2t-test-xla-cache-")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"  # every program, however quick to compile
+    compile_cache.share(_CACHE_DIR)  # every program, however quick to compile
     atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 
 import pathlib  # noqa: E402

@@ -108,3 +108,12 @@ def test_prediction_arithmetic_and_refusals(repo_root):
         result = subprocess.run([sys.executable, str(repo_root / "bench" / "step.py"), *args], capture_output=True,
                                 text=True, env=dict(os.environ, PYTHONPATH=str(repo_root)))
         assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_peer_nanogpt_refuses_what_is_not_a_clone_and_reads_its_iteration_lines(tmp_path, capsys):
+    peer = load_bench("peer_nanogpt")
+    assert peer.main(["--nanogpt", str(tmp_path), "--torch-python", "python"]) == 2
+    assert f"--nanogpt '{tmp_path}' is not a nanoGPT clone" in capsys.readouterr().err
+    m = peer.ITER_LINE.match("iter 12: loss 2.5012, time 31.25ms, mfu 1.20%")
+    assert m and (int(m.group(1)), float(m.group(2))) == (12, 31.25)
+    assert peer.ITER_LINE.match("step 250: train loss 2.1, val loss 2.2") is None

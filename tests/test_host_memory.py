@@ -1,4 +1,4 @@
-"""keep_freed_host_memory: freed blocks are reused without page faults (glibc only)."""
+"""keep_freed_host_memory: freed blocks are reused without page faults (glibc only); schedule_for_memory's flag."""
 
 import os
 import platform
@@ -62,3 +62,37 @@ def test_opt_out_leaves_malloc_alone():
     applied, _, main_thread, other_thread = _run("call", "1")
     assert applied == "False"
     assert min(main_thread, other_thread) > 100
+
+
+_SCHEDULE = """
+import os
+from p2t_jax.host_memory import keep_freed_host_memory, schedule_for_memory
+print(keep_freed_host_memory() if os.environ.get("VIA_KEEP") else schedule_for_memory(), schedule_for_memory())
+print(os.environ.get("XLA_FLAGS", ""))
+"""
+_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+
+
+@pytest.mark.parametrize("xla_flags, platforms, via_keep, expected", [
+    ("--xla_force_host_platform_device_count=2", "cpu", "", "--xla_force_host_platform_device_count=2 " + _FLAG + "=false"),
+    ("", "cpu", "1", _FLAG + "=false"),  # keep_freed_host_memory sets it too, even with malloc's defaults kept
+    (_FLAG + "=true", "cpu", "", _FLAG + "=true"),  # the caller's choice stands
+    ("", "cuda", "", ""),  # not on the CPU: nothing
+])
+def test_schedule_for_memory_adds_the_flag_once_unless_named_or_not_on_cpu(xla_flags, platforms, via_keep, expected):
+    env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS=platforms, VIA_KEEP=via_keep, P2T_KEEP_MALLOC_DEFAULTS="1")
+    out = subprocess.run([sys.executable, "-c", _SCHEDULE], capture_output=True, text=True, env=env, check=True)
+    first, flags = out.stdout.splitlines()
+    assert flags == expected
+    assert first.split()[1] == "False"  # idempotent: the second call finds the flag
+    if not via_keep:
+        assert first.split()[0] == str(expected != xla_flags)
+
+
+def test_schedule_for_memory_does_nothing_once_jax_has_started():
+    script = ("import os, jax; jax.numpy.zeros(1).block_until_ready()\n"
+              "from p2t_jax.host_memory import schedule_for_memory\n"
+              "print(schedule_for_memory(), repr(os.environ.get('XLA_FLAGS', '')))")
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["False", "''"]

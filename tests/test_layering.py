@@ -18,7 +18,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "p2t_jax"
 # Bottom to top. A part may import from the rows below its own, never from its own row or above.
 LAYERS = [
     ["configuration"],
-    ["resources", "host_memory"],
+    ["resources", "host_memory", "parent_watch", "compile_cache"],
     ["models", "data"],
     ["optim", "parallel"],
     ["training"],

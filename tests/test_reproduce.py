@@ -24,12 +24,15 @@ from p2t_jax.reproduce import report, runner
 
 FAKE_SCRIPT = '''
 import json, os, pathlib, signal, sys, time
+from p2t_jax.parent_watch import stop_with_parent
+stop_with_parent()  # as the experiment harness does first
 args = sys.argv[1:]
 workdir = pathlib.Path(args[args.index("--workdir") + 1])
 config = dict(a[len("--config."):].split("=", 1) for a in args if a.startswith("--config."))
 workdir.mkdir(parents=True, exist_ok=True)
 with open(workdir / "attempts.txt", "a") as f:
     f.write(f"{os.getpid()}\\n")
+(workdir / "env.json").write_text(json.dumps({k: v for k, v in os.environ.items() if k.startswith("JAX_")}))
 stop = []
 signal.signal(signal.SIGTERM, lambda *a: stop.append(143))
 signal.signal(signal.SIGINT, lambda *a: stop.append(130))
@@ -123,6 +126,49 @@ def test_report_structure_and_exit_status(fakes, tmp_path, capsys):
     assert f"folder `{out}/01_first/`" in published
 
 
+def test_publish_writes_the_readme_blocks_from_a_full_run(fakes, tmp_path, capsys):
+    root, out = tmp_path / "repo", tmp_path / "out"
+    root.mkdir()
+    start, end = "<!-- reproduce:01_first:start -->", "<!-- reproduce:01_first:end -->"
+    before = f"# Title\n\n### 1. First\n\nProse 0.5 stays.\n\n{start}\nold numbers\n{end}\n\nAfter.\n"
+    (root / "README.md").write_text(before)
+    # A quick run never writes the README's numbers.
+    assert reproduce("--budget", "quick", "--out", str(tmp_path / "q"), "--publish", str(root)) == 0
+    assert (root / "README.md").read_text() == before
+    assert "left as it was: its chapter numbers come from the full budget only" in capsys.readouterr().err
+    assert reproduce("--budget", "full", "--out", str(out), "--publish", str(root)) == 0
+    assert "updated the measured lines of 1 chapter in" in capsys.readouterr().err
+    text = (root / "README.md").read_text()
+    head, block = text.split(start)
+    block, tail = block.split(end)
+    assert head == "# Title\n\n### 1. First\n\nProse 0.5 stays.\n\n" and tail == "\n\nAfter.\n"
+    assert "old numbers" not in block and "`p2t reproduce --chapters 1` (the full budget: `python " in block
+    assert "[REPORT.md](REPORT.md#1-fake-1)" in block and " cores" in block
+    assert "- **PASS** the first claim: 1.5\n" in block and "- **PASS** the second claim: x 2\n" in block
+    assert "- **OBSERVATION** it falls toward chance (reproduced here: no): at 0.9\n" in block
+    # A start marker without its end: refused before anything runs (exit 2), the README untouched.
+    broken = text.replace(end, "")
+    (root / "README.md").write_text(broken)
+    assert reproduce("--budget", "full", "--out", str(tmp_path / "other"), "--publish", str(root)) == 2
+    assert "without '<!-- reproduce:01_first:end -->' after it" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists() and (root / "README.md").read_text() == broken
+
+
+def test_readme_has_a_measured_block_for_every_chapter():
+    from p2t_jax.reproduce import readme
+
+    text = (REPO / "README.md").read_text()
+    assert readme.names_with_markers(text) == [c.name for c in registry.CHAPTERS.values()]
+    readme.check(REPO / "README.md")
+
+
+def test_readable_values():
+    from p2t_jax.reproduce.readme import readable
+
+    assert readable({"small": 1.7402005, "large": 1.41269}) == "small 1.74, large 1.413"
+    assert readable([0.5, {"a": True}]) == "0.5 / (a yes)" and readable(None) == "—" and readable(3) == "3"
+
+
 def test_second_run_skips_and_changes_rerun(fakes, tmp_path, capsys):
     out = tmp_path / "out"
     assert reproduce("--budget", "quick", "--out", str(out), "--jobs", "1") == 0
@@ -144,6 +190,29 @@ def test_second_run_skips_and_changes_rerun(fakes, tmp_path, capsys):
         assert (out / name / "attempts.txt").read_text().count("\n") == 1
     # The full budget is another setting: both run again, and a failed claim is an error there.
     assert reproduce("--budget", "full", "--out", str(out), "--set", "2:fail=1") == 1
+
+
+def test_chapters_share_one_compile_cache_unless_turned_off(fakes, tmp_path, capsys, monkeypatch):
+    from p2t_jax import compile_cache
+
+    def seen(out):
+        return [json.loads((out / name / "env.json").read_text()) for name in ("01_first", "02_second")]
+
+    monkeypatch.delenv(compile_cache.DIR_VARIABLE, raising=False)
+    out = tmp_path / "out"
+    assert reproduce("--budget", "quick", "--out", str(out)) == 0
+    wanted = {"JAX_COMPILATION_CACHE_DIR": str((out / ".xla-cache").resolve()), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+    assert all(env.items() >= wanted.items() for env in seen(out))
+    assert compile_cache.DIR_VARIABLE not in os.environ  # the children's environment, not this process's
+    out = tmp_path / "off"
+    assert reproduce("--budget", "quick", "--out", str(out), "--no-compile-cache") == 0
+    assert all(compile_cache.DIR_VARIABLE not in env for env in seen(out))
+    assert "--no-compile-cache" in (out / "REPORT.md").read_text()  # the command, as run
+    monkeypatch.setenv(compile_cache.DIR_VARIABLE, str(tmp_path / "mine"))  # a cache the caller names stands
+    out = tmp_path / "named"
+    assert reproduce("--budget", "quick", "--out", str(out)) == 0
+    assert all(env[compile_cache.DIR_VARIABLE] == str(tmp_path / "mine") for env in seen(out))
 
 
 def test_folders_it_did_not_write_are_left_alone(fakes, tmp_path, capsys):
@@ -243,6 +312,38 @@ def test_signal_stops_the_chapter_and_the_next_run_resumes(signum, tmp_path, cap
     resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     assert "its last run ended 'interrupted'; running it again" in resumed.stderr
+    assert attempts.read_text().count("\n") == 2  # the same folder, not cleared
+    assert json.loads((out / "01_first" / "reproduce.json").read_text())["status"] == "passed"
+
+
+def test_kill_9_of_reproduce_stops_the_chapter_and_the_next_run_resumes(tmp_path):
+    """kill -9 cannot be forwarded: the chapter, told by the kernel that its parent died, gets SIGTERM, stops
+    (saving) and exits; nothing is left running, and the next run on the folder runs the chapter again in it."""
+    script, hold, out = tmp_path / "01_first.py", tmp_path / "hold", tmp_path / "out"
+    script.write_text(FAKE_SCRIPT)
+    hold.write_text("")
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER.format(script=str(script)))
+    argv = [sys.executable, str(driver), "--budget", "quick", "--out", str(out), "--no-progress",
+            "--set", f"1:hold={hold}"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    attempts = out / "01_first" / "attempts.txt"
+    deadline = time.monotonic() + 60
+    while not (attempts.exists() and attempts.read_text().endswith("\n")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(attempts.read_text().split()[0])
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while alive(child):
+        assert time.monotonic() < deadline, "the chapter ran on after kill -9 of p2t reproduce"
+        time.sleep(0.05)
+    hold.unlink()
+    resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
     assert attempts.read_text().count("\n") == 2  # the same folder, not cleared
     assert json.loads((out / "01_first" / "reproduce.json").read_text())["status"] == "passed"
 

@@ -131,6 +131,40 @@ def test_gelu_exact_matches_flax_gelu_and_its_gradient():
     chex.assert_trees_all_close(grad_ours, grad_flax, atol=1e-6)
 
 
+@pytest.mark.parametrize("approximate", [False, True])
+def test_mlp_keeps_only_the_gelu_input_and_output_for_the_backward_and_matches_plain_autodiff(approximate):
+    """The GELU under jax.checkpoint: of the [N, F] arrays, the backward pass keeps the GELU's input and
+    output only, with the same gradients as plain autodiff."""
+    from jax._src.ad_checkpoint import saved_residuals
+
+    from p2t_jax.models import transformer as tr
+
+    N, D, F = 6, 8, 32
+    plain = (lambda v: nn.gelu(v, approximate=True)) if approximate else tr.gelu_exact
+    cfg = TransformerConfig(vocab_size=5, max_len=3, emb_dim=D, num_heads=2, num_layers=1, mlp_dim=F,
+                            use_bias=False, dense_impl="rows", gelu_approximate=approximate)
+    mlp = tr.MLP(cfg)
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 3, D))
+    params = nn.meta.unbox(mlp.init(jax.random.PRNGKey(0), x, deterministic=True))
+
+    def loss(p, x):
+        return jnp.sum(jnp.sin(mlp.apply(p, x, deterministic=True)))
+
+    def plain_loss(p, x):
+        k = p["params"]
+        return jnp.sum(jnp.sin((plain(x.reshape(N, D) @ k["fc"]["kernel"]) @ k["proj"]["kernel"]).reshape(2, 3, D)))
+
+    def wide(f):  # what produced each [N, F] array kept for the backward pass
+        return [what.split(" from ")[0] for r, what in saved_residuals(f, params, x) if r.shape == (N, F)]
+
+    # the fc matmul's output (the GELU's input) and the GELU's output (proj's input), nothing else; plain
+    # autodiff keeps the GELU's derivative terms instead (exact: Phi + x phi; tanh: four arrays more)
+    assert wide(loss) == ["output of dot_general", "output of mul"]
+    assert wide(plain_loss) != wide(loss)
+    chex.assert_trees_all_close(jax.grad(loss, argnums=(0, 1))(params, x),
+                                jax.grad(plain_loss, argnums=(0, 1))(params, x), atol=1e-6)
+
+
 def test_attention_maps_are_causal_rows_of_probabilities_and_ignore_the_padding():
     from conftest import CompileCounter
 

@@ -138,6 +138,15 @@ def _gelu_exact_jvp(primals, tangents):
     return x * cdf, (cdf + x * pdf) * t
 
 
+# The MLP's GELU under ``jax.checkpoint``: for the backward pass it keeps only its input
+# ``[N, F]`` and recomputes its derivative there (one ``erf`` and one ``exp``, elementwise).
+# Left to autodiff, the linearisation also keeps ``Phi(x)`` and ``x * phi(x)`` (tanh's terms
+# for the approximate form): two more ``[N, F]`` arrays per block, the step's largest
+# activations (``bench/NOTES.md``, change 17). Same values and gradients.
+_gelu_exact_saving_input = jax.checkpoint(gelu_exact)
+_gelu_tanh_saving_input = jax.checkpoint(lambda x: nn.gelu(x, approximate=True))
+
+
 def CausalSelfAttention(cfg: TransformerConfig, name: str | None = None) -> MultiHeadAttention:  # noqa: N802
     """The block's multi-head causal self-attention: :class:`p2t_jax.models.attention.MultiHeadAttention`
     configured from ``cfg`` (parameters ``qkv`` ``[D, 3, H, K]`` and ``out`` ``[H, K, D]``, the
@@ -171,7 +180,7 @@ class MLP(nn.Module):
         x = x_BTD.reshape(B * T, D) if rows else x_BTD
         h = project(x, cfg.mlp_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="fc",
                     kernel_init=_init(("embed", "mlp")), bias_init=_init(("mlp",), init=nn.initializers.zeros))
-        h = nn.gelu(h, approximate=True) if cfg.gelu_approximate else gelu_exact(h)
+        h = _gelu_tanh_saving_input(h) if cfg.gelu_approximate else _gelu_exact_saving_input(h)
         h = logical.constrain(h, (logical.BATCH, logical.MLP) if rows else logical.BTF)
         out = project(h, cfg.emb_dim, rows=rows, use_bias=cfg.use_bias, dtype=cfg.dtype, name="proj",
                       kernel_init=_init(("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),

@@ -10,7 +10,7 @@ import time
 
 from p2t_jax.configuration import ConfigError
 from p2t_jax.reproduce import chapters as registry
-from p2t_jax.reproduce import provenance, report, runner
+from p2t_jax.reproduce import provenance, readme, report, runner
 
 DEFAULT_OUT = {"full": "runs/reproduce", "quick": "runs/reproduce_quick"}
 HELP = "run every chapter's experiment (or some) and write REPORT.md and report.html with every claim and figure"
@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write DIR/REPORT.md with its figures under DIR/docs/report/ (e.g. --publish . "
                              "from the repository root, for the committed report)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (the PASS/FAIL lines stay)")
+    parser.add_argument("--no-compile-cache", action="store_true",
+                        help=f"no shared persistent XLA compilation cache (by default OUT/{runner.CACHE}: what one "
+                             f"chapter or run compiled, the next that builds the same program loads)")
 
 
 def default_jobs() -> int:
@@ -69,6 +72,7 @@ def command_line(args: argparse.Namespace) -> str:
     words += [w for item in args.chapter_overrides for w in ("--set", item)]
     words += ["--strict"] if args.strict else []
     words += ["--publish", args.publish] if args.publish else []
+    words += ["--no-compile-cache"] if args.no_compile_cache else []
     return shlex.join(words)
 
 
@@ -106,10 +110,16 @@ def run(args: argparse.Namespace) -> int:
     publish = pathlib.Path(args.publish) if args.publish else None
     if publish is not None and not publish.is_dir():
         raise ConfigError(f"--publish '{publish}' is not an existing folder.")
+    if publish is not None and (publish / readme.README).is_file():
+        try:
+            readme.check(publish / readme.README)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     command = command_line(args)
     start = time.perf_counter()
     outcomes, stopped_by = runner.run_chapters(chapters, budget=args.budget, out=out, jobs=args.jobs,
-                                               extra=overrides, progress=not args.no_progress)
+                                               extra=overrides, progress=not args.no_progress,
+                                               compile_cache=not args.no_compile_cache)
     header = report.Header(budget=args.budget, wall_seconds=time.perf_counter() - start, jobs=args.jobs,
                            command=command, stopped_by=stopped_by)
     sections = report.write(out, header, outcomes)
@@ -122,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if publish is not None:
         path = report.publish(publish, header, sections)
         print(f"published {path} with its figures under {publish / report.PUBLISHED_FIGURES}", file=sys.stderr)
+        publish_readme(publish / readme.README, args.budget, header, sections)
     crashed = [o.chapter.name for o in outcomes if o.status not in runner.DONE]
     failed = [o.chapter.name for o in outcomes if o.status == "claims failed"]
     if crashed:
@@ -134,3 +145,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"quick budget: claims failed in {', '.join(failed)} (small runs; reported, not an error; --strict "
               f"makes it one)", file=sys.stderr)
     return 0
+
+
+def publish_readme(path: pathlib.Path, budget: str, header: report.Header, sections) -> None:
+    """Rewrites the chapters' measured blocks in the published folder's README (full budget only)."""
+    if not path.is_file():
+        return
+    if budget != "full":
+        print(f"{path} left as it was: its chapter numbers come from the full budget only.", file=sys.stderr)
+        return
+    done = readme.update(path, sections, header.machine)
+    if done:
+        print(f"updated the measured lines of {len(done)} chapter{'s' if len(done) > 1 else ''} in {path}",
+              file=sys.stderr)

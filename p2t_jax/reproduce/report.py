@@ -40,6 +40,7 @@ class Row:
     statement: str
     measured: str
     reference: str
+    value: Any = None  # the measured value as results.json holds it
 
 
 @dataclasses.dataclass
@@ -91,7 +92,7 @@ def section(outcome: Outcome) -> Section:
     order = {name: i for i, name in enumerate(outcome.chapter.claims)}  # the experiment's order, not the file's
     claims = sorted((results.get("claims") or {}).items(), key=lambda kv: order.get(kv[0], len(order)))
     rows = [Row(name, "PASS" if item.get("passed") else "FAIL", item.get("statement", ""),
-                short(item.get("measured")), reference(name)) for name, item in claims]
+                short(item.get("measured")), reference(name), item.get("measured")) for name, item in claims]
     for name, item in (results.get("observations") or {}).items():
         if isinstance(item, dict):
             statement = item.get("statement", name)
@@ -100,7 +101,7 @@ def section(outcome: Outcome) -> Section:
                 statement += f" (reproduced here: {'yes' if measured.pop('reproduced') else 'no'})"
         else:
             statement, measured = name.replace("_", " "), item
-        rows.append(Row(name, "OBSERVATION", statement, short(measured), reference(name)))
+        rows.append(Row(name, "OBSERVATION", statement, short(measured), reference(name), measured))
     figures = [f for f in results.get("figures") or [] if (outcome.folder / f).is_file()]
     if results:
         figures += [p.name for p in sorted(outcome.folder.glob("*.png")) if p.name not in figures]
@@ -169,7 +170,7 @@ def markdown(header: Header, sections: Sequence[Section],
              "|---|---|---|---|"]
     for s in sections:
         o = s.outcome
-        lines.append(f"| [{o.chapter.number}. {o.chapter.title}](#{_anchor(o.chapter)}) | {o.status}"
+        lines.append(f"| [{o.chapter.number}. {o.chapter.title}](#{anchor(o.chapter)}) | {o.status}"
                      f"{' (reused)' if o.reused else ''} | {s.passed} / {s.claimed} PASS | {_time(o)} |")
     for s in sections:
         o = s.outcome
@@ -205,7 +206,7 @@ def _cpu_total(sections: Sequence[Section]) -> str:
     return f"; {sum(known):.0f} s of CPU time in the chapters" if known else ""
 
 
-def _anchor(chapter) -> str:
+def anchor(chapter) -> str:
     return f"{chapter.number}-{chapter.title.lower().replace(' ', '-')}"
 
 
@@ -246,13 +247,13 @@ def html_page(header: Header, sections: Sequence[Section]) -> str:
     parts.append("<table><tr><th>chapter</th><th>status</th><th>claims</th><th>run time</th></tr>")
     for s in sections:
         o = s.outcome
-        parts.append(f"<tr><td><a href='#{_anchor(o.chapter)}'>{o.chapter.number}. {e(o.chapter.title)}</a></td>"
+        parts.append(f"<tr><td><a href='#{anchor(o.chapter)}'>{o.chapter.number}. {e(o.chapter.title)}</a></td>"
                      f"<td>{e(o.status)}{' (reused)' if o.reused else ''}</td><td>{s.passed} / {s.claimed} PASS</td>"
                      f"<td>{_time(o)}</td></tr>")
     parts.append("</table>")
     for s in sections:
         o = s.outcome
-        parts.append(f"<h2 id='{_anchor(o.chapter)}'>{o.chapter.number}. {e(o.chapter.title)}</h2>"
+        parts.append(f"<h2 id='{anchor(o.chapter)}'>{o.chapter.number}. {e(o.chapter.title)}</h2>"
                      f"<p><code>python {e(o.chapter.script)}</code> — {e(o.status)}"
                      f"{' (reused from an earlier run)' if o.reused else ''}, {_time(o)}</p>")
         if s.rows:
@@ -271,7 +272,7 @@ def html_page(header: Header, sections: Sequence[Section]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _write(path: pathlib.Path, text: str) -> None:
+def write_file(path: pathlib.Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -280,8 +281,8 @@ def _write(path: pathlib.Path, text: str) -> None:
 def write(out: pathlib.Path, header: Header, outcomes: Sequence[Outcome]) -> list[Section]:
     """Writes ``out/REPORT.md`` and ``out/report.html``; returns the sections."""
     sections = [section(o) for o in outcomes]
-    _write(out / REPORT_MD, markdown(header, sections))
-    _write(out / REPORT_HTML, html_page(header, sections))
+    write_file(out / REPORT_MD, markdown(header, sections))
+    write_file(out / REPORT_HTML, html_page(header, sections))
     return sections
 
 
@@ -298,6 +299,6 @@ def publish(root: pathlib.Path, header: Header, sections: Sequence[Section]) -> 
             shutil.copy2(s.outcome.folder / f, folder / f)
     path = root / REPORT_MD
     folders = f"{sections[0].outcome.folder.parent}/" if sections else ""
-    _write(path, markdown(header, sections, lambda s, f: f"{PUBLISHED_FIGURES}/{s.outcome.chapter.name}/{f}",
+    write_file(path, markdown(header, sections, lambda s, f: f"{PUBLISHED_FIGURES}/{s.outcome.chapter.name}/{f}",
                           folders=folders))
     return path

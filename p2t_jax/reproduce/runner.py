@@ -22,6 +22,13 @@ running or interrupted one is run again into the same folder, where the experime
 resumes its training runs. ``<out>`` itself is locked for the whole reproduction
 (:mod:`p2t_jax.training.workdir_lock`), so a second ``p2t reproduce`` on it is refused.
 
+The chapters share one persistent XLA compilation cache, ``<out>/.xla-cache``
+(:mod:`p2t_jax.compile_cache`): a program one chapter (or one of its worker processes, or an
+earlier reproduction into the same ``<out>``) compiled is loaded, not compiled again, by the
+next that builds it; the results are the same. ``compile_cache=False`` (``p2t reproduce
+--no-compile-cache``) leaves it out, and a ``JAX_COMPILATION_CACHE_DIR`` already in the
+environment is kept either way.
+
 SIGINT, SIGTERM and SIGHUP are forwarded to every running chapter's process group; the
 runner waits for them to save and exit (a second signal is forwarded too, and makes them
 abort at once), records them as interrupted and exits 128 + the signal's number.
@@ -44,6 +51,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from p2t_jax import compile_cache as compile_cache_lib
+from p2t_jax import parent_watch
 from p2t_jax.configuration import REPO_ROOT, ConfigError
 from p2t_jax.reproduce import provenance
 from p2t_jax.reproduce.chapters import Chapter, Plan, plan
@@ -55,6 +64,7 @@ RESULTS = "results.json"
 DONE = ("passed", "claims failed")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 KILL_AFTER_S = 120.0  # a chapter still running this long after a forwarded signal is killed
+CACHE = ".xla-cache"  # <out>/.xla-cache: the chapters' shared persistent compilation cache
 CLAIM_LINE = re.compile(r"^\s*(PASS|FAIL)\s+(.*)$")
 
 # What each chapter costs, only to start the longest first when several run side by side: full, the seconds
@@ -226,24 +236,30 @@ def command(chapter: Chapter, p: Plan, folder: pathlib.Path, extra: Sequence[str
              p.config] + [f"--config.{o}" for o in (*p.overrides, *extra)])
 
 
-def child_env() -> dict[str, str]:
+def child_env(cache: pathlib.Path | None = None) -> dict[str, str]:
     """The environment of a chapter: this one, with the repository first on PYTHONPATH (the code hashed is
-    the code run) and Python's output unbuffered (PASS/FAIL lines arrive as they are printed)."""
+    the code run), Python's output unbuffered (PASS/FAIL lines arrive as they are printed) and, given a
+    ``cache`` folder, JAX's persistent compilation cache there (unless the environment names one already);
+    ``P2T_STOP_WITH_PARENT`` names this process (:mod:`p2t_jax.parent_watch`)."""
     env = dict(os.environ)
+    if cache is not None:
+        compile_cache_lib.share(cache, env)
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep)
                                                             if p])
     env["PYTHONUNBUFFERED"] = "1"
+    env[parent_watch.ENV] = str(os.getpid())  # the chapter stops (saving) if this process dies, even by kill -9
     return env
 
 
 def run_chapters(chapters: Sequence[Chapter], *, budget: str, out: pathlib.Path, jobs: int,
                  extra: dict[int, list[str]] | None = None, progress: bool = True,
-                 stream: TextIO | None = None) -> tuple[list[Outcome], int | None]:
+                 stream: TextIO | None = None, compile_cache: bool = True) -> tuple[list[Outcome], int | None]:
     """Runs (or reuses) every chapter into ``out/<name>``, at most ``jobs`` at a time.
 
     Returns the outcomes in chapter order, and the signal number that stopped the run (None
     when none did). Holds ``out``'s lock throughout; raises ConfigError (one sentence) for a
-    folder it may not use or another reproduction holding ``out``.
+    folder it may not use or another reproduction holding ``out``. ``compile_cache``: the
+    chapters share ``out/.xla-cache`` (see the module's docstring).
     """
     stream = stream or sys.stderr
     extra = extra or {}
@@ -256,10 +272,11 @@ def run_chapters(chapters: Sequence[Chapter], *, budget: str, out: pathlib.Path,
         check_folders(out, chapters)
         for stale in out.glob(".*.stale"):
             shutil.rmtree(stale, ignore_errors=True)
-        return _run_locked(chapters, budget, out, jobs, extra, progress, stream)
+        cache = (out / CACHE).resolve() if compile_cache else None  # absolute: the chapters run in the repository
+        return _run_locked(chapters, budget, out, jobs, extra, progress, stream, cache)
 
 
-def _run_locked(chapters, budget, out, jobs, extra, progress, stream) -> tuple[list[Outcome], int | None]:
+def _run_locked(chapters, budget, out, jobs, extra, progress, stream, cache) -> tuple[list[Outcome], int | None]:
     outcomes: dict[int, Outcome] = {}
     queue: list[_Job] = []
     total_claims = sum(len(c.claims) for c in chapters)
@@ -297,7 +314,7 @@ def _run_locked(chapters, budget, out, jobs, extra, progress, stream) -> tuple[l
             while queue or running:
                 while queue and len(running) < jobs and stop.signum is None:
                     job = queue.pop(0)
-                    _start(job, extra.get(job.chapter.number, ()), budget)
+                    _start(job, extra.get(job.chapter.number, ()), budget, cache)
                     selector.register(job.proc.stdout, selectors.EVENT_READ, job)
                     running.append(job)
                     bar.line(f"{job.chapter.name}: started ({shlex_join(job.record['command'])})")
@@ -344,7 +361,7 @@ def shlex_join(args: Sequence[str]) -> str:
     return shlex.join(args)
 
 
-def _start(job: _Job, extra: Sequence[str], budget: str) -> None:
+def _start(job: _Job, extra: Sequence[str], budget: str, cache: pathlib.Path | None = None) -> None:
     job.folder.mkdir(parents=True, exist_ok=True)
     cmd = command(job.chapter, job.plan, job.folder, extra)
     job.record.update(status="running", command=cmd, started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -354,7 +371,7 @@ def _start(job: _Job, extra: Sequence[str], budget: str) -> None:
     job.log.write(f"===== {job.record['started']}: {shlex_join(cmd)}\n".encode())
     job.log.flush()
     job.start = time.perf_counter()
-    job.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(), stdin=subprocess.DEVNULL,
+    job.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(cache), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     job.record["pid"] = job.proc.pid
     write_record(job.folder, job.record)
