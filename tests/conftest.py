@@ -42,9 +42,9 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 # (`--dist loadfile`) in collection order (`--no-loadscope-reorder`; pytest-xdist's own order is by
 # number of tests, which would leave a long file of one test, such as the extending guide, to the
 # end while the other worker idles). Files not named here follow, in their usual order.
-SLOWEST_FILES = ("test_playground.py", "test_faults.py", "test_extending.py", "test_sampling.py", "test_accumulation.py",
-                 "test_sweep.py", "test_training.py", "test_export.py", "test_parallel.py", "test_backprop.py",
-                 "test_transformer.py", "test_batchnorm.py", "test_own_lm.py")
+SLOWEST_FILES = ("test_faults.py", "test_playground.py", "test_extending.py", "test_sampling.py", "test_accumulation.py",
+                 "test_sweep.py", "test_playground_sequences.py", "test_training.py", "test_export.py",
+                 "test_parallel.py", "test_backprop.py", "test_transformer.py", "test_batchnorm.py", "test_own_lm.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -35,7 +35,7 @@ from p2t_jax.training.stopping import SaveFailed
 from p2t_jax.training.workdir_lock import LOCK_NAME
 
 WORKER = pathlib.Path(__file__).resolve().parent / "fault_worker.py"
-STEPS = 300
+STEPS = 100  # long enough for a signal at any logged step, from 5 to 95, to stop it mid-run
 RUN = ["train", "--config", "shakespeare:smoke", "--no-progress", f"--config.train.num_steps={STEPS}",
        "--config.train.log_every=5", "--config.train.checkpoint_every=25", "--config.train.eval_every=100",
        "--config.model.dropout_rate=0.1"]
@@ -74,17 +74,28 @@ def reference(tmp_path_factory):
     return _final_items(workdir)
 
 
+def _wait_for_logged_step(metrics: pathlib.Path, step: int, proc: subprocess.Popen) -> None:
+    """Returns once ``metrics`` holds a training record at ``step`` or later (or the process has ended)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            for line in metrics.read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    if record.get("split") == "train" and record.get("step", 0) >= step:
+                        return
+        time.sleep(0.02)
+
+
 def _trial(reference, workdir: pathlib.Path, signum: int, rng: random.Random) -> str:
     """Starts the run, sends ``signum`` at a random moment, resumes it, and checks the end state."""
     proc = _start(RUN + ["--workdir", str(workdir)])
     metrics = workdir / "metrics.jsonl"
     if rng.random() < 0.25:  # anywhere from start-up on
         time.sleep(rng.uniform(0.0, 6.0))
-    else:  # while training: after the first log line
-        deadline = time.monotonic() + TIMEOUT_S
-        while not metrics.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 1.5))
+    else:  # while training: once a step drawn from the logged ones (every 5th) is logged, and a moment more
+        _wait_for_logged_step(metrics, rng.randrange(5, STEPS, 5), proc)
+        time.sleep(rng.uniform(0.0, 0.2))
     if proc.poll() is None:
         proc.send_signal(signum)
     out, err = proc.communicate(timeout=TIMEOUT_S)
@@ -96,7 +107,7 @@ def _trial(reference, workdir: pathlib.Path, signum: int, rng: random.Random) ->
                signal.SIGKILL: (0, -signal.SIGKILL)}[signum]
     assert code in allowed, (code, err[-2000:])
     if code in (129, 130, 143):
-        last = err.strip().splitlines()[-1]
+        last = (err.strip().splitlines() or [""])[-1]  # nothing printed: stopped while the worker imported
         assert last.startswith(("stopped: interrupted at step", "stopped: interrupted before training started",
                                 "interrupted before training started")) or (
             code == 130 and not out and not last), err[-2000:]
@@ -138,18 +149,22 @@ def _wait_for(path: pathlib.Path, proc: subprocess.Popen) -> None:
 def test_two_trainings_on_one_workdir_the_second_is_refused(reference, tmp_path):
     """A second `p2t train` while the first runs: refused in one sentence naming the first's process,
     exit 2; `p2t eval` reads the newest complete checkpoint meanwhile; the first ends bit-for-bit
-    where a lone run ends, with each step logged once."""
-    workdir = tmp_path / "run"
-    first = _start(RUN + ["--workdir", str(workdir)])
-    _wait_for(workdir / LOCK_NAME, first)
+    where a lone run ends, with each step logged once. (The first is held before its second save
+    until both have been tried, so both meet it running, on any machine load.)"""
+    workdir, release = tmp_path / "run", tmp_path / "release"
+    first = subprocess.Popen([sys.executable, str(WORKER), *RUN, "--workdir", str(workdir)],
+                             env=dict(ENV, HOLD_SAVE_UNTIL=str(release)), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    _wait_for(workdir / "checkpoints" / "25", first)
     second = _run(RUN + ["--workdir", str(workdir)])
     err = second.stderr.strip().splitlines()
     assert second.returncode == 2 and len(err) == 1, second.stderr[-2000:]
     assert err[0] == (f"error: workdir '{workdir}' is in use by another run (process {first.pid}); wait for it "
                       f"to end or choose another --workdir."), err
-    _wait_for(workdir / "checkpoints" / "25", first)
     read = _run(["eval", "--workdir", str(workdir)])
-    assert read.returncode == 0 and json.loads(read.stdout)["step"] % 25 == 0, read.stderr[-2000:]
+    assert read.returncode == 0 and json.loads(read.stdout)["step"] == 25, read.stderr[-2000:]
+    assert first.poll() is None  # both met the first run still running
+    release.touch()
     out, err = first.communicate(timeout=TIMEOUT_S)
     assert first.returncode == 0, err[-2000:]
     assert not (workdir / LOCK_NAME).exists()

@@ -3,7 +3,7 @@
 Every page renders without an exception, changing a widget changes what it shows, bad
 input becomes one message on the page, and a second interaction compiles nothing. The run
 folders the pages read are trained here, tiny, with the same code the CLI and the
-experiments use.
+experiments use; chapters 8, 9 and 11's pages and runs are in tests/test_playground_sequences.py.
 """
 
 import json
@@ -23,20 +23,12 @@ import pytest
 pytest.importorskip("streamlit", reason="the playground needs the app extra: pip install -e '.[app]'")
 
 from conftest import REPO, CompileCounter, load_experiment  # noqa: E402
+from playground_pages import TIMEOUT_S, errors, images, make_sequence_runs, page, rerun  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 # Under pytest-xdist with --dist loadfile (make test) or loadgroup, every test here runs on one worker, which trains the
 # run folders below once (with plain -n they may land on both workers, each training them).
 pytestmark = pytest.mark.xdist_group("playground")
-
-TIMEOUT_S = 180  # per script run: the first run of a page compiles its functions (AppTest's default is 3 s)
-
-PAGE_SCRIPT = """
-import pathlib
-from p2t_jax.playground import ui
-from p2t_jax.playground.views import {name} as page
-ui.show_page(page.render, ui.Settings(runs_dir=pathlib.Path({runs!r})))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +36,8 @@ def runs(tmp_path_factory, smoke_run):
     """A runs folder as the commands leave it: a Transformer run (`p2t train`, smoke config on a
     tiny corpus: a copy of the shared conftest.smoke_run), an optimiser run, two regularisation
     runs, a CNN and chapter 7's four nets (the experiments' own configs and folder layout, smoke
-    variants)."""
+    variants). Chapters 8, 9 and 11's runs are made by tests/test_playground_sequences.py, whose
+    pages read them (a module of its own, so that the two sets of runs train on both workers)."""
     from p2t_jax.configuration import load_config
     from p2t_jax.data import mnist
     from p2t_jax.tasks import image_classification as ic
@@ -78,52 +71,11 @@ def runs(tmp_path_factory, smoke_run):
         ic.train_or_reuse(deep.net_config(config, net, DEEP_DEPTH, 0),
                           root / "07_batchnorm_residual" / f"{net.replace('+', '_')}_depth{DEEP_DEPTH}_seed0", splits,
                           source, log=lambda *_: None)
-    # Chapters 8, 9 and 11: the experiments' own command lines, smoke configs cut further (a few steps, one
-    # seed, hulls only). Too short to learn, so claims may fail (exit 1); the folders are written the same.
-    for script, config, overrides in CHAPTER_RUNS:
-        status = load_experiment(script).cli(["--workdir", str(root / script.removesuffix(".py")), "--config",
-                                              f"{REPO}/configs/{config}"] + overrides)
-        assert status in (0, 1), script
     return root
 
 
 DEEP_DEPTH = 2  # the depth of the chapter 7 runs above
 
-CHAPTER_RUNS = (
-    ("08_rnn.py", "rnn_memory.py:smoke", ["--config.train.num_steps=20", "--config.experiment.seeds=1",
-                                          "--config.data.test_fillers=(0,6)", "--config.experiment.claim_fillers=5",
-                                          "--config.experiment.eval_size=16", "--config.experiment.gradient_size=8"]),
-    ("09_attention.py", "reorder.py:smoke", ["--config.experiment.models=('with attention',)",
-                                             "--config.train.num_steps=20", "--config.experiment.eval_size=4",
-                                             "--config.experiment.dims=(4,8)", "--config.experiment.num_queries=4",
-                                             "--config.experiment.num_keys=4"]),
-    ("11_pointer.py", "pointer.py:smoke", ["--config.experiment.problems=('hull',)", "--config.decode.beam_width=1",
-                                           "--config.experiment.test_size=4",
-                                           "--config.experiment.hull.num_steps=15", "--config.experiment.num_drawn=0",
-                                           "--config.experiment.hull.test_lengths=(5,)"]),
-)
-
-
-def page(name: str, runs: pathlib.Path) -> AppTest:
-    """The page ``name`` alone, rendered as the app renders it, after its first run."""
-    at = AppTest.from_string(PAGE_SCRIPT.format(name=name, runs=str(runs)), default_timeout=TIMEOUT_S).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def images(at: AppTest) -> list[str]:
-    """The figures on the page, as their content-hashed media addresses."""
-    return [e.proto.imgs[0].url for e in at.get("image")]
-
-
-def errors(at: AppTest) -> list[str]:
-    return [e.value for e in at.error]
-
-
-def rerun(at: AppTest) -> AppTest:
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def test_perceptron_page(runs):
@@ -339,83 +291,6 @@ def test_batchnorm_page(runs, monkeypatch):
     rerun(at)
     assert not errors(at) and len(images(at)) == 1
     assert [c.value for c in at.code] == [f"python experiments/07_batchnorm_residual.py --workdir {runs / '06_cnn'}"]
-
-
-def test_rnn_page(runs, tmp_path):
-    from p2t_jax.data import memory
-
-    at = page("rnn", runs)
-    assert not errors(at) and len(images(at)) == 1  # accuracy by fillers
-    table, answers = at.dataframe[0].value, at.dataframe[1].value
-    assert list(table["cell"]) == ["rnn", "lstm"] and "accuracy at 6 fillers" in table.columns
-    assert list(answers["cell"]) == ["rnn", "lstm"] and set(answers["seed 0"]) <= set(memory.SUBJECTS)
-    assert {m.label: m.value for m in at.metric}["Fillers in your sentence"] == "2"
-    with CompileCounter() as compiled:  # another sentence and filler count: the same padded shape
-        at.text_input(key="rnn_sentence").set_value("carol quite often still then met dave")
-        at.slider(key="rnn_fillers").set_value(3)
-        rerun(at)
-    assert compiled.count == 0 and not errors(at)
-    assert {m.label: m.value for m in at.metric}["Fillers in your sentence"] == "4"
-    assert "accuracy at 3 fillers" in at.dataframe[0].value.columns
-    assert "carol quite often still then met dave" in " ".join(m.value for m in at.markdown)
-    at.text_input(key="rnn_sentence").set_value("alice very zebra saw bob")
-    rerun(at)
-    assert len(errors(at)) == 1 and "'zebra', not in the vocabulary" in errors(at)[0], errors(at)
-    at.text_input(key="rnn_sentence").set_value("alice very old saw bob")
-    older = tmp_path / "08_rnn"  # results but no trained parameters (copied alone): the curve, and the command
-    older.mkdir()
-    shutil.copy(runs / "08_rnn" / "results.json", older)
-    at.text_input(key="rnn_folder").set_value(str(older))
-    rerun(at)
-    assert not errors(at) and len(images(at)) == 1 and [c.value for c in at.code] == [f"python experiments/08_rnn.py "
-                                                                                      f"--workdir {older}"]
-    at.text_input(key="rnn_folder").set_value(str(runs / "06_cnn"))
-    rerun(at)
-    assert any(c.value.startswith("python experiments/08_rnn.py --workdir") for c in at.code)
-    swapped = pathlib.Path(shutil.copytree(runs / "08_rnn", tmp_path / "swapped"))  # the LSTM's file under the RNN
-    shutil.copy(swapped / "lstm" / "params.msgpack", swapped / "rnn" / "params.msgpack")
-    at.text_input(key="rnn_folder").set_value(str(swapped))
-    rerun(at)
-    assert len(errors(at)) == 1 and errors(at)[0].startswith(f"'{swapped / 'rnn' / 'params.msgpack'}' holds "
-                                                             f"parameters of another model"), errors(at)
-
-
-def test_attention_page(runs):
-    at = page("attention", runs)
-    first = images(at)
-    assert not errors(at) and len(first) == 1
-    (verb,) = [m for m in at.metric if m.label == "Attention on the verb"]  # short: the column shows it whole
-    assert verb.value.endswith("%") and "word 2" in verb.proto.help
-    with CompileCounter() as compiled:  # another sentence, shorter: the source is padded to max_len
-        at.text_input(key="att_sentence").set_value("ben die katze sieht")
-        rerun(at)
-    assert compiled.count == 0 and not errors(at) and images(at) != first
-    for sentence, message in (("ben die zebra sieht", "holds 'zebra', not in the vocabulary"),
-                              ("ben " * 7 + "sieht", "has 8 words, more than the configured maximum of 6"),
-                              ("  ", "is empty")):
-        at.text_input(key="att_sentence").set_value(sentence)
-        rerun(at)
-        assert len(errors(at)) == 1 and message in errors(at)[0], errors(at)
-    at.text_input(key="att_folder").set_value(str(runs / "08_rnn"))  # results, but not chapter 9's
-    rerun(at)
-    assert any(c.value.startswith("python experiments/09_attention.py --workdir") for c in at.code)
-
-
-def test_pointer_page(runs):
-    at = page("pointer", runs)
-    first = images(at)
-    assert not errors(at) and len(first) == 1 and at.metric[0].label == "Exactly right"
-    with CompileCounter() as compiled:  # other points, fewer: padded to the run's max_length
-        at.number_input(key="ptr_seed").set_value(4)
-        at.number_input(key="ptr_n").set_value(6)
-        rerun(at)
-    assert compiled.count == 0 and not errors(at) and images(at) != first
-    at.number_input(key="ptr_n").set_value(10**4)
-    rerun(at)
-    assert errors(at) == ["Points must be in [3, 16], got 10000."]
-    at.text_input(key="ptr_folder").set_value(str(runs / "missing"))
-    rerun(at)
-    assert any(c.value.startswith("python experiments/11_pointer.py --workdir") for c in at.code)
 
 
 def test_transformer_page_streams_what_p2t_sample_prints(runs, capsys):
@@ -654,7 +529,10 @@ def test_every_page_in_a_real_browser(request, tmp_path):
 
     from p2t_jax.playground import launch, views
 
-    runs_dir = REAL_RUNS or request.getfixturevalue("runs")  # the server runs in the repository's folder
+    runs_dir = REAL_RUNS  # the server runs in the repository's folder
+    if not runs_dir:  # this module's runs and chapters 8, 9 and 11's (tests/test_playground_sequences.py)
+        runs_dir = shutil.copytree(request.getfixturevalue("runs"), tmp_path / "runs")
+        make_sequence_runs(runs_dir)
     shots = pathlib.Path(SCREENSHOTS) if SCREENSHOTS else tmp_path / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     port = _free_port()
