@@ -67,10 +67,11 @@ KILL_AFTER_S = 120.0  # a chapter still running this long after a forwarded sign
 CACHE = ".xla-cache"  # <out>/.xla-cache: the chapters' shared persistent compilation cache
 CLAIM_LINE = re.compile(r"^\s*(PASS|FAIL)\s+(.*)$")
 
-# What each chapter costs, only to start the longest first when several run side by side: full, the seconds
-# each experiment took one after another on an idle 2-core Intel Xeon (issue 26); quick, the CPU seconds each
-# took in `p2t reproduce --budget quick` on a 2-core AMD EPYC (reproduce.json's "cpu seconds").
-ESTIMATE_S = {"full": {1: 7, 2: 8, 3: 30, 4: 20, 5: 152, 6: 104, 7: 223, 8: 89, 9: 180, 10: 300, 11: 287},
+# What each chapter costs, only to start the longest first when several run side by side: full, the CPU seconds
+# each experiment took alone on a busy 2-core AMD EPYC after the chapters' budgets of issue 26 (bench/NOTES.md);
+# quick, the CPU seconds each took in `p2t reproduce --budget quick` on a 2-core AMD EPYC (reproduce.json's
+# "cpu seconds").
+ESTIMATE_S = {"full": {1: 14, 2: 13, 3: 46, 4: 30, 5: 132, 6: 112, 7: 180, 8: 77, 9: 117, 10: 360, 11: 190},
               "quick": {1: 11, 2: 13, 3: 22, 4: 22, 5: 14, 6: 48, 7: 65, 8: 23, 9: 46, 10: 55, 11: 76}}
 
 
