@@ -169,15 +169,9 @@ def _fingerprint(x: jax.Array) -> jax.Array:
     return jnp.stack([first, second])
 
 
-# One small program per array shape and dtype (not one per state layout): the arrays of a deep net share a few
-# shapes, and every later save and run in the process reuses them (a depth-30 MLP's state: ~0.5 CPU s for its first
-# save instead of ~2 s, then ~0.02 s for any net of its width). Compiled with XLA's default options: a build at
-# LLVM optimisation level 0 aborted the process once in the full test suite (sharded states), so it is not used.
-_fingerprint_one = jax.jit(_fingerprint)
-
-
-def _fingerprints(tree: Any) -> Any:
-    return jax.tree.map(_fingerprint_one, tree)
+# One program per state layout, as before the per-shape variant tried for chapter 7's many nets: that one (many small
+# programs dispatched per save, sharded states among them) aborted a test worker once in the full suite.
+_fingerprints = jax.jit(lambda tree: jax.tree.map(_fingerprint, tree))
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
