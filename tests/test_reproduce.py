@@ -276,11 +276,9 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_the_chapter_and_the_next_run_resumes(signum, tmp_path, capsys):
-    """A real signal to the reproduce process while a chapter runs: forwarded, the chapter saves and exits,
-    no process is left, the record says interrupted, a second reproduce on the same folder was refused
-    meanwhile, and the next run resumes the chapter in the same folder."""
+def held_chapter_command(tmp_path):
+    """``p2t reproduce`` (through DRIVER) over one stand-in chapter that waits while ``hold`` exists: returns the
+    command, its environment, the hold file and the out folder."""
     script, hold, out = tmp_path / "01_first.py", tmp_path / "hold", tmp_path / "out"
     script.write_text(FAKE_SCRIPT)
     hold.write_text("")
@@ -289,14 +287,29 @@ def test_signal_stops_the_chapter_and_the_next_run_resumes(signum, tmp_path, cap
     argv = [sys.executable, str(driver), "--budget", "quick", "--out", str(out), "--no-progress",
             "--set", f"1:hold={hold}"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    return argv, env, hold, out
+
+
+def wait_for_chapter(proc, out):
+    """Waits (60 s at most, ``proc`` still running) until the chapter has started; returns its attempts file and
+    its process id."""
     attempts = out / "01_first" / "attempts.txt"
     deadline = time.monotonic() + 60
     while not (attempts.exists() and attempts.read_text().endswith("\n")):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    child = int(attempts.read_text().split()[0])
+    return attempts, int(attempts.read_text().split()[0])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_the_chapter_and_the_next_run_resumes(signum, tmp_path, capsys):
+    """A real signal to the reproduce process while a chapter runs: forwarded, the chapter saves and exits,
+    no process is left, the record says interrupted, a second reproduce on the same folder was refused
+    meanwhile, and the next run resumes the chapter in the same folder."""
+    argv, env, hold, out = held_chapter_command(tmp_path)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    attempts, child = wait_for_chapter(proc, out)
     second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert second.returncode == 2 and "is in use by another run" in second.stderr
     os.kill(proc.pid, signum)
@@ -319,22 +332,10 @@ def test_signal_stops_the_chapter_and_the_next_run_resumes(signum, tmp_path, cap
 def test_kill_9_of_reproduce_stops_the_chapter_and_the_next_run_resumes(tmp_path):
     """kill -9 cannot be forwarded: the chapter, told by the kernel that its parent died, gets SIGTERM, stops
     (saving) and exits; nothing is left running, and the next run on the folder runs the chapter again in it."""
-    script, hold, out = tmp_path / "01_first.py", tmp_path / "hold", tmp_path / "out"
-    script.write_text(FAKE_SCRIPT)
-    hold.write_text("")
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER.format(script=str(script)))
-    argv = [sys.executable, str(driver), "--budget", "quick", "--out", str(out), "--no-progress",
-            "--set", f"1:hold={hold}"]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    argv, env, hold, out = held_chapter_command(tmp_path)
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    attempts = out / "01_first" / "attempts.txt"
-    deadline = time.monotonic() + 60
-    while not (attempts.exists() and attempts.read_text().endswith("\n")):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    child = int(attempts.read_text().split()[0])
+    attempts, child = wait_for_chapter(proc, out)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     deadline = time.monotonic() + 15

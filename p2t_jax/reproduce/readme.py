@@ -76,14 +76,10 @@ def update(path: pathlib.Path, sections: Sequence[Section], machine: str) -> lis
     for s in sections:
         if s.outcome.status not in ("passed", "claims failed") or not s.rows:
             continue
-        start, end = markers(s.outcome.chapter.name)
-        if start not in text:
+        span = _inside(text, s.outcome.chapter.name, path)
+        if span is None:
             continue
-        i = text.index(start) + len(start)
-        j = text.find(end, i)
-        if j < 0:
-            raise ValueError(f"{path} has '{start}' without '{end}' after it; add the end marker.")
-        text = text[:i] + "\n" + block(s, machine) + "\n" + text[j:]
+        text = text[:span[0]] + "\n" + block(s, machine) + "\n" + text[span[1]:]
         done.append(s.outcome.chapter.name)
     if text != original:
         write_file(path, text)
@@ -94,9 +90,23 @@ def check(path: pathlib.Path) -> None:
     """Raises ``ValueError`` (one sentence) if a start marker in ``path`` has no end marker after it."""
     text = path.read_text()
     for name in names_with_markers(text):
-        start, end = markers(name)
-        if text.find(end, text.index(start)) < 0:
-            raise ValueError(f"{path} has '{start}' without '{end}' after it; add the end marker.")
+        _inside(text, name, path)
+
+
+def _inside(text: str, name: str, path: pathlib.Path) -> tuple[int, int] | None:
+    """Where the text between chapter ``name``'s markers begins and ends in ``text`` (None: no start marker).
+
+    Raises:
+      ValueError: the start marker without its end marker after it (one sentence naming ``path``).
+    """
+    start, end = markers(name)
+    if start not in text:
+        return None
+    i = text.index(start) + len(start)
+    j = text.find(end, i)
+    if j < 0:
+        raise ValueError(f"{path} has '{start}' without '{end}' after it; add the end marker.")
+    return i, j
 
 
 def names_with_markers(text: str) -> list[str]:
