@@ -563,8 +563,8 @@ def _tmpfs(path: pathlib.Path, size: str, readonly: bool = False):
 
 
 def test_disk_full_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_corpus, smoke_config, tmp_path, capfd):
-    """The disk fills up at step 25; the save in flight or the next one fails: the run stops
-    with one sentence naming the last good checkpoint, which is intact, with no temporary folder."""
+    """The disk fills up at step 25; the next metrics line, TensorBoard event or save fails: the run
+    stops with one sentence naming the last good checkpoint, which is intact, with no temporary folder."""
     apply_overrides(smoke_config, ["train.num_steps=60", "train.checkpoint_every=10", "train.eval_every=1000"])
     with _tmpfs(tmp_path / "disk", "32m") as disk:
         workdir = disk / "run"
@@ -572,11 +572,12 @@ def test_disk_full_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_corpus,
         read = task.train_batch
 
         def fill_the_disk_at_step_25(step, **kw):
-            if step == 25:
-                with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
-                    while True:
-                        f.write(b"\0" * (1 << 16))
-                        f.flush()
+            if step == 25:  # to the last byte: the metrics lines, events and checkpoints all fail from here
+                with open(disk / "filler", "wb", buffering=0) as f:
+                    for chunk in (1 << 16, 1):
+                        with contextlib.suppress(OSError):
+                            while True:
+                                f.write(b"\0" * chunk)
             return read(step, **kw)
 
         task.train_batch = fill_the_disk_at_step_25
@@ -591,6 +592,39 @@ def test_disk_full_stops_at_once_and_keeps_the_last_good_checkpoint(tiny_corpus,
         (disk / "filler").unlink()
         state, summary = _train(smoke_config, workdir)
         assert summary["resumed_from"] == good and int(state.step) == 60
+
+
+FULL_DISK_WRITER = ("import sys\n"
+                    "from p2t_jax.training.metrics import MetricsWriter\n"
+                    "from p2t_jax.training.stopping import LogFailed\n"
+                    "writer = MetricsWriter(sys.argv[1])\n"
+                    "writer.write(1, 'train', {'loss': 1.0})\n"
+                    "with open(sys.argv[1] + '/filler', 'wb', buffering=0) as f:\n"
+                    "    for chunk in (1 << 16, 1):\n"
+                    "        try:\n"
+                    "            while True:\n"
+                    "                f.write(bytes(chunk))\n"
+                    "        except OSError:\n"
+                    "            pass\n"
+                    "failed = []\n"
+                    "for write in (lambda: writer.write(2, 'train', {'loss': 0.5}), writer.close):\n"
+                    "    try:\n"
+                    "        write()\n"
+                    "    except LogFailed as e:\n"
+                    "        failed.append(str(e))\n"
+                    "print(failed)\n")
+
+
+def test_metrics_on_a_full_disk_fail_in_one_sentence_and_leave_no_traceback_at_exit(tmp_path):
+    """The metrics line or TensorBoard's events (buffered, written at close) cannot be written: one
+    LogFailed naming the file; tensorboardX's thread and exit hook print nothing after it."""
+    with _tmpfs(tmp_path / "disk", "1m") as disk:
+        done = subprocess.run([sys.executable, "-c", FULL_DISK_WRITER, str(disk)], capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 0 and done.stderr.strip() == "", done.stderr[-3000:]
+    failed = eval(done.stdout)
+    assert len(failed) == 1 and "No space left on device" in failed[0], failed
+    assert "metrics.jsonl" in failed[0] or "TensorBoard events" in failed[0], failed
 
 
 def test_a_read_only_workdir_is_refused_in_one_sentence(trained, tmp_path, capsys):

@@ -277,6 +277,7 @@ class Checkpoints:
         self.metric = best_metric
         self.write = write
         self._unconfirmed = False  # a save was started and its outcome not yet checked
+        self._save_failed = False  # a save failed: close() removes what its threads left behind
         if write:
             remove_temporary(self.directory)
         exists = write or self.directory.is_dir()
@@ -352,11 +353,16 @@ class Checkpoints:
             self._failed(f"a checkpoint could not be written to {self.directory} ({_short(e)})", e)
         self.check()
 
+    def last_good(self) -> str:
+        """'step N' for the newest finished checkpoint on disk, else 'none' (Orbax's own list also
+        holds a step whose save is in flight or has failed)."""
+        steps = sorted(int(p.name) for p in self.directory.iterdir() if p.name.isdigit() and p.is_dir())
+        return f"step {steps[-1]}" if steps else "none"
+
     def _failed(self, message: str, error: Exception) -> None:
+        self._save_failed = True  # close() clears what the save's other threads write after this
         remove_temporary(self.directory)
-        steps = self.steps()
-        raise SaveFailed(f"{message}; the last good checkpoint is "
-                         f"{'step ' + str(steps[-1]) if steps else 'none'}.") from error
+        raise SaveFailed(f"{message}; the last good checkpoint is {self.last_good()}.") from error
 
     def close(self) -> None:
         """Waits for pending saves (SaveFailed if one failed), then releases the managers."""
@@ -366,10 +372,12 @@ class Checkpoints:
         finally:  # each manager is closed even when closing the other fails
             try:
                 if self.manager is not None:
-                    self.manager.close()
+                    self.manager.close()  # joins the save's threads
             finally:
                 if self.legacy_best is not None:
                     self.legacy_best.close()
+                if self._save_failed:
+                    remove_temporary(self.directory)
 
     # ---- restoring ------------------------------------------------------------------------
 

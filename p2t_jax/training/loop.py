@@ -57,7 +57,7 @@ from p2t_jax.training.checkpoint import Checkpoints
 from p2t_jax.training.prefetch import Prefetcher
 from p2t_jax.training.state import TrainState
 from p2t_jax.training.steps import LossFn, make_eval_step, make_train_step
-from p2t_jax.training.stopping import Diverged, EarlyStopping, Interrupted, StopSignals
+from p2t_jax.training.stopping import Diverged, EarlyStopping, Interrupted, LogFailed, SaveFailed, StopSignals
 from p2t_jax.training.workdir_lock import hold
 
 # Config groups that may change when a run is resumed: how long and how often (``train``)
@@ -797,12 +797,6 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     # saves at each evaluation rank the checkpoints by eval loss; early stopping keeps the best one
     save_on_eval = tc.get("save_on_eval", True) or bool(tc.get("early_stop_patience", 0))
 
-    if changes:
-        writer.write_event(resumed_from or 0, "config_change",
-                           {"changes": {k: {"saved": a, "now": b} for k, (a, b) in changes.items()}})
-        say(f"resuming with changed config (--allow-change): "
-            f"{'; '.join(f'{k} {json.dumps(a)} -> {json.dumps(b)}' for k, (a, b) in changes.items())}.")
-
     def save(at: int, eval_loss: float | None = None) -> None:
         nonlocal last_saved
         meta = dict(task.meta, step=at, early_stop=early.to_meta(), schedule_steps=horizon)
@@ -813,6 +807,11 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
         early_stopped_at = start
         say(f"this run stopped early at step {start}; nothing to train (raise train.early_stop_patience to go on).")
     try:
+        if changes:
+            writer.write_event(resumed_from or 0, "config_change",
+                               {"changes": {k: {"saved": a, "now": b} for k, (a, b) in changes.items()}})
+            say(f"resuming with changed config (--allow-change): "
+                f"{'; '.join(f'{k} {json.dumps(a)} -> {json.dumps(b)}' for k, (a, b) in changes.items())}.")
         run.restart_clock()
         while step < tc.num_steps and early_stopped_at is None and not signals.requested:
             if batch is None:
@@ -883,6 +882,9 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
                     if last_saved is not None else "nothing trained yet, nothing saved")
             raise Interrupted(f"interrupted at step {step}: {kept}; run the same command to resume.",
                               signals.signum)
+    except LogFailed as e:  # a metrics line could not be written: say which checkpoint stands
+        checkpoints.wait()  # a save that failed too says so itself
+        raise SaveFailed(f"{str(e).rstrip('.')}; the last good checkpoint is {checkpoints.last_good()}.") from e
     except KeyboardInterrupt:  # raised by code, or outside the main thread (no signal handlers there)
         say(f"interrupted at step {step}; saving a checkpoint to resume from.")
         try:
@@ -892,13 +894,16 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
             say(f"could not save at step {step} ({type(e).__name__}); the last saved checkpoint stands.")
         raise
     finally:
+        pending = sys.exc_info()[1]  # a stop on its way out is not masked by a failure to close
         run.bar.close()
-        writer.close()
-        try:
-            checkpoints.close()
-        except Exception:
-            if sys.exc_info()[0] is None:  # report a failed save unless another stop is on its way
-                raise
+        failed = None
+        for close in (writer.close, checkpoints.close):
+            try:
+                close()
+            except Exception as e:  # e.g. the last TensorBoard events or an async save on a full disk
+                failed = failed or e
+        if failed is not None and pending is None:
+            raise failed
 
     previous = workdir / "summary.json"
     if step == start and previous.exists():  # nothing left to train: the finished run's summary stands

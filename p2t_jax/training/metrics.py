@@ -10,6 +10,7 @@ checkpoint by the run that stopped) are dropped, so every step appears once per 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pathlib
@@ -19,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from p2t_jax.training.stopping import SaveFailed
+from p2t_jax.training.stopping import LogFailed
 
 
 def to_floats(metrics: dict) -> dict[str, float]:
@@ -46,7 +47,8 @@ def finite_or_none(value):
 class MetricsWriter:
     """Appends ``{"step", "split", **metrics}`` lines to ``metrics.jsonl`` and TensorBoard scalars.
 
-    Raises SaveFailed (one sentence) when a line cannot be written, e.g. on a full disk.
+    Raises LogFailed (a SaveFailed, one sentence) when a line or a TensorBoard event cannot be written, e.g. on
+    a full disk; TensorBoard writes nothing more after its first failure.
     """
 
     def __init__(self, workdir: str | pathlib.Path, tensorboard: bool = True):
@@ -70,12 +72,11 @@ class MetricsWriter:
             with open(self.path, "a") as f:
                 f.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
         except OSError as e:
-            raise SaveFailed(f"could not append to {self.path} ({e.strerror or e}).") from e
+            raise LogFailed(f"could not append to {self.path} ({e.strerror or e}).") from e
         if self._tb is not None:
-            for k, v in metrics.items():
-                if math.isfinite(float(v)):
-                    tag = f"{split}/{k}" if member is None else f"{split}/{k}/member_{member}"
-                    self._tb.add_scalar(tag, float(v), int(step))
+            points = [(f"{split}/{k}" if member is None else f"{split}/{k}/member_{member}", float(v))
+                      for k, v in metrics.items() if math.isfinite(float(v))]
+            self._tensorboard(lambda tb: [tb.add_scalar(tag, v, int(step)) for tag, v in points])
 
     def write_event(self, step: int, event: str, fields: dict) -> None:
         """Appends ``{"step", "split": "event", "time", "event", **fields}`` (e.g. a config change
@@ -87,11 +88,40 @@ class MetricsWriter:
             with open(self.path, "a") as f:
                 f.write(json.dumps(finite_or_none(record), allow_nan=False) + "\n")
         except OSError as e:
-            raise SaveFailed(f"could not append to {self.path} ({e.strerror or e}).") from e
+            raise LogFailed(f"could not append to {self.path} ({e.strerror or e}).") from e
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        """Flushes and closes the TensorBoard events file; LogFailed if that cannot be written."""
+        self._tensorboard(lambda tb: tb.close(), last=True)
+
+    def _tensorboard(self, call, last: bool = False) -> None:
+        tb = self._tb
+        if tb is None:
+            return
+        if last:
+            self._tb = None
+        try:
+            call(tb)
+        except OSError as e:
+            self._tb = None
+            _abandon(tb)
+            raise LogFailed(f"could not write TensorBoard events under {self.path.parent / 'tb'} "
+                             f"({e.strerror or e}).") from e
+
+
+def _abandon(tb) -> None:
+    """After a failed TensorBoard write: stops its writer thread and closes its events files, dropping
+    what could not be written, so that neither the thread nor tensorboardX's exit hook tries again
+    (and prints a traceback after the run's one sentence). Best effort: tensorboardX's internals."""
+    for file_writer in list((getattr(tb, "all_writers", None) or {}).values()):
+        events = getattr(file_writer, "event_writer", None)
+        if events is None or getattr(events, "_closed", True):
+            continue
+        events._closed = True  # the exit hook's close() is a no-op from here
+        with contextlib.suppress(Exception):
+            events._worker.stop()
+        with contextlib.suppress(Exception):  # closes the file even though its last flush fails
+            events._ev_writer._py_recordio_writer._writer.close()
 
 
 def write_json(path: str | pathlib.Path, data) -> None:

@@ -49,6 +49,10 @@ class SaveFailed(RunStopped):
     exit_code = 4
 
 
+class LogFailed(SaveFailed):
+    """A metrics line or TensorBoard event could not be written; the loop adds which checkpoint stands."""
+
+
 class Interrupted(RunStopped):
     """SIGINT, SIGTERM or SIGHUP arrived; the state after the step in flight was saved."""
 
