@@ -1,17 +1,26 @@
 """Test set-up: eight forced CPU devices (for sharding tests), set before JAX starts.
 
 The suite compiles far more than it computes (tiny models, a few steps each), so XLA's
-CPU backend compiles with LLVM's optimisations off (``--xla_backend_optimization_level=0``):
-the same programs in about 40% less CPU time (tests/test_sampling.py: 106 s of CPU at the
-default level, 61 s at 0). Results may differ from the default level's in the last bits (no
-fused multiply-adds), so a test compares numbers computed under one setting: in this process,
+CPU backend is asked to compile quickly (``QUICK_COMPILE``):
+
+* LLVM's optimisations off (``--xla_backend_optimization_level=0``): the same programs in
+  about 40% less CPU time (tests/test_sampling.py: 106 s of CPU at the default level, 61 s at 0);
+* fusions through XLA's older elemental emitter instead of its MLIR fusion emitters
+  (``--xla_cpu_use_fusion_emitters=false``): a further 40% less (test_transformer,
+  test_optimizers and test_sampling: 91 s of CPU with them, 54 s without; the whole of
+  ``make test`` 369 s -> 288 s of wall time on the idle 2-core EPYC). Training runs slower so
+  compiled (the nanoGPT CPU step 36.8 -> 44.5 ms, ``bench/step.py --variant``), which is why
+  only the tests compile this way.
+
+Results may differ from the default's in the last bits (no fused multiply-adds, other
+loop code), so a test compares numbers computed under one setting: in this process,
 or in subprocesses that all set their own ``XLA_FLAGS`` (tests/test_faults.py), or with a
 tolerance (tests/test_multihost.py's processes compile as this one does).
 """
 
 import os
 
-QUICK_COMPILE = "--xla_backend_optimization_level=0"
+QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {QUICK_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TQDM_DISABLE", "1")
