@@ -47,6 +47,7 @@ while hold and os.path.exists(hold):
 passed = config.get("fail") != "1"
 print(f"  {'PASS' if passed else 'FAIL'}  the second claim  [measured: 2]", flush=True)
 (workdir / "curve.png").write_bytes(b"\\x89PNG\\r\\n\\x1a\\nfake")
+(workdir / "cores.json").write_text(json.dumps(sorted(os.sched_getaffinity(0))))
 results = {"claims": {"first": {"passed": True, "statement": "the first claim", "measured": 1.5},
                       "second": {"passed": passed, "statement": "the second claim", "measured": {"x": 2.0}}},
            "observations": {"falls": {"statement": "it falls toward chance", "reproduced": False, "at": 0.9}},
@@ -213,6 +214,34 @@ def test_chapters_share_one_compile_cache_unless_turned_off(fakes, tmp_path, cap
     out = tmp_path / "named"
     assert reproduce("--budget", "quick", "--out", str(out)) == 0
     assert all(env[compile_cache.DIR_VARIABLE] == str(tmp_path / "mine") for env in seen(out))
+
+
+def test_lanes_split_the_cores_evenly():
+    assert runner.lanes(2, [0, 1]) == [(0,), (1,)]
+    assert runner.lanes(2, [0, 1, 2, 3, 4]) == [(0, 1), (2, 3, 4)]
+    assert runner.lanes(3, [4, 5, 6, 7]) == [(4,), (5,), (6, 7)]
+    assert runner.lanes(1, [0, 1]) is None and runner.lanes(3, [0, 1]) is None  # one job, or more jobs than cores
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_chapters_side_by_side_keep_to_their_own_cores_unless_told_not_to(fakes, tmp_path, capsys):
+    cores = sorted(os.sched_getaffinity(0))
+
+    def seen(out):
+        return [json.loads((out / name / "cores.json").read_text()) for name in ("01_first", "02_second")]
+
+    out = tmp_path / "pinned"
+    assert reproduce("--budget", "quick", "--out", str(out), "--jobs", "2") == 0
+    first, second = seen(out)
+    assert sorted([tuple(first), tuple(second)]) == runner.lanes(2)  # both started at once: one lane each
+    assert not set(first) & set(second) and sorted(first + second) == cores
+    assert json.loads((out / "01_first" / "reproduce.json").read_text())["cores"] == first
+    assert "2 chapters at a time, each kept to its own core" in (out / "REPORT.md").read_text()
+    out = tmp_path / "shared"
+    assert reproduce("--budget", "quick", "--out", str(out), "--jobs", "2", "--no-pin") == 0
+    assert seen(out) == [cores, cores]
+    md = (out / "REPORT.md").read_text()
+    assert "--no-pin" in md and "kept to its own" not in md
 
 
 def test_folders_it_did_not_write_are_left_alone(fakes, tmp_path, capsys):

@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write DIR/REPORT.md with its figures under DIR/docs/report/ (e.g. --publish . "
                              "from the repository root, for the committed report)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (the PASS/FAIL lines stay)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let every chapter use every core (by default, with --jobs > 1, each running chapter "
+                             "is kept to its share of the cores: chapters whose thread pools span all cores slow "
+                             "each other down)")
     parser.add_argument("--no-compile-cache", action="store_true",
                         help=f"no shared persistent XLA compilation cache (by default OUT/{runner.CACHE}: what one "
                              f"chapter or run compiled, the next that builds the same program loads)")
@@ -73,6 +77,7 @@ def command_line(args: argparse.Namespace) -> str:
     words += ["--strict"] if args.strict else []
     words += ["--publish", args.publish] if args.publish else []
     words += ["--no-compile-cache"] if args.no_compile_cache else []
+    words += ["--no-pin"] if args.no_pin else []
     return shlex.join(words)
 
 
@@ -119,9 +124,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     outcomes, stopped_by = runner.run_chapters(chapters, budget=args.budget, out=out, jobs=args.jobs,
                                                extra=overrides, progress=not args.no_progress,
-                                               compile_cache=not args.no_compile_cache)
+                                               compile_cache=not args.no_compile_cache, pin=not args.no_pin)
     header = report.Header(budget=args.budget, wall_seconds=time.perf_counter() - start, jobs=args.jobs,
-                           command=command, stopped_by=stopped_by)
+                           command=command, stopped_by=stopped_by, lanes=None if args.no_pin else runner.lanes(args.jobs))
     sections = report.write(out, header, outcomes)
     print(f"wrote {out / report.REPORT_MD} and {out / report.REPORT_HTML}: "
           f"{sum(s.passed for s in sections)} of {sum(s.claimed for s in sections)} claims PASS, "

@@ -117,6 +117,7 @@ class Header:
     jobs: int
     command: str
     stopped_by: int | None = None
+    lanes: list[tuple[int, ...]] | None = None  # the cores each of the jobs was kept to (runner.lanes), or None
     machine: str = dataclasses.field(default_factory=provenance.machine_line)
     versions: dict[str, str] = dataclasses.field(default_factory=provenance.versions)
     revision: str = dataclasses.field(default_factory=provenance.git_revision)
@@ -159,7 +160,8 @@ def markdown(header: Header, sections: Sequence[Section],
              f"- claims: **{passed} of {claimed} PASS** over {len(sections)} chapters"
              + (f"; stopped by signal {header.stopped_by} before the end" if header.stopped_by else ""),
              f"- wall time: **{header.wall_seconds:.0f} s** ({header.wall_seconds / 60:.1f} min), {header.jobs} "
-             f"chapter{'s' if header.jobs > 1 else ''} at a time{_reused_note(sections)}{_cpu_total(sections)}",
+             f"chapter{'s' if header.jobs > 1 else ''} at a time{_lanes_note(header)}{_reused_note(sections)}"
+             f"{_cpu_total(sections)}",
              f"- machine: {header.machine}; JAX platform: {_platforms(sections)}; load average at the end "
              f"(1 / 5 / 15 min): {header.load}",
              f"- versions: {', '.join(f'{k} {v}' for k, v in header.versions.items())}",
@@ -191,6 +193,14 @@ def markdown(header: Header, sections: Sequence[Section],
 def _time(o: Outcome) -> str:
     """``41.9 s (20.3 s CPU)``: wall time, and CPU time (user + system, all threads) where known."""
     return f"{o.seconds:.1f} s" + (f" ({o.cpu_seconds:.1f} s CPU)" if o.cpu_seconds is not None else "")
+
+
+def _lanes_note(header: Header) -> str:
+    """", each kept to its own core" (or cores) when the chapters were pinned to lanes; "" otherwise."""
+    if not header.lanes:
+        return ""
+    widths = {len(lane) for lane in header.lanes}
+    return f", each kept to its own {'core' if widths == {1} else 'cores'}"
 
 
 def _reused_note(sections: Sequence[Section]) -> str:
@@ -238,7 +248,7 @@ def html_page(header: Header, sections: Sequence[Section]) -> str:
               + (f"; stopped by signal {header.stopped_by}" if header.stopped_by else "")),
              ("budget", header.budget),
              ("wall time", f"{header.wall_seconds:.0f} s ({header.wall_seconds / 60:.1f} min), {header.jobs} at a time"
-                           f"{_reused_note(sections)}{_cpu_total(sections)}"),
+                           f"{_lanes_note(header)}{_reused_note(sections)}{_cpu_total(sections)}"),
              ("machine", f"{header.machine}; JAX platform: {_platforms(sections)}"),
              ("load average at the end", header.load),
              ("versions", ", ".join(f"{k} {v}" for k, v in header.versions.items())),
