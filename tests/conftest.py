@@ -24,6 +24,12 @@ QUICK_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitter
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {QUICK_COMPILE}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# This process schedules XLA-CPU's operations as the commands do (``p2t``, the experiments, and the worker processes
+# of chapters 5-7 add the memory-minimising scheduler's flag to XLA_FLAGS when they start): with the elemental
+# emitter the schedule can change the last bits of a result, and a test compares this process's numbers with theirs.
+from p2t_jax import host_memory  # noqa: E402  (no JAX import)
+
+host_memory.schedule_for_memory()
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ and os.environ.get("P2T_TEST_COMPILE_CACHE") != "0":
     # One persistent compilation cache for the whole run, shared by both xdist workers (they start from this
     # process's environment) and by every process a test starts (``p2t`` commands, the playground's server): a
