@@ -1,4 +1,5 @@
-"""How much memory a device has free, and a one-sentence refusal when a request will not fit."""
+"""How much memory a device has free, a one-sentence refusal when a request will not fit, and how many CPU cores
+this process may use."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import os
 import jax
 
 from p2t_jax.configuration import ConfigError
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask: fewer than the machine's when it was pinned,
+    e.g. by ``p2t reproduce``'s lanes or ``taskset``)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _gib(nbytes: float) -> str:

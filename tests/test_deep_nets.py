@@ -258,6 +258,17 @@ def test_runs_side_by_side_in_worker_processes_equal_the_runs_one_after_another(
         assert a["first_step"] == b["first_step"] and a["config"] == b["config"]
 
 
+def test_no_more_workers_than_the_cores_this_process_may_use(monkeypatch, tmp_path):
+    """One usable core (e.g. a `p2t reproduce` lane): the runs train here, one after another, with no pool."""
+    trained = []
+    monkeypatch.setattr(ic, "usable_cores", lambda: 1)
+    monkeypatch.setattr(ic, "train_or_reuse", lambda config, run_dir, *a, **k: trained.append(run_dir) or {"run": run_dir})
+    monkeypatch.setattr(ic.concurrent.futures, "ProcessPoolExecutor", None)  # a pool would fail to start
+    jobs = [(None, tmp_path / "a"), (None, tmp_path / "b")]
+    assert [r["run"] for r in ic.train_each_or_reuse(jobs, {}, "given", workers=2)] == [tmp_path / "a", tmp_path / "b"]
+    assert trained == [tmp_path / "a", tmp_path / "b"]
+
+
 def test_state_shapes_from_the_partitioners_variables_equal_the_traced_state():
     """The loop's one abstract initialisation: the state's shapes, dtypes and shardings built from
     the variables ``make_partitioner`` traced equal ``jax.eval_shape`` of the whole creation."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import pathlib
 import platform
 import shutil
@@ -79,7 +78,9 @@ def cpu_model() -> str:
 
 def cores() -> int:
     """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from p2t_jax.resources import usable_cores
+
+    return usable_cores()
 
 
 def memory_gib() -> float | None:

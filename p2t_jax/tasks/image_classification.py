@@ -44,6 +44,7 @@ from p2t_jax.data.images import ImageBatches, ImageRecords, split_off
 from p2t_jax.host_memory import keep_freed_host_memory
 from p2t_jax.models import regularisation
 from p2t_jax.optim import chains
+from p2t_jax.resources import usable_cores
 from p2t_jax.tasks import image_models
 from p2t_jax.training.config_groups import default_optim, default_parallel, default_train, validate_groups
 from p2t_jax.training.loop import Task, evaluate, restore_state, train_and_evaluate
@@ -415,9 +416,13 @@ def train_each_or_reuse(jobs: Sequence[tuple[ml_collections.ConfigDict, pathlib.
     own folder; started once, each trains its share of the runs one after another). The runs
     are independent and each is deterministic, so the results are the same for any
     ``workers``; two at a time keep both cores of a 2-core machine busy where one small step,
-    and every compilation, uses one. A failed run stops the runs not yet started and is raised
-    here; Ctrl-C reaches the workers too, and each stops its run at a step boundary, saved.
+    and every compilation, uses one. No more workers start than this process has cores
+    (:func:`p2t_jax.resources.usable_cores`): on one core a second worker only competes with the
+    first (chapter 6 kept to one core, ``taskset -c 0``: 120 s with two workers, 98 s with one).
+    A failed run stops the runs not yet started and is raised here; Ctrl-C reaches the workers
+    too, and each stops its run at a step boundary, saved.
     """
+    workers = min(workers, usable_cores())
     if workers <= 1:
         for config, run_dir in jobs:
             yield train_or_reuse(config, run_dir, splits, source, log=log)
