@@ -121,12 +121,13 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as e:
             raise ConfigError(str(e)) from None
     command = command_line(args)
+    cores = None if args.no_pin else runner.lanes(args.jobs)
     start = time.perf_counter()
     outcomes, stopped_by = runner.run_chapters(chapters, budget=args.budget, out=out, jobs=args.jobs,
                                                extra=overrides, progress=not args.no_progress,
-                                               compile_cache=not args.no_compile_cache, pin=not args.no_pin)
+                                               compile_cache=not args.no_compile_cache, cores=cores)
     header = report.Header(budget=args.budget, wall_seconds=time.perf_counter() - start, jobs=args.jobs,
-                           command=command, stopped_by=stopped_by, lanes=None if args.no_pin else runner.lanes(args.jobs))
+                           command=command, stopped_by=stopped_by, lanes=cores)
     sections = report.write(out, header, outcomes)
     print(f"wrote {out / report.REPORT_MD} and {out / report.REPORT_HTML}: "
           f"{sum(s.passed for s in sections)} of {sum(s.claimed for s in sections)} claims PASS, "

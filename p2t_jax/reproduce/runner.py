@@ -34,7 +34,7 @@ lanes, and each running chapter is kept to its lane's cores (``os.sched_setaffin
 2 cores with 2 jobs: one core each). Unpinned, two chapters whose XLA thread pools each
 span every core wait on each other's threads: chapter 8 took 69.6 s of CPU alone and
 unpinned, 55.6 s on one core (and 91.5 s of wall time beside another chapter, unpinned).
-``pin=False`` (``p2t reproduce --no-pin``) lets every chapter use every core.
+``cores=None`` (``p2t reproduce --no-pin``) lets every chapter use every core.
 
 SIGINT, SIGTERM and SIGHUP are forwarded to every running chapter's process group; the
 runner waits for them to save and exit (a second signal is forwarded too, and makes them
@@ -277,14 +277,15 @@ def lanes(jobs: int, cpus: Sequence[int] | None = None) -> list[tuple[int, ...]]
 def run_chapters(chapters: Sequence[Chapter], *, budget: str, out: pathlib.Path, jobs: int,
                  extra: dict[int, list[str]] | None = None, progress: bool = True,
                  stream: TextIO | None = None, compile_cache: bool = True,
-                 pin: bool = True) -> tuple[list[Outcome], int | None]:
+                 cores: Sequence[tuple[int, ...]] | None = None) -> tuple[list[Outcome], int | None]:
     """Runs (or reuses) every chapter into ``out/<name>``, at most ``jobs`` at a time.
 
     Returns the outcomes in chapter order, and the signal number that stopped the run (None
     when none did). Holds ``out``'s lock throughout; raises ConfigError (one sentence) for a
     folder it may not use or another reproduction holding ``out``. ``compile_cache``: the
-    chapters share ``out/.xla-cache``; ``pin``: each running chapter keeps to its lane's cores
-    (see the module's docstring).
+    chapters share ``out/.xla-cache``; ``cores``: the cores of each of the ``jobs`` lanes
+    (:func:`lanes`), each running chapter kept to its lane's, or None for every core (see the
+    module's docstring).
     """
     stream = stream or sys.stderr
     extra = extra or {}
@@ -298,7 +299,6 @@ def run_chapters(chapters: Sequence[Chapter], *, budget: str, out: pathlib.Path,
         for stale in out.glob(".*.stale"):
             shutil.rmtree(stale, ignore_errors=True)
         cache = (out / CACHE).resolve() if compile_cache else None  # absolute: the chapters run in the repository
-        cores = lanes(jobs) if pin else None
         return _run_locked(chapters, budget, out, jobs, extra, progress, stream, cache, cores)
 
 
