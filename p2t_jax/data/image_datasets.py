@@ -50,9 +50,7 @@ def load_splits(source: str = "auto", name: str = "mnist", data_dir: str | None 
             f"prepared (`tfds build {name}`).")
     splits = tfds_source.prepared_image_splits(name, data_dir)
     if splits is None:
-        raise cache.DataUnavailableError(
-            f"TFDS {name} is not prepared in the TFDS data dir and downloads are off; prepare it with "
-            f"`tfds build {name}` (or set --config.data.tfds_data_dir to where it is).")
+        raise tfds_source.not_prepared(name)
     return splits, f"tfds:{name}"
 
 

