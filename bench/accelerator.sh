@@ -4,7 +4,7 @@
 #
 #   bash bench/accelerator.sh [--peak-tflops T]
 #
-# First the prediction (bench/step.py --predict: FLOPs per step from XLA's cost analysis and
+# First the prediction (bench/step.py --predict, lowered on the CPU backend: FLOPs per step from XLA's cost analysis and
 # the step time at MFU $MFU, default 0.3, on H100, A100, v5e and on the device at hand), then
 # nanoGPT's GPU recipe (configs/shakespeare.py:gpu) twice: bench/step.py for the step
 # (median ms, tokens/s, compile time, MFU against the device's dense bfloat16 peak from
@@ -44,7 +44,7 @@ else
   TRAIN=()
 fi
 
-"$PY" bench/step.py --config "$CONFIG" "${SIZE[@]}" --predict H100,A100,v5e --mfu "$MFU" --json "$OUT/predict.json"
+JAX_PLATFORMS=cpu "$PY" bench/step.py --config "$CONFIG" "${SIZE[@]}" --predict H100,A100,v5e --mfu "$MFU" --json "$OUT/predict.json"
 "$PY" bench/step.py --config "$CONFIG" "${SIZE[@]}" "${STEP[@]}" "${PEAK[@]}" --json "$OUT/step.json"
 start=$(date +%s.%N)
 "$PY" -m p2t_jax.cli train --config "$CONFIG" --workdir "$OUT/train" --no-progress "${SIZE[@]}" "${TRAIN[@]}"

@@ -109,12 +109,28 @@ def step_flops(config) -> dict:
 
     step, state = harness.lm_train_step(config, abstract=True)
     batch = harness.random_lm_batch(config, np.random.default_rng(0))
-    cost = step.lower(state, batch).cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = _flops(_lowered_cost(step.lower(state, batch)))
+    if flops != flops:  # NaN: a backend behind a PJRT plugin (CUDA, TPU) has no analysis of unoptimised HLO
+        raise SystemExit(f"error: XLA's cost analysis of the lowered step is not available on the "
+                         f"{jax.default_backend()} backend; run the prediction with JAX_PLATFORMS=cpu (the count is "
+                         f"the unoptimised step's, the same for every platform).")
     n_params = sum(x.size for x in jax.tree.leaves(state.params)) - state.params["pos_embed"].size
     tokens = config.train.batch_size * config.model.max_len
-    return {"flops": float(cost["flops"]), "model_flops": model_flops_per_token(config, n_params) * tokens,
+    return {"flops": flops, "model_flops": model_flops_per_token(config, n_params) * tokens,
             "tokens": tokens, "parameters": int(n_params)}
+
+
+def _lowered_cost(lowered):
+    try:
+        return lowered.cost_analysis()
+    except NotImplementedError:
+        return None
+
+
+def _flops(cost) -> float:
+    """The ``flops`` of an XLA cost analysis (a dict, a list of one, or None where the backend has none), NaN if absent."""
+    cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+    return float(cost.get("flops", "nan")) if isinstance(cost, dict) else float("nan")
 
 
 def print_prediction(config_text: str, config, names: list[str], mfu: float) -> dict:
@@ -175,8 +191,7 @@ def jax_contender(config, measure_peak: bool = True) -> tuple:
     t0 = time.perf_counter()
     compiled = step.lower(state, batch()).compile()
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = _flops(compiled.cost_analysis())
     memory = compiled.memory_analysis()
     holder = {"state": state}
 
@@ -192,7 +207,7 @@ def jax_contender(config, measure_peak: bool = True) -> tuple:
 
     n_params = sum(x.size for x in jax.tree.leaves(state.params)) - state.params["pos_embed"].size
     facts = {"version": f"jax {jax.__version__}", "machine": harness.machine_line(), "platform": device.platform,
-             "device_kind": device.device_kind, "compile_s": compile_s, "flops": float(cost.get("flops", "nan")),
+             "device_kind": device.device_kind, "compile_s": compile_s, "flops": flops,
              "model_flops": model_flops_per_token(config, n_params) * config.train.batch_size * config.model.max_len,
              "peak": peak, "tokens": config.train.batch_size * config.model.max_len,
              # what the step allocates beyond the state it updates in place: XLA's temporaries and new outputs
