@@ -3,8 +3,9 @@
 Nothing runs on import. Where things live, bottom to top; a module imports only from the
 rows below its own (``tests/test_layering.py`` checks it):
 
-* ``configuration``, ``resources``, ``host_memory``, ``parent_watch``, ``compile_cache``:
-  config files and ``--config.*`` overrides, the one-sentence ``ConfigError``; free device
+* ``configuration``, ``xla_flags``, ``resources``, ``host_memory``, ``parent_watch``, ``compile_cache``:
+  config files and ``--config.*`` overrides, the one-sentence ``ConfigError``; the XLA flags
+  an entry point sets before JAX starts (the GPU's deterministic operations); free device
   memory; the host allocator; a child process that stops when its parent dies; the
   environment of a shared persistent XLA compilation cache.
 * ``models/`` pure Flax linen modules, one file per family; ``regularisation`` (dropout,

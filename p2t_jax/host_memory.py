@@ -39,7 +39,8 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-import sys
+
+from p2t_jax import xla_flags
 
 _M_TRIM_THRESHOLD = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD = -3
@@ -70,19 +71,7 @@ def schedule_for_memory() -> bool:
     its flags once, when the first backend is created, so an entry point calls this before
     any JAX computation. Idempotent.
     """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if _SCHEDULER_FLAG in flags or not cpu_backend_expected():
-        return False
-    if "jax" in sys.modules:
-        try:
-            from jax._src import xla_bridge
-
-            if xla_bridge.backends_are_initialized():
-                return False
-        except (ImportError, AttributeError):
-            return False
-    os.environ["XLA_FLAGS"] = f"{flags} {_SCHEDULER_FLAG}=false".strip()
-    return True
+    return cpu_backend_expected() and xla_flags.add(_SCHEDULER_FLAG, "false")
 
 
 def keep_freed_host_memory(limit_bytes: int = 1 << 30) -> bool:

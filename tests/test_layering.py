@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "p2t_jax"
 
 # Bottom to top. A part may import from the rows below its own, never from its own row or above.
 LAYERS = [
-    ["configuration"],
+    ["configuration", "xla_flags"],
     ["resources", "host_memory", "parent_watch", "compile_cache"],
     ["models", "data"],
     ["optim", "parallel"],

@@ -37,12 +37,9 @@ def test_smoke_run_learns_and_writes_its_records(tiny_corpus, smoke_config, tmp_
     assert json.loads((tmp_path / "summary.json").read_text())["eval"] == summary["eval"]
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_corpus, smoke_config, tmp_path):
-    """Train 2N steps, versus N steps + interruption + restart to 2N: identical state."""
-    apply_overrides(smoke_config, ["model.dropout_rate=0.1", "train.checkpoint_every=1000", "train.eval_every=1000"])
-    full, _ = _run(smoke_config, tmp_path / "full")
-
-    task = language_model.make_task(smoke_config)
+def _interrupt_at_20(config, workdir):
+    """Trains ``config`` in ``workdir`` until a Ctrl-C at step 20 (the loop saves a checkpoint there)."""
+    task = language_model.make_task(config)
     original = task.train_batch
 
     def interrupt_at_20(step):
@@ -52,13 +49,41 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_corpus, smok
 
     task.train_batch = interrupt_at_20
     with pytest.raises(KeyboardInterrupt):
-        train_and_evaluate(task, smoke_config, tmp_path / "split", progress=False)
-    assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == ["20"]
+        train_and_evaluate(task, config, workdir, progress=False)
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["20"]
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(tiny_corpus, smoke_config, tmp_path):
+    """Train 2N steps, versus N steps + interruption + restart to 2N: identical state."""
+    apply_overrides(smoke_config, ["model.dropout_rate=0.1", "train.checkpoint_every=1000", "train.eval_every=1000"])
+    full, _ = _run(smoke_config, tmp_path / "full")
+
+    _interrupt_at_20(smoke_config, tmp_path / "split")
     resumed, summary = _run(smoke_config, tmp_path / "split")
     assert summary["resumed_from"] == 20
     chex.assert_trees_all_equal(full.params, resumed.params)
     chex.assert_trees_all_equal(full.opt_state, resumed.opt_state)
     assert int(full.step) == int(resumed.step) == 40
+
+
+def test_resuming_on_a_gpu_without_deterministic_ops_says_what_that_means(tiny_corpus, smoke_config, tmp_path,
+                                                                           monkeypatch, capsys):
+    """On a GPU (measured on an H200) two uninterrupted runs differ in the last bits unless XLA's deterministic
+    operations are on; a resumed run there says so once, and says nothing when they are on or on a CPU."""
+    apply_overrides(smoke_config, ["train.checkpoint_every=1000", "train.eval_every=1000"])
+    _interrupt_at_20(smoke_config, tmp_path / "run")
+    capsys.readouterr()
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")  # what the loop asks; the steps still run on the CPU
+    monkeypatch.setenv("XLA_FLAGS", "")
+    _run(smoke_config, tmp_path / "run")
+    said = [line for line in capsys.readouterr().out.splitlines() if "on a GPU" in line]
+    assert said == ["resuming from step 20 on a GPU: the state is restored exactly, but XLA's GPU reductions add in no "
+                    "fixed order, so the steps from here match an uninterrupted run's only to rounding (--deterministic "
+                    "makes them bit-for-bit, for a slower step)."]
+    _interrupt_at_20(smoke_config, tmp_path / "deterministic")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")  # read by the loop, not by this CPU backend
+    _, summary = _run(smoke_config, tmp_path / "deterministic")
+    assert "on a GPU" not in capsys.readouterr().out and summary["deterministic_gpu"] is True
 
 
 def test_resume_refuses_a_different_model(tiny_corpus, smoke_config, tmp_path):

@@ -47,6 +47,7 @@ import optax
 from flax.core import meta as flax_meta
 from tqdm.auto import tqdm
 
+from p2t_jax import xla_flags
 from p2t_jax.configuration import ConfigError, require, upgrade_saved
 from p2t_jax.optim.chains import make_optimizer
 from p2t_jax.parallel import footprint
@@ -779,12 +780,17 @@ def _train(task: Task, config: ml_collections.ConfigDict, workdir: pathlib.Path,
     say(footprint.describe(state_footprint))
     for text in footprint.warnings(state_footprint):
         _warn(text)
+    if resumed_from and jax.default_backend() == "gpu" and not xla_flags.is_deterministic():
+        say(f"resuming from step {resumed_from} on a GPU: the state is restored exactly, but XLA's GPU reductions add "
+            f"in no fixed order, so the steps from here match an uninterrupted run's only to rounding "
+            f"(--deterministic makes them bit-for-bit, for a slower step).")
     if skipped:
         say(f"resuming from step {resumed_from}: the newer checkpoint(s) at step {', '.join(map(str, skipped))} "
             f"could not be read and were moved to {workdir / 'unreadable'}.")
     summary: dict[str, Any] = {"resumed_from": resumed_from, "start_step": start, "schedule_steps": horizon,
                                "chunk": chunk, "chunk_bytes": chunk_bytes,
-                               "mesh": partitioner.describe() if partitioner is not None else None}
+                               "mesh": partitioner.describe() if partitioner is not None else None,
+                               "deterministic_gpu": xla_flags.is_deterministic()}
     summary["state"] = {"parameters": state_footprint.parameters, "param_bytes_per_device": state_footprint.param_bytes,
                         "opt_state_bytes_per_device": state_footprint.opt_bytes,
                         "unsharded_mesh_axes": [axis for axis, _ in state_footprint.unsharded_axes]}
