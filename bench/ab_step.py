@@ -1,14 +1,18 @@
 """A/B of the Transformer's training step: today's model code against the model code of a git revision,
 or against today's code under other config values.
 
-    python bench/ab_step.py --against REV [--rounds 8] [--steps 30] [--config ...] [--config.model.x=y ...]
+    python bench/ab_step.py --against REV [--file p2t_jax/models/FILE.py] [--rounds 8] [--steps 30] [--config ...]
+                            [--config.model.x=y ...]
     python bench/ab_step.py --against-config model.attention_impl=xla [--against-config KEY=VALUE ...] [...]
 
-Loads ``p2t_jax/models/transformer.py`` as it was at ``REV`` (``git show``) beside today's,
-builds both models from the same config, checks that their first losses agree, then times
-their jitted train steps (the library's ``make_train_step``, same optimiser) in alternating
-rounds in one process, so both see the same machine. Prints each median ms/step and the
-ratio new / old. Only the model file is swapped: the rest of the library is today's.
+Loads ``p2t_jax/models/transformer.py`` (or ``--file``, another module of ``p2t_jax/models``) as it
+was at ``REV`` (``git show``) beside today's, builds both models from the same config, checks
+that their first losses agree, then times their jitted train steps (the library's
+``make_train_step``, same optimiser) in alternating rounds in one process, so both see the
+same machine. Prints each median ms/step and the ratio new / old. Only that file is swapped:
+the rest of the library is today's. For a ``--file`` other than the Transformer's, the old
+step is traced with the names that file defines replaced, wherever the package imported them,
+by the revision's (e.g. ``blocked_attention`` in ``p2t_jax/models/attention.py``).
 With ``--against-config KEY=VALUE`` (repeatable) instead, the baseline is today's code with
 those config values on top of the command line's (e.g. one attention kernel against another).
 """
@@ -16,6 +20,7 @@ those config values on top of the command line's (e.g. one attention kernel agai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -32,25 +37,50 @@ sys.path.insert(0, str(ROOT))
 MODEL_FILE = "p2t_jax/models/transformer.py"
 
 
-def load_model_module(rev: str):
-    """The module ``MODEL_FILE`` as it was at git revision ``rev``."""
+def load_model_module(rev: str, file: str = MODEL_FILE):
+    """The module ``file`` as it was at git revision ``rev``."""
     try:
-        source = subprocess.run(["git", "show", f"{rev}:{MODEL_FILE}"], cwd=ROOT, capture_output=True, text=True,
+        source = subprocess.run(["git", "show", f"{rev}:{file}"], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout
     except subprocess.CalledProcessError as e:
-        sys.exit(f"error: cannot read {MODEL_FILE} at revision '{rev}' ({e.stderr.strip().splitlines()[-1]}).")
-    path = Path(tempfile.mkdtemp(prefix="p2t_ab_")) / "transformer_at_rev.py"
+        sys.exit(f"error: cannot read {file} at revision '{rev}' ({e.stderr.strip().splitlines()[-1]}).")
+    name = f"{Path(file).stem}_at_rev"
+    path = Path(tempfile.mkdtemp(prefix="p2t_ab_")) / f"{name}.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("transformer_at_rev", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
 
 
+@contextlib.contextmanager
+def swapped(file: str, old_module):
+    """Within the block, every name that ``file``'s module (today's) defines and that a module of the
+    package imported from it is bound to ``old_module``'s object of that name instead."""
+    import importlib
+
+    today = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+    patches = []
+    for module in [m for n, m in sys.modules.items() if n.startswith("p2t_jax.") and m is not None]:
+        for name, value in vars(today).items():
+            if callable(value) and getattr(value, "__module__", None) == today.__name__ and hasattr(old_module, name):
+                for attr, bound in list(vars(module).items()):
+                    if bound is value:
+                        patches.append((module, attr, value))
+                        setattr(module, attr, getattr(old_module, name))
+    try:
+        yield len(patches)
+    finally:
+        for module, attr, value in patches:
+            setattr(module, attr, value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", help="git revision whose model file is the baseline")
+    parser.add_argument("--file", default=MODEL_FILE,
+                        help=f"with --against: the model file swapped (default {MODEL_FILE})")
     parser.add_argument("--against-config", action="append", default=[], metavar="KEY=VALUE",
                         help="instead of --against: the baseline is today's code with this config value (repeatable)")
     parser.add_argument("--config", default="configs/shakespeare.py:nanogpt_cpu")
@@ -73,7 +103,13 @@ def main() -> None:
     load_start = os.getloadavg()
     config = harness.load(args.config, harness.config_overrides(rest))
     new_model = language_model.make_model(config)
-    if args.against:
+    swap = contextlib.nullcontext
+    if args.against and args.file != MODEL_FILE:
+        old_module = load_model_module(args.against, args.file)
+        swap = lambda: swapped(args.file, old_module)  # noqa: E731
+        old_model = language_model.make_model(config)
+        old_name = f"{Path(args.file).name} at {args.against}"
+    elif args.against:
         old = load_model_module(args.against)
         known = {f.name for f in dataclasses.fields(old.TransformerConfig)}  # fields added since REV are left out
         old_model = old.Transformer(old.TransformerConfig(**{k: v for k, v in dataclasses.asdict(new_model.cfg).items()
@@ -88,7 +124,8 @@ def main() -> None:
     contenders = {}
     for name, model in ((old_name, old_model), ("today", new_model)):
         step, state = harness.lm_train_step(config, model)
-        compiled = step.lower(state, batch).compile()
+        with swap() if name == old_name else contextlib.nullcontext():
+            compiled = step.lower(state, batch).compile()
         losses = []
         for _ in range(5):
             state, metrics = compiled(state, batch)

@@ -42,6 +42,7 @@ def _value_and_grads(q, k, v, g, *, causal, block, blocked):
     (37, 37, True, 8),    # five query and key blocks, the last padded; blocks above the diagonal skipped
     (13, 29, False, 5),   # keys unlike queries, both padded
     (16, 16, True, 64),   # one block, shorter than the block size
+    (13, 29, False, 32),  # one block each, keys unlike queries: the probabilities kept for the backward
 ])
 def test_values_and_gradients_equal_the_materialised_attention(T, S, causal, block):
     q, k, v, g = _inputs(2, T, S)
