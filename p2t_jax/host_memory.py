@@ -28,8 +28,10 @@ The same setting from the shell, for a program that does not call this function:
 the least memory instead of for running independent operations side by side. The nanoGPT
 recipe's step at context 512 (width 128, 4 layers, 1,024 tokens) then needs 40 MiB of
 temporaries instead of 53 (``bench/NOTES.md``, change 16). From the shell:
-``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false``; a program that names
-that flag in its own ``XLA_FLAGS`` (``=true`` for XLA's default) keeps its choice.
+``XLA_FLAGS=--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED``; a program that
+names that flag in its own ``XLA_FLAGS`` (``CPU_SCHEDULER_TYPE_DEFAULT`` for XLA's default), or
+the older ``--xla_cpu_enable_concurrency_optimized_scheduler`` (deprecated in XLA; the same
+choice, tested), keeps its choice.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ _M_TRIM_THRESHOLD = -1  # glibc malloc.h
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 _applied: int | None = None
-_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+_SCHEDULER_FLAG = "--xla_cpu_scheduler_type"
+_SCHEDULER_FOR_MEMORY = "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+_OLD_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"  # =false: the same, deprecated by XLA
 
 
 def cpu_backend_expected() -> bool:
@@ -61,17 +65,19 @@ def cpu_backend_expected() -> bool:
 
 
 def schedule_for_memory() -> bool:
-    """Adds ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to ``XLA_FLAGS``, so that
+    """Adds ``--xla_cpu_scheduler_type=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED`` to ``XLA_FLAGS``, so that
     XLA-CPU schedules each computation for the least memory; returns whether it did.
 
     XLA's default on the CPU orders operations so that independent ones can run side by
     side, which keeps more buffers alive at once. Changes nothing (returns False) when
-    ``XLA_FLAGS`` already names that flag (the caller's choice stands), when JAX will not run
+    ``XLA_FLAGS`` already names that flag or its deprecated form (the caller's choice stands), when JAX will not run
     on the CPU (:func:`cpu_backend_expected`), or when JAX's backends have started: XLA reads
     its flags once, when the first backend is created, so an entry point calls this before
     any JAX computation. Idempotent.
     """
-    return cpu_backend_expected() and xla_flags.add(_SCHEDULER_FLAG, "false")
+    if xla_flags.named(_OLD_SCHEDULER_FLAG) or not cpu_backend_expected():
+        return False
+    return xla_flags.add(_SCHEDULER_FLAG, _SCHEDULER_FOR_MEMORY)
 
 
 def keep_freed_host_memory(limit_bytes: int = 1 << 30) -> bool:

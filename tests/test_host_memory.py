@@ -1,6 +1,7 @@
 """keep_freed_host_memory: freed blocks are reused without page faults (glibc only); schedule_for_memory's flag."""
 
 import os
+import pathlib
 import platform
 import subprocess
 import sys
@@ -70,13 +71,16 @@ from p2t_jax.host_memory import keep_freed_host_memory, schedule_for_memory
 print(keep_freed_host_memory() if os.environ.get("VIA_KEEP") else schedule_for_memory(), schedule_for_memory())
 print(os.environ.get("XLA_FLAGS", ""))
 """
-_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+_FLAG = "--xla_cpu_scheduler_type"
+_MEMORY = _FLAG + "=CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"
+_OLD = "--xla_cpu_enable_concurrency_optimized_scheduler"  # deprecated by XLA: a caller naming it keeps it
 
 
 @pytest.mark.parametrize("xla_flags, platforms, via_keep, expected", [
-    ("--xla_force_host_platform_device_count=2", "cpu", "", "--xla_force_host_platform_device_count=2 " + _FLAG + "=false"),
-    ("", "cpu", "1", _FLAG + "=false"),  # keep_freed_host_memory sets it too, even with malloc's defaults kept
-    (_FLAG + "=true", "cpu", "", _FLAG + "=true"),  # the caller's choice stands
+    ("--xla_force_host_platform_device_count=2", "cpu", "", "--xla_force_host_platform_device_count=2 " + _MEMORY),
+    ("", "cpu", "1", _MEMORY),  # keep_freed_host_memory sets it too, even with malloc's defaults kept
+    (_FLAG + "=CPU_SCHEDULER_TYPE_DEFAULT", "cpu", "", _FLAG + "=CPU_SCHEDULER_TYPE_DEFAULT"),  # the caller's choice
+    (_OLD + "=true", "cpu", "", _OLD + "=true"),
     ("", "cuda", "", ""),  # not on the CPU: nothing
 ])
 def test_schedule_for_memory_adds_the_flag_once_unless_named_or_not_on_cpu(xla_flags, platforms, via_keep, expected):
@@ -96,3 +100,35 @@ def test_schedule_for_memory_does_nothing_once_jax_has_started():
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.split() == ["False", "''"]
+
+
+_TEMP_BYTES = """
+import os, sys
+sys.path.insert(0, "bench")
+import harness, jax, numpy as np
+from p2t_jax.host_memory import schedule_for_memory
+from p2t_jax.tasks import language_model
+from p2t_jax.training.loop import create_state
+from p2t_jax.training.steps import make_train_step
+schedule_for_memory()
+config = harness.load("configs/shakespeare.py:smoke", ["model.max_len=64", "train.batch_size=4"])
+model = language_model.make_model(config)
+state = jax.eval_shape(lambda: create_state(lambda r: language_model.init_params(model, r), config))
+step = jax.jit(make_train_step(language_model.make_loss_fn(model)), donate_argnums=0)
+batch = harness.random_lm_batch(config, np.random.default_rng(0))
+print(step.lower(state, batch).compile().memory_analysis().temp_size_in_bytes)
+"""
+
+
+def test_the_scheduler_flag_and_its_deprecated_form_are_the_same_choice():
+    """XLA reads both (this jaxlib): the memory-optimised schedule asked for either way takes the same
+    temporaries, fewer than XLA's default schedule's, which the caller can keep by naming either flag."""
+    def temp(xla_flags):
+        env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
+        out = subprocess.run([sys.executable, "-c", _TEMP_BYTES], capture_output=True, text=True, env=env, check=True,
+                             cwd=pathlib.Path(__file__).resolve().parents[1])
+        return int(out.stdout.split()[-1])
+
+    ours, old_form = temp(""), temp(_OLD + "=false")
+    default, old_default = temp(_FLAG + "=CPU_SCHEDULER_TYPE_DEFAULT"), temp(_OLD + "=true")
+    assert ours == old_form < default == old_default
