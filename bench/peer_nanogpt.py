@@ -111,8 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.steps < 2 * args.log_every or args.log_every < 1:
         print("error: --rounds must be >= 1 and --steps at least two --log-every windows.", file=sys.stderr)
         return 2
-    check = subprocess.run([args.torch_python, "-c", "import torch, numpy; print(torch.__version__)"],
-                           capture_output=True, text=True)
+    if os.sep in args.torch_python:  # a path: made absolute, since nanoGPT runs from its own folder
+        args.torch_python = str(Path(args.torch_python).absolute())
+    try:
+        check = subprocess.run([args.torch_python, "-c", "import torch, numpy; print(torch.__version__)"],
+                               capture_output=True, text=True)
+    except OSError as e:
+        print(f"error: --torch-python '{args.torch_python}' cannot be run ({e.strerror}).", file=sys.stderr)
+        return 2
     if check.returncode != 0:
         print(f"error: --torch-python '{args.torch_python}' cannot import torch and numpy.", file=sys.stderr)
         return 2

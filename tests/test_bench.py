@@ -2,6 +2,7 @@
 the scaling grid's points; and bench/accelerator.sh end to end in its smoke mode (slow)."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -114,6 +115,13 @@ def test_peer_nanogpt_refuses_what_is_not_a_clone_and_reads_its_iteration_lines(
     peer = load_bench("peer_nanogpt")
     assert peer.main(["--nanogpt", str(tmp_path), "--torch-python", "python"]) == 2
     assert f"--nanogpt '{tmp_path}' is not a nanoGPT clone" in capsys.readouterr().err
+    clone = tmp_path / "nanogpt"
+    (clone / "config").mkdir(parents=True)
+    (clone / "train.py").write_text("")
+    (clone / "config" / "train_shakespeare_char.py").write_text("")
+    assert peer.main(["--nanogpt", str(clone), "--torch-python", "no/such/python"]) == 2  # one sentence, no traceback
+    assert capsys.readouterr().err == (f"error: --torch-python '{pathlib.Path('no/such/python').absolute()}' cannot "
+                                       f"be run (No such file or directory).\n")
     m = peer.ITER_LINE.match("iter 12: loss 2.5012, time 31.25ms, mfu 1.20%")
     assert m and (int(m.group(1)), float(m.group(2))) == (12, 31.25)
     assert peer.ITER_LINE.match("step 250: train loss 2.1, val loss 2.2") is None
