@@ -27,9 +27,15 @@ import sys
 DETERMINISTIC_GPU = "--xla_gpu_deterministic_ops"
 
 
+def _values(flag: str) -> list[str]:
+    """The values ``XLA_FLAGS`` gives ``flag``, in order (``true`` for a bare ``--flag``)."""
+    parts = [part.split("=", 1) for part in os.environ.get("XLA_FLAGS", "").split()]
+    return [part[1] if len(part) > 1 else "true" for part in parts if part[0] == flag]
+
+
 def named(flag: str) -> bool:
     """Whether ``XLA_FLAGS`` names ``flag`` (with any value)."""
-    return any(part.split("=", 1)[0] == flag for part in os.environ.get("XLA_FLAGS", "").split())
+    return bool(_values(flag))
 
 
 def backends_started() -> bool:
@@ -71,6 +77,5 @@ def deterministic() -> None:
 
 def is_deterministic() -> bool:
     """Whether ``XLA_FLAGS`` turns the GPU's deterministic operations on."""
-    parts = [p.split("=", 1) for p in os.environ.get("XLA_FLAGS", "").split()]
-    values = [v[1].lower() if len(v) > 1 else "true" for v in parts if v[0] == DETERMINISTIC_GPU]
+    values = [v.lower() for v in _values(DETERMINISTIC_GPU)]
     return bool(values) and values[-1] in ("true", "1")
