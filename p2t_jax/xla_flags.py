@@ -12,8 +12,9 @@ its first backend is created), and the one that makes a GPU's steps bit-reproduc
   (atomics), so two runs of the same step, or a resumed run and an uninterrupted one, differ
   in the last bits, and the difference grows with training. Measured on an NVIDIA H200 (jax
   0.11.2): two 40-step runs of the ``smoke`` recipe in one process differed in all 30
-  parameter arrays (largest difference 0.063) without it and in none with it; the ``gpu``
-  recipe's step took 15.0 ms with it against 10.3 ms without (``bench/NOTES.md``). XLA's CPU
+  parameter arrays (largest difference 0.063) without it and in none with it
+  (``bench/determinism.py``); the ``gpu`` recipe's step took 15.0 ms with it against 10.3 ms
+  without (README, "What ran on real hardware"). XLA's CPU
   backend is deterministic either way, so the flag changes nothing there.
 
 No JAX import here: an entry point calls these first.
